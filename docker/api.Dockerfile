@@ -1,0 +1,19 @@
+# API image: FastAPI behind uvicorn. The API never imports torch, but the project is one package,
+# so the CPU build keeps this image small; the worker image carries CUDA.
+FROM python:3.11-slim
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY model ./model
+COPY service ./service
+COPY worker ./worker
+COPY cli ./cli
+COPY migrations ./migrations
+RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0 \
+ && pip install .
+COPY docker/entrypoint-api.sh /usr/local/bin/entrypoint-api.sh
+RUN useradd --create-home --uid 10001 app && chmod +x /usr/local/bin/entrypoint-api.sh
+USER app
+EXPOSE 8000
+HEALTHCHECK --interval=10s --timeout=3s --retries=5 CMD python -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2)"
+ENTRYPOINT ["/usr/local/bin/entrypoint-api.sh"]
