@@ -1,0 +1,90 @@
+"""Sex and age validity rules: boundaries, category tokens, and the vectorised mask against the scalar check."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from model import rules
+from model.icd9 import hierarchy
+
+
+@pytest.mark.parametrize(
+    "code, sex, age, allowed",
+    [
+        ("630", "F", 30, True),
+        ("630", "M", 30, False),
+        ("632", "M", 30, False),  # a category token is constrained like its codes
+        ("6301", "M", 30, False),  # missing from the table, still in category 630
+        ("64891", "F", 10, True),
+        ("64891", "F", 9.9, False),
+        ("64891", "F", 55.9, True),  # whole years: 55
+        ("64891", "F", 56, False),
+        ("V220", "F", 25, True),
+        ("V220", "M", 25, False),
+        ("V241", "F", 60, False),
+        ("V25", "M", 30, True),  # contraception: either sex
+        ("V20", "M", 0, True),  # "V2"-something outside V22-V24
+        ("185", "M", 70, True),
+        ("185", "F", 70, False),
+        ("1830", "M", 50, False),
+        ("179", "M", 50, False),
+        ("600", "F", 70, False),
+        ("6000", "M", 70, True),
+        ("614", "M", 40, False),
+        ("6299", "F", 40, True),
+        ("765", "M", 0, True),
+        ("76519", "F", 0.99, True),
+        ("765", "M", 1, False),
+        ("V30", "F", 0, True),
+        ("V3000", "F", 0, True),
+        ("V3000", "F", 1, False),
+        ("V39", "M", 2, False),
+        ("4019", "F", 0, True),
+        ("4019", "M", 90, True),
+        ("E8889", "F", 30, True),
+        ("<s>", "M", 40, True),
+    ],
+)
+def test_rule_boundaries(code, sex, age, allowed):
+    assert rules.is_allowed(code, sex, age) is allowed
+    assert (rules.violations(code, sex, age) == []) is allowed
+
+
+def test_unknown_sex_and_age_violate_nothing():
+    assert rules.is_allowed("630", "U", float("nan"))
+    assert rules.is_allowed("765", "", float("nan"))
+
+
+def test_violations_name_kind_and_source():
+    (sex_rule, age_rule) = rules.violations("650", "M", 70)
+    assert (sex_rule.kind, age_rule.kind) == ("sex", "age")
+    assert "chapter 11" in sex_rule.source and "Sex conflict" in sex_rule.source
+    assert "Maternity" in age_rule.source
+    assert all(r.source for r in rules.RULES)
+
+
+def test_ranges_do_not_leak_across_prefixes():
+    # Numeric 022-024 and E-codes never match the V22-V24 rule.
+    for code in ("0220", "0239", "E022", "V2", "V02"):
+        assert rules.rules_for(code) == ()
+
+
+def test_allowed_mask_agrees_with_is_allowed_on_random_inputs():
+    rng = np.random.default_rng(0)
+    table = [c for c in hierarchy().nodes if not c[0].isdigit() or len(c) <= 5]
+    pool = ["630", "64891", "V220", "V3000", "765", "185", "6140", "4019", "<s>", "V2", "6301"]
+    codes = pool + list(rng.choice(table, 300, replace=False))
+    sexes = rng.choice(np.array(["F", "M", "U"]), 200)
+    ages = rng.choice(np.array([0, 0.5, 1, 9, 9.99, 10, 30, 55, 55.5, 56, 90, np.nan]), 200)
+    mask = rules.allowed_mask(codes, sexes, ages)
+    assert mask.shape == (200, len(codes)) and mask.dtype == bool
+    expected = np.array([[rules.is_allowed(c, s, a) for c in codes] for s, a in zip(sexes, ages)])
+    assert (mask == expected).all()
+    assert not mask.all()  # the draw exercises the rules
+
+
+def test_matrix_separates_sex_and_age():
+    m = rules.allowed_matrix(["650", "765", "4019"])
+    assert m.sex_mask(np.array(["M"])).tolist() == [[False, True, True]]
+    assert m.age_mask(np.array([70.0])).tolist() == [[False, False, True]]
+    assert rules.allowed_matrix([]).mask(np.array(["F"]), np.array([1.0])).shape == (1, 0)
