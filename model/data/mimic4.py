@@ -1,0 +1,57 @@
+"""MIMIC-IV folder (the folder holding hosp/, or hosp/ itself): patients, admissions, diagnoses_icd.
+
+Only ICD-9 rows (icd_version 9) are kept, so an admission coded in ICD-10 is not a visit and a patient
+with only ICD-10 admissions is dropped. MIMIC-IV has no date of birth: age at an admission is
+anchor_age + (year(admittime) - anchor_year), taken at the first ICD-9 admission and capped at 90.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from model.data.assemble import cap_age, first_visits, order_rows, to_patients
+from model.data.mimic3 import join_admissions, read_admissions, read_diagnoses
+from model.data.reading import fail, find_table, parse_numbers, parse_sex, read_table, require
+from model.patient import Patient
+
+
+def hosp_folder(folder: Path) -> Path:
+    sub = Path(folder) / "hosp"
+    return sub if sub.is_dir() else Path(folder)
+
+
+def read_patients(path: Path) -> pd.DataFrame:
+    paths = [path]
+    df = read_table(path, ["subject_id", "gender", "anchor_age", "anchor_year"])
+    require(paths, df, ["subject_id", "gender", "anchor_age", "anchor_year"])
+    dup = df["subject_id"].duplicated().to_numpy()
+    if dup.any():
+        fail(paths, df, dup, "repeated subject_id: expected one row per patient", column="subject_id")
+    df["sex"] = parse_sex(paths, df, "gender", {"M": "M", "F": "F"})
+    df["anchor_age"] = parse_numbers(paths, df, "anchor_age")
+    df["anchor_year"] = parse_numbers(paths, df, "anchor_year")
+    negative = (df["anchor_age"] < 0).to_numpy()
+    if negative.any():
+        fail(paths, df, negative, "negative age: expected anchor_age >= 0", column="anchor_age")
+    return df.set_index("subject_id")
+
+
+def load_mimic4(folder: Path) -> list[Patient]:
+    hosp = hosp_folder(folder)
+    pat_path, adm_path, diag_path = (find_table(hosp, n) for n in ("patients", "admissions", "diagnoses_icd"))
+    pat = read_patients(pat_path)
+    adm = read_admissions(adm_path)
+    diag = read_diagnoses(diag_path, code_column="icd_code", extra=("icd_version",))
+    diag = diag[(parse_numbers([diag_path], diag, "icd_version") == 9).to_numpy()]
+    rows = order_rows(join_admissions(diag, adm, diag_path, adm_path))
+    first = first_visits(rows)
+    unknown = ~first.index.isin(pat.index)
+    if unknown.any():
+        fail([diag_path], first.reset_index(), unknown, f"subject_id not found in {pat_path.name}: expected every patient to be listed", column="patient_id")
+    p = pat.reindex(first.index)
+    age = p["anchor_age"] + (first["time"].astype("datetime64[us]").dt.year - p["anchor_year"])
+    negative = (age < 0).to_numpy()
+    if negative.any():
+        fail([pat_path], p, negative, "admission before birth: expected a non-negative age at the first admission", column="anchor_year")
+    return to_patients(rows, cap_age(age), p["sex"], diag_path)

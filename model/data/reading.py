@@ -1,0 +1,210 @@
+"""Reading tables strictly: every failure becomes a DataError naming the file, line and column.
+
+CSV goes through pyarrow rather than pandas' C parser because pandas silently accepts rows with too
+many fields once `usecols` is given, and we want both: read only the needed columns *and* reject
+malformed rows. Every frame carries `_line` (the file's physical line, header = line 1, assuming one
+row per line; for Parquet the 1-based row) and `_file` (an index into the caller's list of paths), so
+that a bad value found after merging can still be traced to where it came from.
+"""
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from model.errors import DataError
+
+CSV_SUFFIXES = (".csv", ".csv.gz")
+TABLE_SUFFIXES = (".csv", ".csv.gz", ".parquet")
+
+
+def is_table(path: Path) -> bool:
+    return path.is_file() and path.name.lower().endswith(TABLE_SUFFIXES)
+
+
+def find_table(folder: Path, stem: str) -> Path:
+    """The file `stem`.csv or `stem`.csv.gz in folder, matching the name without regard to case."""
+    wanted = {stem.lower() + s for s in CSV_SUFFIXES}
+    hits = sorted(p for p in folder.iterdir() if p.is_file() and p.name.lower() in wanted) if folder.is_dir() else []
+    if not hits:
+        raise DataError(folder / f"{stem}.csv", f"missing file: expected {stem}.csv or {stem}.csv.gz in {folder}")
+    return hits[0]
+
+
+def _open_bytes(path: Path) -> bytes:
+    # Only used on the error path, to locate a bad byte; whole-file reads are fine there.
+    with open(path, "rb") as f:
+        data = f.read()
+    return gzip.decompress(data) if path.name.lower().endswith(".gz") else data
+
+
+def _first_line(path: Path) -> bytes:
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            return f.readline()
+    except FileNotFoundError:
+        raise DataError(path, "file not found") from None
+    except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError
+        raise DataError(path, f"cannot read file ({e}): expected CSV text or gzipped CSV") from None
+
+
+def read_header(path: Path) -> list[str]:
+    raw = _first_line(path)
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DataError(path, f"not UTF-8 text (byte {raw[e.start]:#04x}): expected a UTF-8 CSV header", line=1) from None
+    if not text.strip():
+        raise DataError(path, "empty file: expected a CSV header row", line=1)
+    return [c.strip() for c in next(csv.reader(io.StringIO(text)))]
+
+
+def _match_columns(path: Path, present: list[str], columns: list[str], optional: tuple[str, ...]) -> dict[str, str]:
+    """canonical lower-case name -> name as spelled in the file (headers may be upper- or lower-case)."""
+    by_lower = {c.lower(): c for c in present}
+    found = {c: by_lower[c] for c in columns if c in by_lower}
+    for c in columns:
+        if c not in found and c not in optional:
+            raise DataError(path, f"missing column: expected columns {', '.join(c for c in columns)} (any case); found {', '.join(present)}", column=c)
+    return found
+
+
+def _line_of_bad_utf8(path: Path) -> int | None:
+    data = _open_bytes(path)
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return data.count(b"\n", 0, e.start) + 1
+    return None
+
+
+def _read_csv_arrow(path: Path, names: list[str], use_threads: bool) -> pa.Table:
+    return pacsv.read_csv(
+        path,
+        read_options=pacsv.ReadOptions(use_threads=use_threads),
+        # Quoted newlines are legal CSV; allowing them costs little and avoids a false "malformed row".
+        parse_options=pacsv.ParseOptions(newlines_in_values=True),
+        convert_options=pacsv.ConvertOptions(
+            include_columns=names,
+            column_types={n: pa.string() for n in names},  # ids and codes are text: keep leading zeros
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=True,
+            null_values=[""],
+        ),
+    )
+
+
+def _read_csv(path: Path, columns: list[str], optional: tuple[str, ...]) -> pd.DataFrame:
+    found = _match_columns(path, read_header(path), columns, optional)
+    names = list(found.values())
+    try:
+        table = _read_csv_arrow(path, names, use_threads=True)
+    except pa.ArrowInvalid as e:
+        msg = str(e)
+        if "UTF8" in msg or "UTF-8" in msg:
+            raise DataError(path, "not UTF-8 text: expected UTF-8 encoded CSV", line=_line_of_bad_utf8(path)) from None
+        if "CSV parse error" in msg:
+            # Threaded parsing does not know line numbers; parse again single-threaded to find it.
+            try:
+                _read_csv_arrow(path, names, use_threads=False)
+            except pa.ArrowInvalid as e2:
+                msg = str(e2)
+            m = re.search(r"Row #(\d+)", msg)
+            detail = msg.split(":", 1)[-1].strip()
+            raise DataError(path, f"malformed CSV row ({detail[:200]}): expected one field per header column", line=int(m.group(1)) if m else None) from None
+        raise DataError(path, f"cannot parse CSV ({msg[:200]})") from None
+    except (OSError, EOFError) as e:
+        raise DataError(path, f"cannot read file ({e}): expected CSV text or gzipped CSV") from None
+    df = table.to_pandas()
+    df.columns = [c.lower() for c in df.columns]
+    df["_line"] = np.arange(2, len(df) + 2, dtype=np.int64)
+    return df
+
+
+def _read_parquet(path: Path, columns: list[str], optional: tuple[str, ...]) -> pd.DataFrame:
+    try:
+        present = pq.read_schema(path).names
+        found = _match_columns(path, present, columns, optional)
+        table = pq.read_table(path, columns=list(found.values()))
+    except DataError:
+        raise
+    except (pa.ArrowException, OSError) as e:
+        raise DataError(path, f"cannot read Parquet file ({str(e)[:200]})") from None
+    df = table.to_pandas()
+    df.columns = [c.lower() for c in df.columns]
+    df["_line"] = np.arange(1, len(df) + 1, dtype=np.int64)
+    return df
+
+
+def read_table(path: Path, columns: list[str], *, file_index: int = 0, optional: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Only the named columns (canonical lower-case names), plus `_line` and `_file`.
+
+    CSV columns come back as strings with empty fields as missing; Parquet columns keep their types.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(path, "file not found")
+    if path.name.lower().endswith(".parquet"):
+        df = _read_parquet(path, columns, optional)
+    else:
+        df = _read_csv(path, columns, optional)
+    df["_file"] = np.full(len(df), file_index, dtype=np.int32)
+    return df
+
+
+def fail(paths: list[Path], df: pd.DataFrame, bad: pd.Series | np.ndarray, expected: str, column: str | None = None):
+    """Raise a DataError at the first row where `bad` is true, naming its file, line and value."""
+    i = int(np.flatnonzero(np.asarray(bad))[0])
+    path = Path(paths[int(df["_file"].iat[i])])
+    line = int(df["_line"].iat[i])
+    got = f" (got {df[column].iat[i]!r})" if column is not None and column in df else ""
+    if path.name.lower().endswith(".parquet"):
+        raise DataError(path, f"row {line}: {expected}{got}", column=column)
+    raise DataError(path, f"{expected}{got}", line=line, column=column)
+
+
+def require(paths: list[Path], df: pd.DataFrame, columns: list[str]) -> None:
+    for c in columns:
+        missing = df[c].isna().to_numpy()
+        if missing.any():
+            fail(paths, df, missing, "empty value: expected a value", column=c)
+
+
+def parse_times(paths: list[Path], df: pd.DataFrame, column: str, fmt: str = "ISO8601") -> pd.Series:
+    """Datetime column, microsecond resolution; an unparseable value names its file, line and column."""
+    s = df[column]
+    if pd.api.types.is_datetime64_any_dtype(s):
+        out = s
+    else:
+        out = pd.to_datetime(s, format=fmt, errors="coerce")
+    bad = (out.isna() & s.notna()).to_numpy()
+    if bad.any():
+        fail(paths, df, bad, f"unparseable date: expected {'YYYYMMDD' if fmt == '%Y%m%d' else 'an ISO date or datetime'}", column=column)
+    return out.astype("datetime64[us]")
+
+
+def parse_numbers(paths: list[Path], df: pd.DataFrame, column: str) -> pd.Series:
+    s = df[column]
+    out = pd.to_numeric(s, errors="coerce").astype(float)
+    bad = (out.isna() & s.notna()).to_numpy()
+    if bad.any():
+        fail(paths, df, bad, "not a number: expected a number", column=column)
+    return out
+
+
+def parse_sex(paths: list[Path], df: pd.DataFrame, column: str, mapping: dict[str, str]) -> pd.Series:
+    """Map source sex codes to "M"/"F" (case-insensitive); anything else is an error."""
+    out = df[column].str.strip().str.lower().map({k.lower(): v for k, v in mapping.items()})
+    bad = (out.isna() & df[column].notna()).to_numpy()
+    if bad.any():
+        fail(paths, df, bad, f"unknown sex code: expected one of {', '.join(mapping)}", column=column)
+    return out.astype(object)
