@@ -1,0 +1,86 @@
+"""Long-format CSV or Parquet file, or a folder of them: `patient_id, visit_id, visit_time, code[, age, sex]`.
+
+One row per diagnosis, the interchange format of other EHR tools (and our own long CSV export).
+- visit_time: ISO dates/datetimes, or plain numbers (e.g. days since an index date); one kind per
+  data set. A visit's time is the earliest time given on its rows.
+- codes keep the order of the file within a visit (there is no seq column).
+- age is the patient's age at the first visit: the first non-empty value in time order; capped at 90.
+- sex accepts M/F and male/female in any case; a patient's first non-empty value is used.
+- age and sex are optional columns. Without them a patient gets age NaN and sex "U" (unknown); the
+  rest of the system expects M/F and a number, so such data is fit for statistics, not for training.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from model.data.assemble import cap_age, clean_codes, order_rows, to_patients
+from model.data.reading import TABLE_SUFFIXES, fail, is_table, parse_numbers, parse_sex, parse_times, read_table, require
+from model.errors import DataError
+from model.patient import Patient
+
+COLUMNS = ["patient_id", "visit_id", "visit_time", "code", "age", "sex"]
+OPTIONAL = ("age", "sex")
+SEX = {"M": "M", "F": "F", "male": "M", "female": "F"}
+
+
+def long_files(path: Path) -> list[Path]:
+    path = Path(path)
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if is_table(p))
+    return [path]
+
+
+def _as_text(s: pd.Series) -> pd.Series:
+    # Parquet may hold ids as integers; the Patient wants strings either way.
+    return s if pd.api.types.is_string_dtype(s) else s.astype("str").where(s.notna())
+
+
+def _times(paths: list[Path], df: pd.DataFrame) -> tuple[str, pd.Series]:
+    """("datetime"|"number", values) for visit_time."""
+    s = df["visit_time"]
+    if pd.api.types.is_datetime64_any_dtype(s):
+        return "datetime", s.astype("datetime64[us]")
+    if pd.api.types.is_numeric_dtype(s):
+        return "number", s.astype(float)
+    as_number = pd.to_numeric(s, errors="coerce")
+    if (as_number.notna() | s.isna()).all():
+        return "number", as_number.astype(float)
+    return "datetime", parse_times(paths, df, "visit_time")
+
+
+def read_long(paths: list[Path]) -> pd.DataFrame:
+    frames, kinds = [], set()
+    for i, path in enumerate(paths):
+        df = read_table(path, COLUMNS, file_index=i, optional=OPTIONAL)
+        for c in ("patient_id", "visit_id", "visit_time", "code"):
+            df[c] = _as_text(df[c]) if c != "visit_time" else df[c]
+        require(paths, df, ["patient_id", "visit_id", "visit_time"])
+        kind, df["time"] = _times(paths, df)
+        kinds.add(kind)
+        df["age"] = parse_numbers(paths, df, "age") if "age" in df else np.nan
+        negative = (df["age"] < 0).to_numpy()
+        if negative.any():
+            fail(paths, df, negative, "negative age: expected an age in years >= 0", column="age")
+        df["sex"] = parse_sex(paths, df, "sex", SEX) if "sex" in df else None
+        frames.append(df[["patient_id", "visit_id", "time", "code", "age", "sex", "_line", "_file"]])
+    if len(kinds) > 1:
+        raise DataError(paths[0], "visit_time is a date in some files and a number in others: expected one kind", column="visit_time")
+    rows = pd.concat(frames, ignore_index=True)
+    rows["code"] = clean_codes(rows["code"].astype("str"))
+    rows["time"] = rows.groupby(["patient_id", "visit_id"], sort=False)["time"].transform("min")
+    rows["seq"] = np.nan  # file order decides within a visit (order_rows breaks ties by row position)
+    return rows
+
+
+def load_long(path: Path) -> list[Patient]:
+    paths = long_files(path)
+    if not paths:
+        raise DataError(path, f"no data files: expected {', '.join(TABLE_SUFFIXES)} files with columns {', '.join(COLUMNS[:4])}")
+    rows = order_rows(read_long(paths))
+    # groupby().first() skips missing values: the first non-empty age/sex in time order.
+    per_patient = rows.groupby("patient_id", sort=True)[["age", "sex"]].first()
+    sex = per_patient["sex"].astype(object).where(per_patient["sex"].notna(), "U")
+    return to_patients(rows, cap_age(per_patient["age"].astype(float)), sex, paths[0])
