@@ -1,0 +1,83 @@
+"""The report's JSON schema (pydantic v2), versioned: bump SCHEMA_VERSION on any incompatible change.
+
+Sections fidelity / validity / privacy / utility each map a measure name to a Measure:
+{"value", "limit", "threshold", "pass"} plus optional fields (direction, spread, full, reference, n).
+Serialise with report.to_json() (or model_dump(by_alias=True)) so that "pass" keeps its name.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+
+SCHEMA_VERSION = "1.0"
+
+
+class Measure(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    value: float | None
+    limit: float | None = None  # the holdout's value against train: what a perfect generator reaches
+    threshold: float | None = None
+    passed: bool | None = Field(default=None, alias="pass")
+    limit_pass: bool | None = None  # would the holdout itself pass? (no: the threshold is too strict for this data)
+    direction: str | None = None  # "min" | "max" | "rel" | "gap" (see thresholds.py)
+    spread: float | None = None  # std over equal-size subsamples when value is their mean
+    full: float | None = None  # the value on the whole cohort when value is a subsample mean
+    reference: float | None = None  # the training data's own value, for "rel" thresholds
+
+
+class CohortSummary(BaseModel):
+    patients: int
+    visits: int
+    codes: int  # code slots
+    distinct_codes: int
+
+
+class DataSummary(BaseModel):
+    train: CohortSummary
+    holdout: CohortSummary
+    synthetic: CohortSummary
+
+
+class ModelScores(BaseModel):
+    perplexity: dict[str, float | None]
+    reconstruction_jaccard: float | None
+    reconstruction_patients: int
+
+
+class EvaluationConfig(BaseModel):
+    """How the report was computed; recorded in it so a figure can be reproduced."""
+
+    seed: int = 0  # subsamples, the train sample for privacy, classifiers
+    n_subsamples: int = 5  # equal-size subsamples of the synthetic cohort
+    utility_labels: int = 20  # top-k last-visit categories
+
+
+class Report(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    schema_version: str = SCHEMA_VERSION
+    created_at: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    generator: dict[str, Any] | None = None  # the generator's configuration (model, sampling, ...)
+    seeds: dict[str, Any] = Field(default_factory=dict)  # generation seeds
+    split_seed: int | None = None
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    data: DataSummary
+    fidelity: dict[str, Measure]
+    validity: dict[str, Measure]
+    privacy: dict[str, Measure]
+    utility: dict[str, Measure]
+    model: ModelScores | None = None
+    passed: dict[str, bool] = Field(default_factory=dict)  # per section: every measure with a verdict passes
+    seconds: dict[str, float] = Field(default_factory=dict)  # time per section
+
+    # Arrays for the HTML figures (prevalences, lengths, distances); never serialised.
+    _figures: dict[str, Any] | None = PrivateAttr(default=None)
+
+    def to_json(self, **kw) -> str:
+        return self.model_dump_json(by_alias=True, **kw)
+
+    def to_dict(self) -> dict:
+        return self.model_dump(by_alias=True, mode="json")
