@@ -1,0 +1,259 @@
+"""Decode-time constraints as logit masks: the visit grammar, no repeated code in a visit, the sex/age
+rules, and the length limits. Whatever the model's logits, a sequence sampled through `mask_logits`
+and `advance` is well formed.
+
+Sequences (DESIGN section 4), hierarchical interleaves each code with its category first:
+    <s> <v> K(c1) c1 K(c2) c2 </v> <v> ... </v> </s>        flat: <s> <v> c1 c2 </v> ... </s>
+
+The state of each row is a few integers plus two (B, V) bool masks, all torch tensors on the model's
+device, so a step costs a handful of vectorised ops for the whole batch. The length limits are
+enforced by cost: a visit is only opened, and a code only started, when the tokens left still fit
+the shortest way to close the record (`</v> </s>`), so generation always ends inside max_length.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+# Row phases: what the last token was.
+START = 0  # after <s>: only <v>
+OPEN = 1  # after <v> or a code: a category (hier) / code (flat), or </v> once the visit is non-empty
+CATEGORY = 2  # after a category token: a not-yet-used allowed code of that category
+CLOSED = 3  # after </v>: <v> or </s>
+DONE = 4  # after </s>: only <pad> (rows kept in the batch as padding)
+
+
+@dataclass(frozen=True)
+class TokenLayout:
+    """Where things are in the vocabulary, as plain data (no dependency on the vocabulary class)."""
+
+    vocab_size: int
+    bos: int
+    pad: int
+    eos: int
+    unk: int
+    visit_open: int
+    visit_close: int
+    mask: int
+    category_offset: int
+    code_offset: int
+    code_category: np.ndarray  # (V,) int64: category token id of each code token, -1 for other tokens
+    hierarchical: bool = True
+
+    @property
+    def n_categories(self) -> int:
+        return self.code_offset - self.category_offset
+
+    def is_code(self) -> np.ndarray:
+        return np.arange(self.vocab_size) >= self.code_offset
+
+
+def layout_from_vocab(vocab, hierarchical: bool) -> TokenLayout:
+    """Build the layout from the model's Vocabulary (specials <s>=0 <pad>=1 </s>=2 <unk>=3 <v>=4 </v>=5 <mask>=6)."""
+    V = len(vocab)
+    code_category = np.full(V, -1, dtype=np.int64)
+    cc = vocab.code_category
+    items = cc.items() if isinstance(cc, dict) else enumerate(cc)
+    for code, cat in items:
+        tid = vocab.token_to_id[code] if isinstance(code, str) else int(code)
+        if tid >= vocab.code_offset:
+            code_category[tid] = int(cat)
+    ids = vocab.token_to_id
+    return TokenLayout(
+        vocab_size=V, bos=ids["<s>"], pad=ids["<pad>"], eos=ids["</s>"], unk=ids["<unk>"],
+        visit_open=ids["<v>"], visit_close=ids["</v>"], mask=ids["<mask>"],
+        category_offset=vocab.category_offset, code_offset=vocab.code_offset,
+        code_category=code_category, hierarchical=hierarchical,
+    )
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_visits: int = 20
+    max_codes_per_visit: int = 30
+    max_length: int = 512  # decoder tokens including <s> and </s>
+
+    def __post_init__(self):
+        if self.max_visits < 1 or self.max_codes_per_visit < 1:
+            raise ValueError("max_visits and max_codes_per_visit must be at least 1")
+        if self.max_length < 5:
+            raise ValueError("max_length must be at least 5 (<s> <v> K c </v> </s> needs 6 hierarchical, 5 flat)")
+
+
+@dataclass
+class RowState:
+    """Per-row decoding state. All tensors have batch size B on dim 0."""
+
+    phase: torch.Tensor  # (B,) long
+    length: torch.Tensor  # (B,) long: tokens emitted so far including <s>
+    n_visits: torch.Tensor  # (B,) long: closed visits
+    n_in_visit: torch.Tensor  # (B,) long: codes in the open visit
+    category: torch.Tensor  # (B,) long: last category token (phase CATEGORY)
+    allowed: torch.Tensor  # (B, V) bool: the sex/age rules, fixed per patient
+    used: torch.Tensor  # (B, V) bool: codes already in the open visit
+    cat_left: torch.Tensor  # (B, n_categories) long: allowed codes of each category not yet in the visit
+    cat_full: torch.Tensor  # (B, n_categories) long: cat_left at the start of a visit
+
+    def select(self, idx: torch.Tensor) -> "RowState":
+        return RowState(**{k: v.index_select(0, idx) for k, v in self.__dict__.items()})
+
+
+def _category_index(layout: TokenLayout, device) -> torch.Tensor:
+    """(n_codes,) category index (0-based among categories) of each code token."""
+    cc = layout.code_category[layout.code_offset:] - layout.category_offset
+    return torch.as_tensor(cc, dtype=torch.long, device=device)
+
+
+def init_state(layout: TokenLayout, allowed: torch.Tensor) -> RowState:
+    """State after `<s>` for B rows; `allowed` (B, V) bool is the rules mask per patient (True for specials)."""
+    B, V = allowed.shape
+    assert V == layout.vocab_size, (V, layout.vocab_size)
+    dev = allowed.device
+    allowed = allowed.clone()
+    allowed[:, : layout.category_offset] = True  # specials are governed by the grammar alone
+    cat_idx = _category_index(layout, dev)
+    # a category is usable only if the category itself is allowed and it has an allowed code
+    code_ok = allowed[:, layout.code_offset:].long()  # (B, n_codes)
+    cat_full = torch.zeros(B, layout.n_categories, dtype=torch.long, device=dev).index_add_(1, cat_idx, code_ok)
+    if layout.hierarchical:
+        cat_full = cat_full * allowed[:, layout.category_offset: layout.code_offset].long()
+    zeros = torch.zeros(B, dtype=torch.long, device=dev)
+    return RowState(
+        phase=zeros.clone(), length=torch.ones(B, dtype=torch.long, device=dev), n_visits=zeros.clone(),
+        n_in_visit=zeros.clone(), category=torch.full((B,), -1, dtype=torch.long, device=dev),
+        allowed=allowed, used=torch.zeros(B, V, dtype=torch.bool, device=dev), cat_left=cat_full.clone(), cat_full=cat_full,
+    )
+
+
+def allowed_next(state: RowState, layout: TokenLayout, limits: Limits) -> torch.Tensor:
+    """(B, V) bool: the tokens the grammar and the rules allow next for each row. Never all False."""
+    B, V = state.used.shape
+    dev = state.used.device
+    left = limits.max_length - state.length  # tokens that may still be emitted, this one included
+    # shortest completions: a new visit is <v> [K] c </v> </s>, a new code in a visit is [K] c </v> </s>
+    unit = 2 if layout.hierarchical else 1
+    can_open = (state.n_visits < limits.max_visits) & (left >= unit + 3)
+    can_add = (state.n_in_visit < limits.max_codes_per_visit) & (left >= unit + 2)
+    has_any = state.cat_full.sum(1) > 0  # the patient has at least one allowed code at all
+
+    out = torch.zeros(B, V, dtype=torch.bool, device=dev)
+    avail_code = state.allowed & ~state.used
+    avail_code[:, : layout.code_offset] = False
+    ph = state.phase
+
+    start = ph == START
+    first = start & has_any & (left >= unit + 3)
+    out[:, layout.visit_open] |= first
+    # degenerate: a patient for whom every code is forbidden (or max_length too short for one visit)
+    # gets the empty record <s> </s>
+    out[:, layout.eos] |= start & ~first
+
+    opn = ph == OPEN
+    add = opn & can_add
+    if layout.hierarchical:
+        cats = (state.cat_left > 0) & add[:, None]
+        out[:, layout.category_offset: layout.code_offset] |= cats
+    else:
+        out |= avail_code & add[:, None]
+    nonempty = state.n_in_visit > 0
+    out[:, layout.visit_close] |= opn & nonempty
+    # an empty open visit with nothing to add cannot happen (a visit opens only when a code fits)
+
+    cat = ph == CATEGORY
+    if cat.any():
+        code_cat = torch.as_tensor(layout.code_category, device=dev)
+        out |= avail_code & (code_cat[None, :] == state.category[:, None]) & cat[:, None]
+
+    closed = ph == CLOSED
+    out[:, layout.visit_open] |= closed & can_open & has_any
+    out[:, layout.eos] |= closed
+
+    out[:, layout.pad] |= ph == DONE
+    return out
+
+
+def mask_logits(logits: torch.Tensor, allowed: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
+    """Float32 logits with disallowed tokens at -inf; safe for any input (NaN, +-inf, huge values).
+
+    NaN counts as -inf. A row with +inf on allowed tokens becomes uniform over those tokens. A row
+    whose allowed logits are all -inf falls back to closing: `</s>` if allowed, else `</v>`, else
+    uniform over the allowed tokens. Every row of the result has at least one finite entry.
+    """
+    x = torch.nan_to_num(logits.float(), nan=-torch.inf, posinf=torch.inf, neginf=-torch.inf)
+    x = torch.where(allowed, x, torch.tensor(-torch.inf, device=x.device))
+    pos = x == torch.inf
+    x = torch.where(pos.any(1, keepdim=True), torch.where(pos, 0.0, -torch.inf), x)
+    dead = ~torch.isfinite(x).any(1)
+    if dead.any():
+        fb = allowed[dead].float()  # uniform over allowed ...
+        for tok in (layout.visit_close, layout.eos):  # ... unless we can close: </s> wins over </v>
+            can = allowed[dead, tok]
+            one = torch.zeros_like(fb)
+            one[:, tok] = 1.0
+            fb = torch.where(can[:, None], one, fb)
+        x[dead] = torch.where(fb > 0, 0.0, -torch.inf)
+    return x
+
+
+def advance(state: RowState, tokens: torch.Tensor, layout: TokenLayout, limits: Limits, *,
+            check: bool = True, allowed: torch.Tensor | None = None) -> RowState:
+    """State after each row emits tokens[i] (B,). With check, a token the constraints forbid raises
+    ValueError; pass `allowed` (this step's allowed_next) to save recomputing it."""
+    if check:
+        if allowed is None:
+            allowed = allowed_next(state, layout, limits)
+        ok = allowed.gather(1, tokens[:, None]).squeeze(1)
+        if not bool(ok.all()):
+            bad = int((~ok).nonzero()[0, 0])
+            raise ValueError(f"token {int(tokens[bad])} is not allowed in row {bad} (phase {int(state.phase[bad])})")
+    s = replace(state)
+    s.used = state.used.clone()
+    s.cat_left = state.cat_left.clone()
+    is_code = tokens >= layout.code_offset
+    is_cat = (tokens >= layout.category_offset) & ~is_code
+    opens = tokens == layout.visit_open
+    closes = tokens == layout.visit_close
+    ends = tokens == layout.eos
+
+    # a new visit starts with nothing used
+    if opens.any():
+        s.used[opens] = False
+        s.cat_left[opens] = state.cat_full[opens]
+    rows = is_code.nonzero().squeeze(1)
+    if rows.numel():
+        tok = tokens[rows]
+        s.used[rows, tok] = True
+        cat = torch.as_tensor(layout.code_category, device=tokens.device)[tok] - layout.category_offset
+        s.cat_left[rows, cat] -= 1
+    s.n_in_visit = torch.where(opens, 0, state.n_in_visit + is_code.long())
+    s.n_visits = state.n_visits + closes.long()
+    s.category = torch.where(is_cat, tokens, state.category)
+    phase = state.phase.clone()
+    phase[opens] = OPEN
+    phase[is_code] = OPEN
+    phase[is_cat] = CATEGORY
+    phase[closes] = CLOSED
+    phase[ends] = DONE
+    s.phase = phase
+    s.length = state.length + (state.phase != DONE).long()
+    return s
+
+
+def tokens_to_visits(tokens: list[int], layout: TokenLayout, id_to_token) -> list[list[str]]:
+    """Visits of code strings from one generated token list (category tokens dropped)."""
+    visits: list[list[str]] = []
+    cur: list[str] | None = None
+    for t in tokens:
+        if t == layout.visit_open:
+            cur = []
+        elif t == layout.visit_close:
+            if cur is not None:
+                visits.append(cur)
+            cur = None
+        elif t == layout.eos:
+            break
+        elif t >= layout.code_offset and cur is not None:
+            cur.append(id_to_token[t])
+    return visits

@@ -1,0 +1,179 @@
+"""Property tests: whatever the logits, constrained decoding never breaks the grammar or a rule."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from model.constraints import DONE, Limits, TokenLayout, advance, allowed_next, init_state, mask_logits
+from model.sample import SamplingOptions, choose, uniforms
+
+N_SPECIAL = 7
+
+
+def make_layout(n_cat: int, code_cats: list[int], hierarchical: bool) -> TokenLayout:
+    V = N_SPECIAL + n_cat + len(code_cats)
+    cc = np.full(V, -1, dtype=np.int64)
+    cc[N_SPECIAL + n_cat:] = np.asarray(code_cats, dtype=np.int64) + N_SPECIAL
+    return TokenLayout(vocab_size=V, bos=0, pad=1, eos=2, unk=3, visit_open=4, visit_close=5, mask=6,
+                       category_offset=N_SPECIAL, code_offset=N_SPECIAL + n_cat, code_category=cc, hierarchical=hierarchical)
+
+
+def check_sequence(seq: list[int], layout: TokenLayout, limits: Limits, allowed: np.ndarray) -> None:
+    """An independent reading of the grammar and rules (not the state machine under test)."""
+    assert seq[0] == layout.bos and seq[-1] == layout.eos, seq
+    assert len(seq) <= limits.max_length
+    body = seq[1:-1]
+    if not body:  # the empty record is only for a patient with no usable code, or no room for a visit
+        usable = allowed[layout.code_offset:]
+        if layout.hierarchical:
+            usable = usable & allowed[layout.code_category[layout.code_offset:]]
+        assert not usable.any() or limits.max_length < (6 if layout.hierarchical else 5)
+        return
+    visits, cur, pending_cat = [], None, None
+    for t in body:
+        if t == layout.visit_open:
+            assert cur is None, "nested <v>"
+            cur = []
+        elif t == layout.visit_close:
+            assert cur, "closing an empty or unopened visit"
+            assert pending_cat is None, "category without its code"
+            visits.append(cur)
+            cur = None
+        elif layout.category_offset <= t < layout.code_offset:
+            assert layout.hierarchical and cur is not None and pending_cat is None
+            assert allowed[t], "forbidden category"
+            pending_cat = t
+        elif t >= layout.code_offset:
+            assert cur is not None, "code outside a visit"
+            assert allowed[t], "rule broken"
+            assert t not in cur, "code twice in a visit"
+            if layout.hierarchical:
+                assert pending_cat == layout.code_category[t], "code outside its category"
+                pending_cat = None
+            cur.append(t)
+        else:
+            raise AssertionError(f"special token {t} inside the record")
+    assert cur is None, "record ends inside a visit"
+    assert 1 <= len(visits) <= limits.max_visits
+    assert all(len(v) <= limits.max_codes_per_visit for v in visits)
+
+
+def decode(layout, limits, allowed, logits_fn, opts, forced=None):
+    state = init_state(layout, torch.as_tensor(allowed))
+    B = allowed.shape[0]
+    seqs = [[layout.bos] for _ in range(B)]
+    keys = np.arange(B, dtype=np.uint64) * np.uint64(7919) + np.uint64(1)
+    freq = torch.log(torch.arange(layout.vocab_size, dtype=torch.float32) % 5)
+    for step in range(limits.max_length + 2):
+        if bool((state.phase == DONE).all()):
+            break
+        ok = allowed_next(state, layout, limits)
+        assert ok.any(1).all()
+        u = torch.as_tensor(uniforms(keys, step))
+        tok = choose(logits_fn(step, B), ok, layout, u, opts, freq_logits=freq, in_category=state.phase == 2)
+        assert ok.gather(1, tok[:, None]).all()
+        state = advance(state, tok, layout, limits, allowed=ok)
+        for i in range(B):
+            if seqs[i][-1] != layout.eos:
+                seqs[i].append(int(tok[i]))
+    assert bool((state.phase == DONE).all()), "did not terminate within max_length"
+    return seqs
+
+
+@st.composite
+def problems(draw):
+    n_cat = draw(st.integers(1, 6))
+    code_cats = draw(st.lists(st.integers(0, n_cat - 1), min_size=1, max_size=14))
+    hier = draw(st.booleans())
+    layout = make_layout(n_cat, code_cats, hier)
+    limits = Limits(max_visits=draw(st.integers(1, 4)), max_codes_per_visit=draw(st.integers(1, 5)),
+                    max_length=draw(st.integers(5, 40)))
+    B = draw(st.integers(1, 4))
+    allowed = np.array(draw(st.lists(st.lists(st.booleans(), min_size=layout.vocab_size, max_size=layout.vocab_size),
+                                     min_size=B, max_size=B)))
+    kind = draw(st.sampled_from(["normal", "neginf", "nan", "posinf", "huge", "adversarial", "mixed"]))
+    seed = draw(st.integers(0, 2**31 - 1))
+    opts = SamplingOptions(temperature=draw(st.sampled_from([0.3, 1.0, 2.5])), top_p=draw(st.sampled_from([0.5, 0.95, 1.0])),
+                           top_k=draw(st.sampled_from([0, 1, 3])), code_sampler="model")
+    return layout, limits, allowed, kind, seed, opts
+
+
+def logits_maker(kind, seed, layout, allowed):
+    g = torch.Generator().manual_seed(seed)
+    V = layout.vocab_size
+    bad = torch.as_tensor(~allowed)
+
+    def fn(step, B):
+        x = torch.randn(B, V, generator=g) * 5
+        if kind == "neginf":
+            return torch.full((B, V), -torch.inf)
+        if kind == "nan":
+            return torch.full((B, V), torch.nan)
+        if kind == "posinf":
+            return torch.where(torch.rand(B, V, generator=g) < 0.3, torch.inf, x)
+        if kind == "huge":
+            return torch.full((B, V), 3e38) * torch.sign(x)
+        if kind == "adversarial":  # everything the rules or grammar forbid is the model's favourite
+            x = torch.where(bad, 1e9, -1e9)
+            x[:, [layout.bos, layout.pad, layout.unk, layout.mask]] = 1e10
+            x[:, layout.visit_open] = 1e10  # keep opening visits / never close
+            return x
+        if kind == "mixed":
+            choice = torch.randint(0, 4, (B, V), generator=g)
+            return torch.stack([x, torch.full_like(x, -torch.inf), torch.full_like(x, torch.nan), torch.full_like(x, torch.inf)])[
+                choice, torch.arange(B)[:, None], torch.arange(V)[None, :]]
+        return x
+
+    return fn
+
+
+@settings(max_examples=150, deadline=None)
+@given(problems())
+def test_any_logits_give_valid_records(problem):
+    layout, limits, allowed, kind, seed, opts = problem
+    allowed[:, :N_SPECIAL] = True
+    seqs = decode(layout, limits, allowed, logits_maker(kind, seed, layout, allowed), opts)
+    for seq, row in zip(seqs, allowed):
+        check_sequence(seq, layout, limits, row)
+
+
+@settings(max_examples=40, deadline=None)
+@given(problems(), st.integers(0, 2**31 - 1))
+def test_frequency_code_sampler_stays_valid(problem, seed):
+    layout, limits, allowed, kind, _, opts = problem
+    allowed[:, :N_SPECIAL] = True
+    opts = SamplingOptions(opts.temperature, opts.top_p, opts.top_k, code_sampler="frequency")
+    seqs = decode(layout, limits, allowed, logits_maker(kind, seed, layout, allowed), opts)
+    for seq, row in zip(seqs, allowed):
+        check_sequence(seq, layout, limits, row)
+
+
+def test_all_neginf_falls_back_to_closing():
+    layout = make_layout(2, [0, 0, 1, 1], hierarchical=True)
+    limits = Limits(max_visits=3, max_codes_per_visit=3, max_length=30)
+    allowed = np.ones((1, layout.vocab_size), dtype=bool)
+    seqs = decode(layout, limits, allowed, lambda step, B: torch.full((B, layout.vocab_size), -torch.inf), SamplingOptions())
+    # <s> <v> K c </v> </s>: the shortest record, closed as soon as the grammar lets it
+    assert len(seqs[0]) == 6 and seqs[0][-2:] == [layout.visit_close, layout.eos]
+
+
+def test_forbidden_tokens_get_no_mass():
+    layout = make_layout(2, [0, 1, 1], hierarchical=False)
+    allowed = torch.zeros(2, layout.vocab_size, dtype=torch.bool)
+    allowed[:, layout.code_offset + 1] = True
+    x = mask_logits(torch.randn(2, layout.vocab_size), allowed, layout)
+    assert torch.isfinite(x).sum().item() == 2 and torch.isfinite(x[:, layout.code_offset + 1]).all()
+
+
+def test_forced_token_that_breaks_a_rule_raises():
+    layout = make_layout(1, [0, 0], hierarchical=False)
+    limits = Limits()
+    allowed = torch.ones(1, layout.vocab_size, dtype=torch.bool)
+    allowed[0, layout.code_offset] = False
+    s = init_state(layout, allowed)
+    s = advance(s, torch.tensor([layout.visit_open]), layout, limits)
+    with pytest.raises(ValueError):
+        advance(s, torch.tensor([layout.code_offset]), layout, limits)
