@@ -1,0 +1,186 @@
+"""PromptBart: transformers' BART encoder-decoder with demographic prompts and auxiliary age/sex heads.
+
+    encoder input:  [enc_prompt(age, sex)] + embed(input_ids)          mask (B, P+S)
+    decoder input:  [dec_prompt(age, sex)] + embed(decoder_input_ids)  causal; cross-attends to encoder
+    logits:         decoder hidden at token positions (prompt positions dropped) @ shared embedding^T + bias
+
+Training sequences: decoder_input_ids = target[:-1], labels = target[1:], target = `<s> <v> ... </s>`.
+Generation therefore starts the decoder from `<s>` (id 0). An "empty" encoder input is `<s> </s>` (what
+training uses) or zero tokens: the encoder then sees the prompt alone.
+
+We use BartModel's encoder and decoder unchanged, passing inputs_embeds; nothing is forked.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import BartConfig, BartModel
+from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+
+from model.config import ModelConfig
+from model.cooccurrence import CoocTargets, cooccurrence_penalty
+from model.prompts import DemographicPrompt
+from model.vocab import BOS, EOS, PAD
+
+
+@dataclass
+class EncoderState:
+    hidden: torch.Tensor  # (B, P+S, D) encoder output, prompt positions included
+    mask: torch.Tensor  # (B, P+S) 1 = attend
+
+
+@dataclass
+class ModelOutput:
+    loss: torch.Tensor | None
+    logits: torch.Tensor  # (B, T_dec, V), prompt positions dropped
+    lm_loss: torch.Tensor | None = None
+    age_loss: torch.Tensor | None = None
+    sex_loss: torch.Tensor | None = None
+    cooc_loss: torch.Tensor | None = None
+
+
+@dataclass
+class LossWeights:
+    age: float = 0.001
+    sex: float = 0.001
+    cooc: float = 0.05
+
+
+def bart_config(config: ModelConfig) -> BartConfig:
+    return BartConfig(
+        vocab_size=config.vocab_size, d_model=config.d_model,
+        encoder_layers=config.encoder_layers, decoder_layers=config.decoder_layers,
+        encoder_attention_heads=config.attention_heads, decoder_attention_heads=config.attention_heads,
+        encoder_ffn_dim=config.ffn_dim, decoder_ffn_dim=config.ffn_dim,
+        max_position_embeddings=config.max_length + config.n_prompts,  # prompts take positions too
+        dropout=config.dropout, attention_dropout=config.attention_dropout, activation_dropout=0.0,
+        encoder_layerdrop=0.0, decoder_layerdrop=0.0, scale_embedding=False,
+        pad_token_id=PAD, bos_token_id=BOS, eos_token_id=EOS, decoder_start_token_id=BOS,
+        forced_bos_token_id=None, forced_eos_token_id=None, is_encoder_decoder=True,
+    )
+
+
+def demographics_to_tensors(ages, sexes, config: ModelConfig, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ages in years and sexes ("M"/"F" or 0/1) -> (standardised age (B,) float32, sex (B,) long)."""
+    age = (torch.as_tensor([float(a) for a in ages], dtype=torch.float32) - config.age_mean) / config.age_sd
+    sex = torch.as_tensor([_sex_index(s) for s in sexes], dtype=torch.long)
+    return age.to(device), sex.to(device)
+
+
+def _sex_index(s) -> int:
+    if isinstance(s, str):
+        if s.upper() not in ("M", "F"):
+            raise ValueError(f"sex must be 'M' or 'F', got {s!r}")
+        return 0 if s.upper() == "M" else 1
+    return int(s)
+
+
+class PromptBart(nn.Module):
+    def __init__(self, config: ModelConfig, bart: BartModel | None = None):
+        super().__init__()
+        self.config = config
+        self.bart = bart if bart is not None else BartModel(bart_config(config))
+        d, L, H = config.d_model, config.prompt_length, config.prompt_hidden
+        self.encoder_prompt = DemographicPrompt(d, L, H)
+        self.decoder_prompt = DemographicPrompt(d, L, H)
+        self.final_logits_bias = nn.Parameter(torch.zeros(config.vocab_size))
+        self.age_head = nn.Linear(d, 1)  # per decoder token: standardised age (MSE)
+        self.sex_head = nn.Linear(d, 2)  # per decoder token: sex (cross-entropy)
+        self.loss_weights = LossWeights()
+
+    @property
+    def n_prompts(self) -> int:
+        return self.config.n_prompts
+
+    # ---- building blocks ----------------------------------------------------------------------
+    def _with_prompt(self, ids: torch.Tensor, mask: torch.Tensor | None, prompt: torch.Tensor):
+        """ids (B, S) -> embeddings (B, P+S, D) and mask (B, P+S) with the prompt prepended."""
+        B, S = ids.shape
+        embeds = self.bart.shared(ids)  # (B, S, D), embed_scale applied by BART's embedding
+        embeds = torch.cat([prompt.to(embeds.dtype), embeds], dim=1)
+        if mask is None:
+            mask = torch.ones(B, S, dtype=torch.long, device=ids.device)
+        mask = torch.cat([torch.ones(B, prompt.shape[1], dtype=mask.dtype, device=mask.device), mask], dim=1)
+        return embeds, mask
+
+    def lm_head(self, hidden: torch.Tensor) -> torch.Tensor:
+        return F.linear(hidden, self.bart.shared.weight, self.final_logits_bias)
+
+    # ---- public API ---------------------------------------------------------------------------
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, age: torch.Tensor,
+               sex: torch.Tensor) -> EncoderState:
+        """input_ids (B, S), S may be 0 -> EncoderState(hidden (B, P+S, D), mask (B, P+S))."""
+        embeds, mask = self._with_prompt(input_ids, attention_mask, self.encoder_prompt(age, sex))
+        hidden = self.bart.encoder(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+        return EncoderState(hidden=hidden, mask=mask)
+
+    def decoder_hidden(self, decoder_input_ids, state: EncoderState, age, sex, past_key_values=None,
+                       decoder_attention_mask=None):
+        """Decoder hidden states at the token positions (B, t_new, D) and the cache."""
+        first = past_key_values is None
+        if first:
+            embeds, mask = self._with_prompt(decoder_input_ids, decoder_attention_mask, self.decoder_prompt(age, sex))
+            cfg = self.bart.config
+            past_key_values = EncoderDecoderCache(DynamicCache(config=cfg), DynamicCache(config=cfg))
+        else:
+            embeds = self.bart.shared(decoder_input_ids)
+            mask = None
+            if decoder_attention_mask is not None:  # caller-tracked (B, past+new) mask without prompts
+                B = decoder_attention_mask.shape[0]
+                ones = torch.ones(B, self.n_prompts, dtype=decoder_attention_mask.dtype, device=embeds.device)
+                mask = torch.cat([ones, decoder_attention_mask], dim=1)
+        out = self.bart.decoder(
+            inputs_embeds=embeds, attention_mask=mask, encoder_hidden_states=state.hidden,
+            encoder_attention_mask=state.mask, cache=past_key_values, use_cache=True,
+        )
+        hidden = out.last_hidden_state
+        if first:
+            hidden = hidden[:, self.n_prompts:]  # drop prompt positions
+        return hidden, out.cache
+
+    def decode(self, decoder_input_ids: torch.Tensor, state: EncoderState, age: torch.Tensor, sex: torch.Tensor,
+               past_key_values=None):
+        """First call (past None): prepends the decoder prompt and caches it; later calls feed only new tokens.
+        Returns (logits (B, t_new, V), past_key_values)."""
+        hidden, past = self.decoder_hidden(decoder_input_ids, state, age, sex, past_key_values)
+        return self.lm_head(hidden), past
+
+    @staticmethod
+    def select(past, state: EncoderState, keep_idx: torch.Tensor):
+        """Keep only rows `keep_idx` (e.g. drop finished patients): returns (past, state); past in place."""
+        if past is not None:
+            past.batch_select_indices(keep_idx)
+        return past, EncoderState(state.hidden[keep_idx], state.mask[keep_idx])
+
+    reorder_cache = select
+
+    def forward(self, input_ids, attention_mask, decoder_input_ids, decoder_attention_mask, age, sex, labels=None,
+                *, cooc: CoocTargets | None = None) -> ModelOutput:
+        state = self.encode(input_ids, attention_mask, age, sex)
+        embeds, mask = self._with_prompt(decoder_input_ids, decoder_attention_mask, self.decoder_prompt(age, sex))
+        hidden = self.bart.decoder(
+            inputs_embeds=embeds, attention_mask=mask, encoder_hidden_states=state.hidden,
+            encoder_attention_mask=state.mask, use_cache=False,
+        ).last_hidden_state[:, self.n_prompts:]  # (B, T, D)
+        logits = self.lm_head(hidden)  # (B, T, V)
+        if labels is None:
+            return ModelOutput(loss=None, logits=logits)
+
+        V = logits.shape[-1]
+        flat_logits = logits.float().view(-1, V)  # (B*T, V)
+        lm_loss = F.cross_entropy(flat_logits, labels.view(-1), ignore_index=-100)
+        valid = labels != -100  # (B, T)
+        h = hidden[valid].float()  # (n_valid, D)
+        B, T = labels.shape
+        age_target = age.float().view(B, 1).expand(B, T)[valid]
+        sex_target = sex.long().view(B, 1).expand(B, T)[valid]
+        age_loss = F.mse_loss(self.age_head(h).squeeze(-1), age_target)
+        sex_loss = F.cross_entropy(self.sex_head(h), sex_target)
+        cooc_loss = cooccurrence_penalty(flat_logits, cooc, self.config.code_offset) \
+            if cooc is not None else flat_logits.new_zeros(())
+        w = self.loss_weights
+        loss = lm_loss + w.age * age_loss + w.sex * sex_loss + w.cooc * cooc_loss
+        return ModelOutput(loss, logits, lm_loss.detach(), age_loss.detach(), sex_loss.detach(), cooc_loss.detach())

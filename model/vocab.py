@@ -1,0 +1,128 @@
+"""The vocabulary: special tokens, then ICD-9 category tokens, then code tokens; one token per code.
+
+Layout (ids): 0..6 specials in BART order, then `n_categories` category tokens (sorted), then `n_codes`
+code tokens (sorted). Codes are never split into pieces, so a token is a diagnosis and the model's
+output layer is a distribution over diagnoses.
+
+Categories are those of the kept codes only, so every category token owns at least one code token:
+hierarchical generation can always expand a category it has chosen.
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from model.icd9 import category_of
+
+BOS, PAD, EOS, UNK, VISIT, END_VISIT, MASK = 0, 1, 2, 3, 4, 5, 6
+SPECIALS = ("<s>", "<pad>", "</s>", "<unk>", "<v>", "</v>", "<mask>")
+VERSION = 1
+
+
+class Vocabulary:
+    """Token <-> id maps plus the code -> category structure and training code counts.
+
+    Attributes (all plain data):
+      categories, codes      sorted strings; token id = category_offset + i / code_offset + i
+      code_category          np.ndarray (n_codes,): category TOKEN id of code index i
+      category_codes         dict: category token id -> np.ndarray of its code TOKEN ids (sorted)
+      code_counts            np.ndarray (n_codes,): visits containing the code in the training data
+    """
+
+    def __init__(self, categories: Sequence[str], codes: Sequence[str], code_counts: Sequence[int] | None = None,
+                 min_count: int = 1):
+        self.categories = list(categories)
+        self.codes = list(codes)
+        self.min_count = int(min_count)
+        self.category_offset = len(SPECIALS)
+        self.code_offset = self.category_offset + len(self.categories)
+        self.tokens = list(SPECIALS) + self.categories + self.codes
+        # A code and its category can be the same string ("585" is a code and a category): keep two maps.
+        self._category_id = {c: self.category_offset + i for i, c in enumerate(self.categories)}
+        self._code_id = {c: self.code_offset + i for i, c in enumerate(self.codes)}
+        self._special_id = {t: i for i, t in enumerate(SPECIALS)}
+        self.code_counts = np.asarray(code_counts if code_counts is not None else np.ones(len(self.codes)),
+                                      dtype=np.int64)
+        self.code_category = np.array([self._category_id[category_of(c)] for c in self.codes], dtype=np.int64)
+        self.category_codes = {
+            k: self.code_offset + np.flatnonzero(self.code_category == k) for k in range(self.category_offset, self.code_offset)
+        }
+
+    # ---- construction -------------------------------------------------------------------------
+    @classmethod
+    def build(cls, patients: Iterable, min_count: int = 1) -> "Vocabulary":
+        """From training patients: codes seen in at least `min_count` visits; their categories."""
+        counts = Counter(code for p in patients for visit in p.visits for code in set(visit))
+        codes = sorted(c for c, n in counts.items() if n >= min_count)
+        categories = sorted({category_of(c) for c in codes})
+        return cls(categories, codes, [counts[c] for c in codes], min_count=min_count)
+
+    # ---- lookups ------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def n_categories(self) -> int:
+        return len(self.categories)
+
+    @property
+    def n_codes(self) -> int:
+        return len(self.codes)
+
+    def id_of(self, token: str) -> int:
+        """Id of a special token, a code, or (when not a code) a category; `<unk>` otherwise."""
+        if token in self._special_id:
+            return self._special_id[token]
+        if token in self._code_id:
+            return self._code_id[token]
+        return self._category_id.get(token, UNK)
+
+    def code_id(self, code: str) -> int | None:
+        return self._code_id.get(code)
+
+    def category_id(self, category: str) -> int | None:
+        return self._category_id.get(category)
+
+    def token_of(self, token_id: int) -> str:
+        return self.tokens[token_id]
+
+    def is_code(self, token_id: int) -> bool:
+        return self.code_offset <= token_id < len(self.tokens)
+
+    def is_category(self, token_id: int) -> bool:
+        return self.category_offset <= token_id < self.code_offset
+
+    def category_token_of(self, code_token_id: int) -> int:
+        return int(self.code_category[code_token_id - self.code_offset])
+
+    def code_token_for(self, code: str) -> tuple[int, int]:
+        """(category token, code token) for a code; rare/unknown codes give (category or <unk>, <unk>)."""
+        cid = self._code_id.get(code)
+        if cid is not None:
+            return int(self.code_category[cid - self.code_offset]), cid
+        return self._category_id.get(category_of(code), UNK), UNK
+
+    # ---- persistence --------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {"version": VERSION, "specials": list(SPECIALS), "min_count": self.min_count,
+                "categories": self.categories, "codes": self.codes, "code_counts": self.code_counts.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Vocabulary":
+        if d.get("version") != VERSION or tuple(d.get("specials", ())) != SPECIALS:
+            raise ValueError(f"unsupported vocabulary version {d.get('version')!r} or special tokens")
+        return cls(d["categories"], d["codes"], d["code_counts"], min_count=d.get("min_count", 1))
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict()))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Vocabulary":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Vocabulary) and self.to_dict() == other.to_dict()
