@@ -1,0 +1,72 @@
+"""The FastAPI application factory. Importing this module builds nothing and never imports torch.
+
+    uvicorn --factory service.app:create_app      # what `promptehr serve` runs
+
+At start-up (lifespan) the app refuses to start when the database is behind the latest migration
+(run `promptehr db upgrade`); a database that cannot be reached at start-up is logged and reported by
+/readyz, and requests that need it answer 503.
+"""
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, Depends, FastAPI
+
+from service.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """Synthetic electronic health records: register datasets, train PromptBart models,
+generate cohorts and read their evaluation reports. All routes but /healthz and /readyz need an
+`X-API-Key` header. Errors are RFC 9457 `application/problem+json`. POSTs accept an
+`Idempotency-Key` header."""
+
+
+def _check_schema(app: FastAPI) -> None:
+    import sqlalchemy.exc as sa_exc
+
+    from service.migrate import check_schema_current
+
+    try:
+        check_schema_current(app.state.engine)
+    except (sa_exc.OperationalError, sa_exc.InterfaceError) as e:
+        log.warning("database unreachable at start-up (%s); /readyz reports it", type(e).__name__)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI):
+    _check_schema(app)
+    yield
+    app.state.engine.dispose()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    from service.auth import require_api_key
+    from service.body_limit import BodySizeLimitMiddleware
+    from service.db import make_engine, make_sessionmaker
+    from service.problems import install_problem_handlers
+    from service.routes import cohorts, datasets, health, models, reports, training_jobs
+
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="PromptEHR",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.engine = make_engine(settings.database_url)
+    app.state.sessionmaker = make_sessionmaker(app.state.engine)
+
+    install_problem_handlers(app)
+    app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+
+    app.include_router(health.router)
+    protected = APIRouter(dependencies=[Depends(require_api_key)])
+    for module in (datasets, training_jobs, models, cohorts, reports):
+        protected.include_router(module.router)
+    app.include_router(protected)
+    return app

@@ -1,0 +1,43 @@
+"""API keys: generated with high entropy, stored as sha256, checked on every route but the probes."""
+from __future__ import annotations
+
+import hashlib
+import secrets
+from typing import Annotated
+
+from fastapi import Depends, Security
+from fastapi.security import APIKeyHeader
+
+from service import store
+from service.db import SessionDep
+from service.models import ApiKey
+from service.problems import Problem
+
+KEY_PREFIX = "pehr_"
+
+api_key_header = APIKeyHeader(
+    name="X-API-Key", auto_error=False, description="An API key made with `promptehr apikey create --name NAME`."
+)
+
+
+def generate_key() -> str:
+    """A new key: 'pehr_' and 256 random bits."""
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def require_api_key(session: SessionDep, key: Annotated[str | None, Security(api_key_header)] = None) -> ApiKey:
+    if not key:
+        raise Problem(401, "Send an API key in the X-API-Key header.", type="unauthorized",
+                      headers={"WWW-Authenticate": 'ApiKey header="X-API-Key"'})
+    found = store.get_api_key_by_hash(session, hash_key(key))
+    if found is None:
+        raise Problem(401, "The API key is not valid.", type="unauthorized",
+                      headers={"WWW-Authenticate": 'ApiKey header="X-API-Key"'})
+    return found
+
+
+ApiKeyDep = Annotated[ApiKey, Depends(require_api_key)]

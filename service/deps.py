@@ -1,0 +1,19 @@
+"""Annotated dependencies shared by the routers."""
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from service.auth import ApiKeyDep, require_api_key
+from service.db import SessionDep
+from service.settings import Settings
+
+
+def get_app_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+
+__all__ = ["ApiKeyDep", "SessionDep", "SettingsDep", "require_api_key"]

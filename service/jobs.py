@@ -1,0 +1,85 @@
+"""Enqueueing jobs by task name. The service never imports worker/: it sends ids only.
+
+With a broker (settings.celery_broker_url) a message goes to Celery:
+    send_task("promptehr.train" | "promptehr.generate" | "promptehr.evaluate", args=[job_id], queue="gpu")
+Without one (the embedded default), the id goes to the in-process runner registered with
+`set_local_runner(runner)`: `runner(task_name, job_id)` must return quickly (run the task on a thread
+of its own) and runs the same task code as the Celery worker. `promptehr serve` registers it. With no
+runner registered the job stays queued and a warning is logged.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from functools import lru_cache
+
+from service.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+TASK_NAMES = {"train": "promptehr.train", "generate": "promptehr.generate", "evaluate": "promptehr.evaluate"}
+
+LocalRunner = Callable[[str, str], None]
+_local_runner: LocalRunner | None = None
+_lock = threading.Lock()
+
+
+class EnqueueError(RuntimeError):
+    """The job could not be handed to the broker."""
+
+
+def set_local_runner(runner: LocalRunner | None) -> None:
+    """Register (or, with None, remove) the in-process runner used when no broker is configured."""
+    global _local_runner
+    with _lock:
+        _local_runner = runner
+
+
+def get_local_runner() -> LocalRunner | None:
+    return _local_runner
+
+
+@lru_cache(maxsize=4)
+def celery_app(broker_url: str):
+    """A Celery app used only to send messages (built on first use, one per broker URL)."""
+    from celery import Celery
+
+    app = Celery("promptehr-api", broker=broker_url)
+    app.conf.update(broker_connection_retry_on_startup=False, task_default_queue="gpu")
+    return app
+
+
+def task_name(kind: str) -> str:
+    try:
+        return TASK_NAMES[kind]
+    except KeyError:
+        raise ValueError(f"unknown job kind {kind!r}; expected one of {sorted(TASK_NAMES)}") from None
+
+
+def enqueue(kind: str, job_id: str, settings: Settings | None = None) -> None:
+    """Hand job `job_id` of `kind` ("train", "generate", "evaluate") to whoever runs jobs."""
+    settings = settings or get_settings()
+    name = task_name(kind)
+    if settings.celery_broker_url:
+        try:
+            celery_app(settings.celery_broker_url).send_task(
+                name, args=[job_id], queue=settings.celery_queue, retry=False
+            )
+        except Exception as e:  # kombu raises several kinds of connection errors
+            raise EnqueueError(f"could not reach the job broker: {type(e).__name__}") from e
+        return
+    runner = _local_runner
+    if runner is None:
+        log.warning("no job runner registered: %s %s stays queued", name, job_id)
+        return
+    runner(name, job_id)
+
+
+def broker_ping(settings: Settings, timeout: float = 2.0) -> None:
+    """Raise when the configured broker does not answer."""
+    conn = celery_app(settings.celery_broker_url).connection_for_write()
+    try:
+        conn.ensure_connection(max_retries=1, timeout=timeout)
+    finally:
+        conn.release()

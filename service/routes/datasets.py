@@ -1,0 +1,87 @@
+"""POST/GET /datasets: register a dataset under the data root and compute its statistics."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+
+from service import store
+from service.deps import ApiKeyDep, SessionDep, SettingsDep
+from service.idempotency import idempotent_create
+from service.pagination import CursorQuery, LimitQuery, Page, decode_time_cursor, effective_limit, time_page
+from service.problems import Problem, field_error, validation_problem
+from service.schemas.common import problem_responses
+from service.schemas.datasets import DatasetCreate, DatasetPublic
+from service.settings import Settings
+
+router = APIRouter(prefix="/datasets", tags=["datasets"])
+
+
+def resolve_dataset_path(settings: Settings, path: str) -> Path:
+    """The dataset's real location: must resolve (symlinks followed) inside the data root."""
+    root = Path(settings.data_root).resolve()
+    given = Path(path)
+    if given.is_absolute() or path.startswith(("/", "\\")):
+        raise validation_problem([field_error(["body", "path"], "must be relative to the data root")])
+    resolved = (root / given).resolve()
+    if resolved != root and not resolved.is_relative_to(root):
+        raise validation_problem([field_error(["body", "path"], "must stay inside the data root")])
+    if not resolved.exists():
+        raise validation_problem([field_error(["body", "path"], "no such file or folder under the data root")])
+    return resolved
+
+
+def compute_stats(path: Path, fmt: str) -> dict:
+    """Load the dataset with model.data (pandas, no torch) and summarise it."""
+    from model.data import dataset_stats, load_patients
+    from model.errors import DataError
+
+    try:
+        patients = load_patients([path], format=fmt)
+    except DataError as e:
+        raise validation_problem([field_error(["body", "path"], f"cannot be read as {fmt}: {e}")]) from None
+    stats = dataset_stats(patients)
+    return dict(stats) if not isinstance(stats, dict) else stats
+
+
+def to_public(dataset) -> dict:
+    return DatasetPublic.model_validate(dataset).model_dump(mode="json")
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=DatasetPublic,
+    summary="Register a dataset",
+    responses=problem_responses(401, 409, 413, 422, 503),
+)
+async def create_dataset(
+    request: Request, body: DatasetCreate, session: SessionDep, settings: SettingsDep, api_key: ApiKeyDep
+):
+    resolved = resolve_dataset_path(settings, body.path)
+
+    def create():
+        stats = compute_stats(resolved, body.format)
+        dataset = store.create_dataset(session, name=body.name, format=body.format, path=body.path, stats=stats)
+        return 201, to_public(dataset), str(request.url_for("get_dataset", dataset_id=dataset.id))
+
+    return await run_in_threadpool(idempotent_create, request, session, settings, api_key, body, create)
+
+
+@router.get("", response_model=Page[DatasetPublic], summary="List datasets", responses=problem_responses(401, 422))
+def list_datasets(
+    request: Request, session: SessionDep, settings: SettingsDep, _: ApiKeyDep,
+    limit: LimitQuery = None, cursor: CursorQuery = None,
+):
+    n = effective_limit(limit, settings)
+    rows = store.list_datasets(session, limit=n + 1, after=decode_time_cursor(cursor))
+    return time_page(request, rows, n, to_public)
+
+
+@router.get("/{dataset_id}", response_model=DatasetPublic, summary="A dataset", responses=problem_responses(401, 404))
+def get_dataset(dataset_id: str, session: SessionDep, _: ApiKeyDep):
+    dataset = store.get_dataset(session, dataset_id)
+    if dataset is None:
+        raise Problem(404, f"No dataset {dataset_id}.", type="not-found")
+    return to_public(dataset)

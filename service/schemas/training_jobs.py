@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field
+
+from service.schemas.common import JobPublic, StrictModel
+
+
+class TrainingJobBase(StrictModel):
+    dataset_id: str = Field(min_length=1, max_length=64)
+    preset: Literal["tiny", "small", "base"] = "small"
+    mode: Literal["hierarchical", "flat"] = "hierarchical"
+    epochs: int = Field(ge=1, description="At most the server's max_epochs.")
+    seed: int = Field(default=0, ge=0, le=2**63 - 1)
+    batch_size: int | None = Field(default=None, ge=1, le=4096)
+    learning_rate: float | None = Field(default=None, gt=0, le=1)
+    early_stopping_patience: int | None = Field(default=None, ge=0, le=1000)
+
+
+class TrainingJobCreate(TrainingJobBase):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"dataset_id": "8a1c0f9e-1111-4c3b-9d2e-0123456789ab", "preset": "tiny", "mode": "hierarchical",
+                 "epochs": 3, "seed": 0}
+            ]
+        }
+    )
+
+    def options(self) -> dict[str, Any]:
+        return self.model_dump(include={"batch_size", "learning_rate", "early_stopping_patience"}, exclude_none=True)
+
+
+class TrainingJobPublic(JobPublic):
+    dataset_id: str
+    preset: str
+    mode: str
+    epochs: int
+    seed: int
+    options: dict[str, Any]
+    cancel_requested: bool
+    model_id: str | None = None
