@@ -95,7 +95,7 @@ def load_desynpuf(folder: Path) -> list[Patient]:
     first = first_visits(rows).reset_index()
     unknown = ~first["patient_id"].isin(bene.index).to_numpy()
     if unknown.any():
-        fail(claim_paths, first, unknown, "DESYNPUF_ID not in any beneficiary summary file: expected every claimant to be listed", column="patient_id")
+        fail(claim_paths, first, unknown, "DESYNPUF_ID not in any beneficiary summary file: expected every claimant to be listed", column="patient_id", name="desynpuf_id")
     b = bene.reindex(first["patient_id"])
     age = whole_years(b["birth"], first["time"].astype("datetime64[us]").set_axis(b.index))
     negative = (age < 0).to_numpy()

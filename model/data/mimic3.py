@@ -57,7 +57,7 @@ def join_admissions(diag: pd.DataFrame, adm: pd.DataFrame, diag_path: Path, adm_
     rows["time"] = times.reindex(rows["visit_id"]).to_numpy()
     orphan = rows["time"].isna().to_numpy()
     if orphan.any():
-        fail([diag_path], rows, orphan, f"hadm_id not found in {adm_path.name}: expected every diagnosis to belong to an admission", column="visit_id")
+        fail([diag_path], rows, orphan, f"hadm_id not found in {adm_path.name}: expected every diagnosis to belong to an admission", column="visit_id", name="hadm_id")
     return rows
 
 
@@ -66,7 +66,7 @@ def demographics(rows: pd.DataFrame, pat: pd.DataFrame, pat_path: Path, diag_pat
     first = first_visits(rows)
     unknown = ~first.index.isin(pat.index)
     if unknown.any():
-        fail([diag_path], first.reset_index(), unknown, f"subject_id not found in {pat_path.name}: expected every patient to be listed", column="patient_id")
+        fail([diag_path], first.reset_index(), unknown, f"subject_id not found in {pat_path.name}: expected every patient to be listed", column="patient_id", name="subject_id")
     p = pat.reindex(first.index)
     age = whole_years(p["dob"], first["time"].astype("datetime64[us]"))
     negative = (age < 0).to_numpy()

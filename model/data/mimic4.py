@@ -48,7 +48,7 @@ def load_mimic4(folder: Path) -> list[Patient]:
     first = first_visits(rows)
     unknown = ~first.index.isin(pat.index)
     if unknown.any():
-        fail([diag_path], first.reset_index(), unknown, f"subject_id not found in {pat_path.name}: expected every patient to be listed", column="patient_id")
+        fail([diag_path], first.reset_index(), unknown, f"subject_id not found in {pat_path.name}: expected every patient to be listed", column="patient_id", name="subject_id")
     p = pat.reindex(first.index)
     age = p["anchor_age"] + (first["time"].astype("datetime64[us]").dt.year - p["anchor_year"])
     negative = (age < 0).to_numpy()

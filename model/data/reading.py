@@ -119,7 +119,7 @@ def _read_csv(path: Path, columns: list[str], optional: tuple[str, ...]) -> pd.D
             except pa.ArrowInvalid as e2:
                 msg = str(e2)
             m = re.search(r"Row #(\d+)", msg)
-            detail = msg.split(":", 1)[-1].strip()
+            detail = re.sub(r"^.*?(Row #\d+: )?(?=Expected)", "", msg)
             raise DataError(path, f"malformed CSV row ({detail[:200]}): expected one field per header column", line=int(m.group(1)) if m else None) from None
         raise DataError(path, f"cannot parse CSV ({msg[:200]})") from None
     except (OSError, EOFError) as e:
@@ -161,12 +161,19 @@ def read_table(path: Path, columns: list[str], *, file_index: int = 0, optional:
     return df
 
 
-def fail(paths: list[Path], df: pd.DataFrame, bad: pd.Series | np.ndarray, expected: str, column: str | None = None):
-    """Raise a DataError at the first row where `bad` is true, naming its file, line and value."""
+def fail(paths: list[Path], df: pd.DataFrame, bad: pd.Series | np.ndarray, expected: str, column: str | None = None, *, name: str | None = None):
+    """Raise a DataError at the first row where `bad` is true, naming its file, line and value.
+
+    `name` is the column as the user knows it, where the frame has renamed it (visit_id -> hadm_id).
+    """
     i = int(np.flatnonzero(np.asarray(bad))[0])
     path = Path(paths[int(df["_file"].iat[i])])
     line = int(df["_line"].iat[i])
-    got = f" (got {df[column].iat[i]!r})" if column is not None and column in df else ""
+    value = df[column].iat[i] if column is not None and column in df else None
+    if isinstance(value, pd.Timestamp):
+        value = value.isoformat(sep=" ")
+    got = f" (got {str(value)!r})" if value is not None else ""
+    column = name or column
     if path.name.lower().endswith(".parquet"):
         raise DataError(path, f"row {line}: {expected}{got}", column=column)
     raise DataError(path, f"{expected}{got}", line=line, column=column)

@@ -1,0 +1,39 @@
+"""`promptehr data stats` end to end, in a subprocess as a user runs it."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.test_data_mimic3 import copy_demo
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def promptehr(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def test_stats_prints_one_json_object(shared_data):
+    r = promptehr("data", "stats", str(shared_data / "mimic3-demo"))
+    assert r.returncode == 0, r.stderr
+    stats = json.loads(r.stdout)
+    assert (stats["patients"], stats["visits"], stats["codes"]) == (100, 129, 581)
+    assert stats["sex"] == {"F": 55, "M": 45} and set(stats["age"]) == {"min", "max", "mean", "median"}
+
+
+def test_malformed_csv_gives_exit_2_and_one_line(shared_data, tmp_path):
+    folder = copy_demo(shared_data / "mimic3-demo", tmp_path / "bad")
+    path = folder / "DIAGNOSES_ICD.csv"
+    lines = path.read_text().split("\n")
+    lines[6] += ",oops"
+    path.write_text("\n".join(lines))
+    r = promptehr("data", "stats", "--format", "mimic3", str(folder))
+    assert r.returncode == 2
+    assert r.stdout == ""
+    err = r.stderr.strip()
+    assert len(err.splitlines()) == 1
+    assert err.startswith("promptehr data: error: ") and f"{path}, line 7" in err
