@@ -1,0 +1,136 @@
+"""The report as one self-contained HTML page: inline CSS, figures as base64 PNG, no script, no links.
+
+A person reads it offline or from an e-mail attachment, so nothing may be fetched from elsewhere.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+
+import numpy as np
+
+from model.evaluation import plots
+from model.evaluation.fidelity import top_codes
+from model.evaluation.schema import Measure, Report
+from model.icd9 import describe
+
+CSS = """
+body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
+table{border-collapse:collapse;margin:0.5em 0 1.5em}
+th,td{border:1px solid #ccc;padding:3px 8px;text-align:right;font-size:14px}
+th{background:#f2f2f2} td.name,td.desc{text-align:left}
+.pass{color:#1a7f37;font-weight:600} .fail{color:#cf222e;font-weight:600} .na{color:#888}
+.side{display:flex;gap:2em;flex-wrap:wrap} img{max-width:100%}
+"""
+
+
+def _png(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return f'<img alt="figure" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+
+
+def _num(x) -> str:
+    if x is None:
+        return '<span class="na">-</span>'
+    if isinstance(x, float):
+        return f"{x:.4g}"
+    return html.escape(str(x))
+
+
+def _verdict(ok: bool | None) -> str:
+    if ok is None:
+        return '<span class="na">n/a</span>'
+    return '<span class="pass">pass</span>' if ok else '<span class="fail">fail</span>'
+
+
+def _threshold(m: Measure) -> str:
+    sign = {"min": "&ge; ", "max": "&le; ", "rel": "&plusmn;rel ", "gap": "&ge; limit &minus; "}.get(m.direction or "", "")
+    return sign + _num(m.threshold) if m.threshold is not None else _num(None)
+
+
+def summary_table(report: Report) -> str:
+    rows = []
+    for section in ("fidelity", "validity", "privacy", "utility"):
+        measures: dict[str, Measure] = getattr(report, section)
+        verdict = _verdict(report.passed.get(section))
+        rows.append(f'<tr><th colspan="8" style="text-align:left">{section} &mdash; {verdict}</th></tr>')
+        for name, m in measures.items():
+            spread = f"&plusmn;{m.spread:.2g}" if m.spread is not None else ""
+            rows.append(
+                f'<tr><td class="name">{html.escape(name)}</td><td>{_num(m.value)} {spread}</td><td>{_num(m.full)}</td>'
+                f"<td>{_threshold(m)}</td><td>{_verdict(m.passed)}</td>"
+                f"<td>{_num(m.limit)}</td><td>{_verdict(m.limit_pass)}</td><td>{_num(m.reference)}</td></tr>"
+            )
+    head = ("<tr><th>measure</th><th>synthetic (equal-size mean &plusmn; std)</th><th>synthetic, whole cohort</th>"
+            "<th>threshold</th><th>pass</th><th>limit (holdout)</th><th>limit passes</th><th>train</th></tr>")
+    return f"<table>{head}{''.join(rows)}</table>"
+
+
+def data_table(report: Report) -> str:
+    rows = "".join(
+        f"<tr><td class='name'>{name}</td><td>{s.patients}</td><td>{s.visits}</td><td>{s.codes}</td><td>{s.distinct_codes}</td></tr>"
+        for name, s in (("train", report.data.train), ("holdout", report.data.holdout), ("synthetic", report.data.synthetic))
+    )
+    return f"<table><tr><th>cohort</th><th>patients</th><th>visits</th><th>code slots</th><th>distinct codes</th></tr>{rows}</table>"
+
+
+def model_table(report: Report) -> str:
+    if report.model is None:
+        return "<p>No model was given: perplexity and reconstruction were not computed.</p>"
+    rows = "".join(f"<tr><td class='name'>perplexity {html.escape(k)}</td><td>{_num(v)}</td></tr>" for k, v in report.model.perplexity.items())
+    rows += (f"<tr><td class='name'>reconstruction Jaccard ({report.model.reconstruction_patients} holdout patients)</td>"
+             f"<td>{_num(report.model.reconstruction_jaccard)}</td></tr>")
+    return f"<table>{rows}</table>"
+
+
+def top_table(title: str, codes: list[str], prevalence: dict[str, np.ndarray], by: str, k: int = 20) -> str:
+    """The k most frequent codes of one cohort, with their ICD-9 titles and every cohort's prevalence."""
+    cols = top_codes(prevalence[by], k)
+    head = "".join(f"<th>{n}</th>" for n in prevalence)
+    rows = "".join(
+        f"<tr><td class='name'>{html.escape(codes[j])}</td><td class='desc'>{html.escape(describe(codes[j], short=True))}</td>"
+        + "".join(f"<td>{prevalence[n][j]:.3f}</td>" for n in prevalence) + "</tr>"
+        for j in cols
+    )
+    return f"<div><h3>{title}</h3><table><tr><th>code</th><th>title</th>{head}</tr>{rows}</table></div>"
+
+
+def figures_html(report: Report) -> str:
+    f = report._figures
+    if not f:
+        return "<p>Figures are drawn only for a report built in this process.</p>"
+    prev = f["code_prevalence"]
+    parts = ["<h2>Prevalence: real vs synthetic</h2><div class='side'>"]
+    train = prev["train"]
+    parts.append(_png(plots.prevalence_scatter({k: (train, prev[k]) for k in ("holdout", "synthetic")}, "codes (share of visits)")))
+    parts.append(_png(plots.prevalence_scatter(f["pair_prevalence"], "same-visit pairs (share of visits)")))
+    parts.append("</div><h2>Lengths</h2>")
+    parts.append(_png(plots.count_histograms(f["lengths"])))
+    parts.append("<h2>Demographics</h2>")
+    parts.append(_png(plots.demographics(f["demographics"])))
+    parts.append("<h2>Privacy: distance to the closest record</h2>")
+    parts.append(_png(plots.distance_histograms(f["distances"])))
+    parts.append("<h2>Top 20 codes</h2><div class='side'>")
+    parts.append(top_table("most frequent in train", f["codes"], prev, "train"))
+    parts.append(top_table("most frequent in synthetic", f["codes"], prev, "synthetic"))
+    parts.append("</div>")
+    return "".join(parts)
+
+
+def render_html(report: Report) -> str:
+    meta = html.escape(f"schema {report.schema_version}, created {report.created_at}, split seed {report.split_seed}, "
+                       f"generator {report.generator or {}}, seeds {report.seeds or {}}")
+    return (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>PromptEHR cohort report</title>"
+        f"<style>{CSS}</style></head><body><h1>Synthetic cohort report</h1><p>{meta}</p>"
+        f"<h2>Data</h2>{data_table(report)}<h2>Summary</h2>"
+        "<p>Each synthetic figure stands beside its limit: the holdout's value against train, what a perfect "
+        "generator reaches. Measures that move with sample size are the mean (&plusmn; std) over synthetic "
+        "subsamples of the holdout's size; the whole-cohort value is beside it.</p>"
+        f"{summary_table(report)}<h2>Model</h2>{model_table(report)}{figures_html(report)}</body></html>"
+    )

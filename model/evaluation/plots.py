@@ -1,0 +1,114 @@
+"""The report's figures: matplotlib (Agg backend, no display) on the arrays build_report keeps.
+
+Each function returns a Figure; html.py turns it into an inline PNG. Colours are fixed per cohort so
+that train, holdout and synthetic read the same in every figure.
+"""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+COLOURS = {"train": "#4c72b0", "holdout": "#55a868", "synthetic": "#c44e52"}
+MAX_POINTS = 20_000  # scatter points per cohort: enough to see the cloud, small enough to draw fast
+
+
+def prevalence_scatter(others: dict[str, tuple[np.ndarray, np.ndarray]], title: str, seed: int = 0):
+    """Train prevalence (x) against each other cohort's (y), aligned by key, log axes, keys either side has.
+
+    Zeros cannot sit on a log axis: they are drawn at half the smallest non-zero value, on the edge.
+    """
+    fig, ax = plt.subplots(figsize=(5, 5))
+    rng = np.random.default_rng(seed)
+    lo_all, hi_all = [], []
+    for name, (x, y) in others.items():
+        keep = np.flatnonzero((x > 0) | (y > 0))
+        if len(keep) > MAX_POINTS:
+            keep = rng.choice(keep, MAX_POINTS, replace=False)
+        x, y = x[keep], y[keep]
+        nonzero = np.r_[x[x > 0], y[y > 0]]
+        if len(nonzero) == 0:
+            continue
+        floor = nonzero.min() / 2
+        lo_all.append(floor)
+        hi_all.append(nonzero.max())
+        ax.scatter(np.maximum(x, floor), np.maximum(y, floor), s=4, alpha=0.4, color=COLOURS.get(name), label=name, linewidths=0)
+    if lo_all:
+        lo, hi = min(lo_all), max(hi_all) * 1.5
+        ax.plot([lo, hi], [lo, hi], color="black", lw=0.8, ls="--")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(lo, hi)
+    ax.set_xlabel("train prevalence (share of visits)")
+    ax.set_ylabel("cohort prevalence")
+    ax.set_title(title)
+    ax.legend(loc="upper left", markerscale=3)
+    fig.tight_layout()
+    return fig
+
+
+def count_histograms(lengths: dict[str, tuple[np.ndarray, np.ndarray]]):
+    """Visits per patient and codes per visit, as shares, one bar group per cohort."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    for ax, i, label in ((axes[0], 0, "visits per patient"), (axes[1], 1, "codes per visit")):
+        arrays = {k: v[i] for k, v in lengths.items() if len(v[i])}
+        top = int(max((np.percentile(a, 99) for a in arrays.values()), default=1)) + 1
+        bins = np.arange(0, top + 2) - 0.5
+        width = 0.8 / max(len(arrays), 1)
+        for j, (name, a) in enumerate(arrays.items()):
+            share, _ = np.histogram(np.minimum(a, top), bins=bins)
+            share = share / len(a)
+            ax.bar(np.arange(len(share)) + (j - (len(arrays) - 1) / 2) * width, share, width=width,
+                   color=COLOURS.get(name), label=name)
+        ax.set_xlabel(label + f" (last bar: >= {top})")
+        ax.set_ylabel("share")
+        ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def demographics(demo: dict[str, tuple[np.ndarray, np.ndarray]]):
+    """Age histograms (shares) and the female share per cohort."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5), gridspec_kw={"width_ratios": [3, 1]})
+    bins = np.arange(0, 96, 5)
+    for name, (age, _) in demo.items():
+        if len(age):
+            axes[0].hist(age, bins=bins, weights=np.full(len(age), 1 / len(age)), histtype="step", lw=1.5,
+                         color=COLOURS.get(name), label=name)
+    axes[0].set_xlabel("age (years)")
+    axes[0].set_ylabel("share")
+    axes[0].legend()
+    names = list(demo)
+    female = [float(np.mean(demo[n][1])) if len(demo[n][1]) else 0.0 for n in names]
+    axes[1].bar(names, female, color=[COLOURS.get(n) for n in names])
+    axes[1].set_ylim(0, 1)
+    axes[1].set_ylabel("female share")
+    fig.tight_layout()
+    return fig
+
+
+def distance_histograms(distances: dict[str, np.ndarray]):
+    """Distance (Jaccard) to the closest record: train members vs holdout non-members vs synthetic.
+
+    If train members sit nearer to synthetic records than holdout patients do, the generator has
+    memorised them: the membership-inference attack reads exactly this gap.
+    """
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    bins = np.linspace(0, 1, 41)
+    labels = {
+        "train_to_synthetic": ("train sample -> closest synthetic", COLOURS["train"]),
+        "holdout_to_synthetic": ("holdout -> closest synthetic", COLOURS["holdout"]),
+        "synthetic_to_train": ("synthetic -> closest train sample", COLOURS["synthetic"]),
+    }
+    for key, d in distances.items():
+        if len(d):
+            label, colour = labels.get(key, (key, None))
+            ax.hist(d, bins=bins, weights=np.full(len(d), 1 / len(d)), histtype="step", lw=1.5, color=colour, label=label)
+    ax.set_xlabel("Jaccard distance to the closest record (0 = same code set)")
+    ax.set_ylabel("share")
+    ax.legend()
+    fig.tight_layout()
+    return fig
