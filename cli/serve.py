@@ -1,0 +1,77 @@
+"""`promptehr serve`: run the REST API under uvicorn.
+
+With no DATABASE_URL (the embedded default: a SQLite file under PROMPTEHR_HOME) the database is
+migrated to the latest schema first, since nothing else uses it. With a DATABASE_URL it is not: run
+`promptehr db upgrade`, and the API refuses to start on an out-of-date schema.
+
+With no CELERY_BROKER_URL, jobs run in this process: the runner from `worker.local_runner`
+(`make_runner(settings) -> callable(task_name, job_id)`) is registered with
+`service.jobs.set_local_runner`.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("serve", help="run the REST API", description=__doc__.splitlines()[0])
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.set_defaults(func=run)
+
+
+def install_local_runner(settings) -> bool:
+    """Register the in-process job runner; False (with a warning) when worker/ does not provide one."""
+    import importlib
+
+    from service.jobs import set_local_runner
+
+    try:
+        module = importlib.import_module("worker.local_runner")
+    except ModuleNotFoundError as e:
+        if e.name not in ("worker", "worker.local_runner"):
+            raise
+        print("promptehr serve: warning: no in-process job runner (worker.local_runner); jobs stay queued",
+              file=sys.stderr)
+        return False
+    set_local_runner(module.make_runner(settings))
+    return True
+
+
+def _refuse_old_schema(settings) -> None:
+    """A one-line error instead of uvicorn's start-up traceback (the app checks again at start-up)."""
+    import sqlalchemy.exc as sa_exc
+
+    from cli.main import UsageError
+    from service.db import make_engine
+    from service.migrate import SchemaOutOfDate, check_schema_current
+
+    engine = make_engine(settings.database_url)
+    try:
+        check_schema_current(engine)
+    except SchemaOutOfDate as e:
+        raise UsageError(str(e)) from None
+    except (sa_exc.OperationalError, sa_exc.InterfaceError):
+        pass  # unreachable now: the app starts and /readyz says so
+    finally:
+        engine.dispose()
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from service.app import create_app
+    from service.migrate import upgrade
+    from service.settings import get_settings
+
+    settings = get_settings()
+    if settings.database_is_embedded:
+        upgrade(settings.database_url)
+    else:
+        _refuse_old_schema(settings)
+    if settings.jobs_run_in_process:
+        install_local_runner(settings)
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level)
+    return 0
