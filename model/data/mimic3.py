@@ -64,7 +64,7 @@ def join_admissions(diag: pd.DataFrame, adm: pd.DataFrame, diag_path: Path, adm_
 def demographics(rows: pd.DataFrame, pat: pd.DataFrame, pat_path: Path, diag_path: Path) -> tuple[pd.Series, pd.Series]:
     """Age at first visit (whole years, capped) and sex, indexed by patient id."""
     first = first_visits(rows)
-    unknown = ~first.index.isin(pat.index)
+    unknown = pat.index.get_indexer(first.index) < 0  # (isin on arrow strings loops in Python)
     if unknown.any():
         fail([diag_path], first.reset_index(), unknown, f"subject_id not found in {pat_path.name}: expected every patient to be listed", column="patient_id", name="subject_id")
     p = pat.reindex(first.index)

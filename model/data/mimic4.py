@@ -46,7 +46,7 @@ def load_mimic4(folder: Path) -> list[Patient]:
     diag = diag[(parse_numbers([diag_path], diag, "icd_version") == 9).to_numpy()]
     rows = order_rows(join_admissions(diag, adm, diag_path, adm_path))
     first = first_visits(rows)
-    unknown = ~first.index.isin(pat.index)
+    unknown = pat.index.get_indexer(first.index) < 0  # (isin on arrow strings loops in Python)
     if unknown.any():
         fail([diag_path], first.reset_index(), unknown, f"subject_id not found in {pat_path.name}: expected every patient to be listed", column="patient_id", name="subject_id")
     p = pat.reindex(first.index)

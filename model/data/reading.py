@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pacompute
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -201,6 +202,10 @@ def parse_times(paths: list[Path], df: pd.DataFrame, column: str, fmt: str = "IS
 
 def parse_numbers(paths: list[Path], df: pd.DataFrame, column: str) -> pd.Series:
     s = df[column]
+    try:  # arrow's cast is ~10x faster than to_numeric on arrow strings; it only fails on bad input
+        return pd.Series(pacompute.cast(pa.array(s), pa.float64()).to_numpy(zero_copy_only=False), index=s.index)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        pass
     out = pd.to_numeric(s, errors="coerce").astype(float)
     bad = (out.isna() & s.notna()).to_numpy()
     if bad.any():
