@@ -70,7 +70,8 @@ def _job_model(kind: str):
 
 
 def _update(session: Session, stmt) -> int:
-    """Run a Core-style UPDATE through the session; returns the number of rows it changed."""
+    """Run an UPDATE through the session; returns its row count. Loaded objects are expired (they
+    reload on next access, as after a commit)."""
     result = session.execute(stmt, execution_options={"synchronize_session": False})
     session.expire_all()
     return result.rowcount

@@ -1,0 +1,93 @@
+"""Races on real PostgreSQL with real commits: concurrent claims of one job, concurrent last shards."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+import sqlalchemy as sa
+
+from service import store
+from service.db import make_engine, make_sessionmaker
+from service.models import Cohort, Dataset, Model, TrainingJob
+from tests.test_service_support import pg_migrated_url  # noqa: F401 - fixture
+
+THREADS = 6
+
+
+@pytest.fixture
+def pg(pg_migrated_url):
+    engine = make_engine(pg_migrated_url, pool_size=THREADS + 2)
+    factory = make_sessionmaker(engine)
+    made: dict[str, list[str]] = {"datasets": [], "models": [], "cohorts": []}
+    yield factory, made
+    with factory() as s:  # these rows were committed: remove them
+        s.execute(sa.delete(Cohort).where(Cohort.id.in_(made["cohorts"])))
+        s.execute(sa.delete(Model).where(Model.id.in_(made["models"])))
+        s.execute(sa.delete(TrainingJob).where(TrainingJob.dataset_id.in_(made["datasets"])))
+        s.execute(sa.delete(Dataset).where(Dataset.id.in_(made["datasets"])))
+        s.commit()
+    engine.dispose()
+
+
+def _race(factory, fn) -> list:
+    """Run fn(session, i) in THREADS threads released together; return their results."""
+    barrier = threading.Barrier(THREADS)
+    results: list = [None] * THREADS
+    errors: list = []
+
+    def run(i):
+        try:
+            with factory() as s:
+                barrier.wait(timeout=10)
+                results[i] = fn(s, i)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(THREADS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert not errors, errors
+    return results
+
+
+def test_concurrent_claims_of_one_job_have_exactly_one_winner(pg):
+    factory, made = pg
+    with factory() as s:
+        ds = store.create_dataset(s, name="race", format="mimic3", path="mimic3-demo", stats={})
+        made["datasets"].append(ds.id)
+        jobs = [store.create_training_job(s, dataset_id=ds.id, preset="tiny", mode="flat", epochs=1).id
+                for _ in range(10)]
+    for job_id in jobs:
+        results = _race(factory, lambda s, i: store.claim_job(s, "train", job_id, f"worker-{i}"))
+        assert results.count(True) == 1, results
+        with factory() as s:
+            job = store.get_training_job(s, job_id)
+            assert job.status == "running" and job.attempt == 1
+            assert job.claimed_by == f"worker-{results.index(True)}"
+
+
+def test_concurrent_last_shards_queue_exactly_one_evaluation(pg):
+    factory, made = pg
+    with factory() as s:
+        ds = store.create_dataset(s, name="race", format="mimic3", path="mimic3-demo", stats={})
+        made["datasets"].append(ds.id)
+        model = store.create_model(s, name="m", dataset_id=ds.id, checkpoint_path="/c", manifest_sha256="0" * 64)
+        made["models"].append(model.id)
+        cohort, shards = store.create_cohort(s, model_id=model.id, n_patients=THREADS * 3, seed=0, spec={},
+                                             shard_size=3)
+        made["cohorts"].append(cohort.id)
+        cohort_id = cohort.id
+        shard_ids = [shard.id for shard in shards]
+        for shard_id in shard_ids:
+            assert store.claim_job(s, "generate", shard_id, "w")
+    # every shard finishes at once, and each is also delivered twice (two finishers per shard)
+    results = _race(factory, lambda s, i: store.mark_succeeded(s, "generate", shard_ids[i]))
+    again = _race(factory, lambda s, i: store.mark_succeeded(s, "generate", shard_ids[i]))
+    report_ids = [r for r in results + again if r is not None]
+    assert len(report_ids) == 1, results + again
+    with factory() as s:
+        cohort = store.get_cohort(s, cohort_id)
+        assert cohort.shards_done == THREADS
+        assert store.get_report(s, report_ids[0]).cohort_id == cohort.id
