@@ -51,7 +51,7 @@ def test_folder_of_files_numeric_times_and_visit_order(demo, tmp_path):
 def test_sex_spellings_ties_duplicates_and_leading_zeros(tmp_path):
     path = tmp_path / "x.csv"
     path.write_text(
-        "PATIENT_ID,Visit_ID,visit_time,code,age,sex\n"
+        "\ufeffPATIENT_ID, Visit_ID ,visit_time,code,age,sex\r\n"  # BOM, blanks around a name, CRLF
         "p2,b,2020-01-01,0389,50,FEMALE\n"
         "p2,a,2020-01-01,4019,,female\n"   # same time as b: tie broken by visit id
         "p2,a,2020-01-01,4019,,female\n"   # repeated code in a visit

@@ -81,6 +81,8 @@ def read_claims(paths: list[Path]) -> pd.DataFrame:
         }))
     rows = pd.concat(frames, ignore_index=True)
     rows["code"] = clean_codes(rows["code"].astype("str"))
+    # A claim id listed twice with different dates stays one visit, at its earliest date.
+    rows["time"] = rows.groupby(["patient_id", "visit_id"], sort=False)["time"].transform("min")
     return rows
 
 

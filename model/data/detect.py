@@ -19,7 +19,7 @@ def _mimic_flavour(folder: Path) -> str | None:
     except DataError:
         return None
     # File names do not tell the versions apart reliably (people rename them); the patients header does.
-    columns = {c.lower() for c in read_header(tables[0])}
+    columns = {c.strip().lower() for c in read_header(tables[0])}
     if "anchor_age" in columns:
         return "mimic4"
     if "dob" in columns:
@@ -33,7 +33,7 @@ def _is_long(path: Path) -> bool:
         return False
     if files[0].name.lower().endswith(".parquet"):
         return True  # its schema is checked by the loader, with a precise error
-    return {"patient_id", "visit_id", "code"} <= {c.lower() for c in read_header(files[0])}
+    return {"patient_id", "visit_id", "code"} <= {c.strip().lower() for c in read_header(files[0])}
 
 
 def detect_format(path: str | Path) -> str:

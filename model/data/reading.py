@@ -66,12 +66,12 @@ def read_header(path: Path) -> list[str]:
         raise DataError(path, f"not UTF-8 text (byte {raw[e.start]:#04x}): expected a UTF-8 CSV header", line=1) from None
     if not text.strip():
         raise DataError(path, "empty file: expected a CSV header row", line=1)
-    return [c.strip() for c in next(csv.reader(io.StringIO(text)))]
+    return next(csv.reader(io.StringIO(text.rstrip("\r\n"))))  # as spelled: pyarrow selects by exact name
 
 
 def _match_columns(path: Path, present: list[str], columns: list[str], optional: tuple[str, ...]) -> dict[str, str]:
     """canonical lower-case name -> name as spelled in the file (headers may be upper- or lower-case)."""
-    by_lower = {c.lower(): c for c in present}
+    by_lower = {c.strip().lower(): c for c in present}
     found = {c: by_lower[c] for c in columns if c in by_lower}
     for c in columns:
         if c not in found and c not in optional:
@@ -123,10 +123,10 @@ def _read_csv(path: Path, columns: list[str], optional: tuple[str, ...]) -> pd.D
             detail = re.sub(r"^.*?(Row #\d+: )?(?=Expected)", "", msg)
             raise DataError(path, f"malformed CSV row ({detail[:200]}): expected one field per header column", line=int(m.group(1)) if m else None) from None
         raise DataError(path, f"cannot parse CSV ({msg[:200]})") from None
-    except (OSError, EOFError) as e:
-        raise DataError(path, f"cannot read file ({e}): expected CSV text or gzipped CSV") from None
+    except (pa.ArrowException, OSError, EOFError) as e:
+        raise DataError(path, f"cannot read file ({str(e)[:200]}): expected CSV text or gzipped CSV") from None
     df = table.to_pandas()
-    df.columns = [c.lower() for c in df.columns]
+    df.columns = [c.strip().lower() for c in df.columns]
     df["_line"] = np.arange(2, len(df) + 2, dtype=np.int64)
     return df
 
@@ -141,7 +141,7 @@ def _read_parquet(path: Path, columns: list[str], optional: tuple[str, ...]) -> 
     except (pa.ArrowException, OSError) as e:
         raise DataError(path, f"cannot read Parquet file ({str(e)[:200]})") from None
     df = table.to_pandas()
-    df.columns = [c.lower() for c in df.columns]
+    df.columns = [c.strip().lower() for c in df.columns]
     df["_line"] = np.arange(1, len(df) + 1, dtype=np.int64)
     return df
 
