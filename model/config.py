@@ -49,6 +49,8 @@ def _default_objectives() -> dict[str, float]:
 @dataclass
 class TrainConfig:
     preset: str = "small"
+    mode: str = "hierarchical"  # tokenizer mode: hierarchical (category, code pairs) or flat
+    init_from: str | None = None  # local Hugging Face BART directory to initialise the weights from
     epochs: int = 10
     max_steps: int | None = None  # stop after this many optimizer steps (overrides epochs when reached)
     batch_size: int = 32

@@ -184,3 +184,10 @@ class PromptBart(nn.Module):
         w = self.loss_weights
         loss = lm_loss + w.age * age_loss + w.sex * sex_loss + w.cooc * cooc_loss
         return ModelOutput(loss, logits, lm_loss.detach(), age_loss.detach(), sex_loss.detach(), cooc_loss.detach())
+
+
+def load_checkpoint(directory, device="cpu"):
+    """-> (model, vocab, tokenizer, ModelConfig); verifies the sha256 manifest (see model/checkpoint.py)."""
+    from model.checkpoint import load_checkpoint as _load
+
+    return _load(directory, device)

@@ -1,0 +1,71 @@
+"""`promptehr train`: load records, split them (train / validation), train PromptBart, write a checkpoint."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("train", help="train PromptBart on patient records and write a checkpoint directory",
+                              description=__doc__)
+    p.add_argument("--data", nargs="+", required=True, metavar="PATH", help="data folder(s) or file(s)")
+    p.add_argument("--format", default=None, help="mimic3 | mimic4 | desynpuf | long (default: detected)")
+    p.add_argument("--out", required=True, metavar="DIR", help="checkpoint directory to write")
+    p.add_argument("--preset", choices=("tiny", "small", "base"), default="small")
+    p.add_argument("--mode", choices=("hierarchical", "flat"), default="hierarchical")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--seed", type=int, default=0, help="training seed (initialisation, batch order, corruption)")
+    p.add_argument("--split-seed", type=int, default=0, help="seed of the train/validation/holdout split")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from <out>.resume/")
+    p.add_argument("--init-from", default=None, metavar="HF_DIR", help="local Hugging Face BART checkpoint to start from")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from model.config import train_config
+    from model.data import load_patients
+    from model.split import split_patients
+    from model.train import train
+
+    patients = load_patients(args.data, format=args.format)
+    train_set, val_set, holdout = split_patients(patients, args.split_seed)
+    cfg = train_config(args.preset, mode=args.mode, epochs=args.epochs, max_steps=args.max_steps,
+                       batch_size=args.batch_size, lr=args.lr, seed=args.seed, init_from=args.init_from)
+    print(f"promptehr train: {len(patients)} patients -> train {len(train_set)}, validation {len(val_set)}, "
+          f"holdout {len(holdout)} (split seed {args.split_seed}); preset {args.preset}, {args.mode}", file=sys.stderr)
+
+    bar = None
+
+    def progress(info: dict) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=info["total_steps"], unit="step", dynamic_ncols=True, file=sys.stderr)
+        if info.get("event") == "epoch":
+            tqdm.write(f"epoch {info['epoch']}: train_loss {info['train_loss']:.4f} val_loss {info.get('val_loss', float('nan')):.4f} "
+                       f"val_ppl {info.get('val_ppl', float('nan')):.2f} (unigram {info.get('baseline_ppl', float('nan')):.2f})",
+                       file=sys.stderr)
+            return
+        bar.n = info["step"]
+        bar.set_postfix(epoch=info["epoch"] + 1, loss=f"{info['loss']:.3f}", tok_s=f"{info['tokens_per_s']:.0f}")
+        bar.refresh()
+
+    try:
+        result = train(train_set, val_set, cfg, args.out, progress=progress, resume=args.resume, device=args.device)
+    except FileExistsError as e:
+        from cli.main import UsageError
+
+        raise UsageError(str(e)) from None
+    finally:
+        if bar is not None:
+            bar.close()
+    last = next((r for r in result.log if r["epoch"] == result.best_epoch), result.log[-1] if result.log else {})
+    print(f"{result.status}: {result.epochs_run} epochs, {result.steps} steps, best epoch {result.best_epoch} "
+          f"(val_loss {last.get('val_loss', float('nan')):.4f}, val_ppl {last.get('val_ppl', float('nan')):.2f}, "
+          f"unigram {last.get('baseline_ppl', float('nan')):.2f}) in {result.seconds:.1f} s -> {result.out_dir}")
+    return 0

@@ -1,0 +1,143 @@
+"""A checkpoint is a directory of exactly these files, none of them executable on load:
+
+    model.safetensors    weights (safetensors: tensors only)
+    config.json          {"model": ModelConfig, "train": TrainConfig, "best": {...}} (demographic stats in model)
+    vocab.json           the Vocabulary
+    training_log.jsonl   one JSON line per epoch
+    manifest.json        {"version": 1, "files": {name: sha256}} of every other file
+
+Loading verifies the manifest first and refuses any mismatch with a CheckpointError naming the file.
+Resume state (optimizer, RNG states, counters) lives apart, in the sibling directory `<out>.resume/`,
+written with torch.save and read with torch.load(weights_only=True); training removes it on success.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_model, save_model
+
+from model.config import ModelConfig, TrainConfig, load_json, save_json
+from model.errors import CheckpointError
+from model.vocab import Vocabulary
+
+WEIGHTS, CONFIG, VOCAB, LOG, MANIFEST = "model.safetensors", "config.json", "vocab.json", "training_log.jsonl", "manifest.json"
+FILES = (WEIGHTS, CONFIG, VOCAB, LOG)
+MANIFEST_VERSION = 1
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _replace(path: Path, write) -> None:
+    """Write through a temporary file and rename, so a reader never sees half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def write_manifest(directory: str | Path) -> None:
+    d = Path(directory)
+    files = {name: sha256_of(d / name) for name in FILES}
+    _replace(d / MANIFEST, lambda p: p.write_text(json.dumps({"version": MANIFEST_VERSION, "files": files}, indent=2)))
+
+
+def write_log(directory: str | Path, log: list[dict]) -> None:
+    _replace(Path(directory) / LOG, lambda p: p.write_text("".join(json.dumps(r) + "\n" for r in log)))
+
+
+def save_checkpoint(directory: str | Path, model, vocab: Vocabulary, model_config: ModelConfig,
+                    train_config: TrainConfig | None, log: list[dict], extra: dict | None = None) -> None:
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    _replace(d / WEIGHTS, lambda p: save_model(model, str(p), metadata={"format": "pt"}))
+    _replace(d / CONFIG, lambda p: save_json(p, model_config, train_config, extra))
+    _replace(d / VOCAB, lambda p: vocab.save(p))
+    write_log(d, log)
+    write_manifest(d)
+
+
+def update_log(directory: str | Path, log: list[dict]) -> None:
+    """Rewrite training_log.jsonl (and the manifest) of an existing checkpoint."""
+    write_log(directory, log)
+    write_manifest(directory)
+
+
+def verify_manifest(directory: str | Path) -> None:
+    d = Path(directory)
+    if not d.is_dir():
+        raise CheckpointError(f"{d}: not a checkpoint directory")
+    try:
+        manifest = json.loads((d / MANIFEST).read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{d / MANIFEST}: missing; not a checkpoint directory") from None
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{d / MANIFEST}: not valid JSON ({e})") from None
+    if manifest.get("version") != MANIFEST_VERSION or not isinstance(manifest.get("files"), dict):
+        raise CheckpointError(f"{d / MANIFEST}: unknown manifest version {manifest.get('version')!r}")
+    listed = manifest["files"]
+    for name in FILES:
+        if name not in listed:
+            raise CheckpointError(f"{d / MANIFEST}: does not list {name}")
+    for name, digest in listed.items():
+        path = d / name
+        if Path(name).name != name or name == MANIFEST:
+            raise CheckpointError(f"{d / MANIFEST}: bad file name {name!r}")
+        if not path.is_file():
+            raise CheckpointError(f"{path}: listed in the manifest but missing")
+        if sha256_of(path) != digest:
+            raise CheckpointError(f"{path}: sha256 does not match the manifest (modified or corrupted)")
+
+
+def load_checkpoint(directory: str | Path, device="cpu"):
+    """-> (model in eval mode on `device`, vocab, tokenizer, ModelConfig). Verifies the manifest first."""
+    from model.promptbart import PromptBart
+    from model.tokenizer import Tokenizer
+
+    d = Path(directory)
+    verify_manifest(d)
+    try:
+        model_config, _, _ = load_json(d / CONFIG)
+        vocab = Vocabulary.load(d / VOCAB)
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{d}: unreadable config.json or vocab.json ({e})") from None
+    if model_config.vocab_size != len(vocab):
+        raise CheckpointError(f"{d / CONFIG}: vocab_size {model_config.vocab_size} != {len(vocab)} tokens in vocab.json")
+    model = PromptBart(model_config)
+    missing, unexpected = load_model(model, str(d / WEIGHTS), strict=False, device=str(device))
+    if missing or unexpected:
+        raise CheckpointError(f"{d / WEIGHTS}: weights do not fit the config (missing {sorted(missing)[:3]}, "
+                              f"unexpected {sorted(unexpected)[:3]})")
+    model.to(device).eval()
+    return model, vocab, Tokenizer(vocab, model_config.mode), model_config
+
+
+def training_config_of(directory: str | Path) -> tuple[ModelConfig, TrainConfig | None, dict]:
+    return load_json(Path(directory) / CONFIG)
+
+
+# ---- resume state (not part of the checkpoint) -------------------------------------------------
+def resume_dir(out_dir: str | Path) -> Path:
+    out = Path(out_dir)
+    return out.with_name(out.name + ".resume")
+
+
+def save_resume(out_dir: str | Path, state: dict) -> None:
+    d = resume_dir(out_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    _replace(d / "state.pt", lambda p: torch.save(state, p))
+
+
+def load_resume(out_dir: str | Path) -> dict | None:
+    path = resume_dir(out_dir) / "state.pt"
+    if not path.is_file():
+        return None
+    return torch.load(path, map_location="cpu", weights_only=True)

@@ -1,0 +1,179 @@
+"""Training examples: BART denoising corruptions, next-visit prediction and empty-encoder examples.
+
+Every function takes a plain token list (`<s> <v> ... </v> ... </s>`, see model/tokenizer.py) and a
+numpy Generator and returns an Example(encoder, target, scored):
+
+    encoder  tokens the encoder sees
+    target   tokens the decoder must produce (decoder input = target[:-1], labels = target[1:])
+    scored   bool per target position: the positions a perplexity is measured on (corrupted code
+             tokens, or the codes of the predicted next visit)
+
+Only content tokens (categories and codes) are corrupted; `<s>`, `</s>`, `<v>`, `</v>` stay in place, so
+the encoder always sees a well-formed visit structure.
+
+Objectives:
+  mask        span infilling: spans with Poisson(lambda) lengths (at least 1, within one visit) until
+              `mask_ratio` of the content is covered; each run of masked tokens becomes one `<mask>`
+  delete      each content token deleted with probability p
+  replace     each content token replaced with probability p by a random token of the same kind
+              (code by code, category by category)
+  next_visit  encoder = `<s>` visits[:k] `</s>` for a random 1 <= k < n_visits; target = `<s>` visits[k:] `</s>`
+              (the rest of the record: the model learns to continue a history and to end it);
+              scored = the codes of visit k, the "next visit"
+  empty       encoder = `<s> </s>`; target = the whole record: generation from demographics alone
+The target of the denoising objectives is the original sequence.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from model.vocab import BOS, END_VISIT, EOS, MASK, VISIT
+
+OBJECTIVES = ("mask", "delete", "replace", "next_visit", "empty")
+
+
+class Layout(NamedTuple):
+    """Where the token kinds sit in the vocabulary: [specials | categories | codes]."""
+    category_offset: int
+    code_offset: int
+    size: int
+
+    @classmethod
+    def of(cls, vocab) -> "Layout":
+        return cls(vocab.category_offset, vocab.code_offset, len(vocab))
+
+
+@dataclass
+class Example:
+    encoder: list[int]
+    target: list[int]
+    scored: list[bool]
+    objective: str = ""
+
+
+def is_content(tokens: np.ndarray, layout: Layout) -> np.ndarray:
+    return tokens >= layout.category_offset
+
+
+def is_code(tokens: np.ndarray, layout: Layout) -> np.ndarray:
+    return tokens >= layout.code_offset
+
+
+# ---- denoising ---------------------------------------------------------------------------------
+def span_mask(tokens: list[int], rng: np.random.Generator, layout: Layout, ratio: float = 0.3,
+              lam: float = 3.0) -> Example:
+    t = np.asarray(tokens)
+    content = is_content(t, layout)
+    n_content = int(content.sum())
+    masked = np.zeros(len(t), dtype=bool)
+    goal = int(round(ratio * n_content))
+    if n_content and goal == 0:
+        goal = 1
+    positions = np.flatnonzero(content)
+    n_masked = 0
+    for _ in range(4 * n_content):  # bounded: spans may overlap
+        if n_masked >= goal:
+            break
+        start = int(positions[rng.integers(len(positions))])
+        length = min(max(1, int(rng.poisson(lam))), goal - n_masked)
+        end = start
+        while end < len(t) and content[end] and end - start < length:  # stays inside the visit
+            end += 1
+        masked[start:end] = True
+        n_masked = int(masked.sum())
+    encoder: list[int] = []
+    for i, tok in enumerate(tokens):
+        if masked[i]:
+            if not (i > 0 and masked[i - 1]):
+                encoder.append(MASK)  # one <mask> per run
+        else:
+            encoder.append(tok)
+    return Example(encoder, list(tokens), (masked & is_code(t, layout)).tolist(), "mask")
+
+
+def delete_tokens(tokens: list[int], rng: np.random.Generator, layout: Layout, p: float = 0.15) -> Example:
+    t = np.asarray(tokens)
+    gone = is_content(t, layout) & (rng.random(len(t)) < p)
+    encoder = t[~gone].tolist()
+    return Example(encoder, list(tokens), (gone & is_code(t, layout)).tolist(), "delete")
+
+
+def replace_tokens(tokens: list[int], rng: np.random.Generator, layout: Layout, p: float = 0.15) -> Example:
+    t = np.asarray(tokens)
+    hit = is_content(t, layout) & (rng.random(len(t)) < p)
+    codes = is_code(t, layout)
+    random_code = rng.integers(layout.code_offset, layout.size, size=len(t))
+    random_category = rng.integers(layout.category_offset, max(layout.code_offset, layout.category_offset + 1),
+                                   size=len(t))
+    encoder = np.where(hit, np.where(codes, random_code, random_category), t)
+    return Example(encoder.tolist(), list(tokens), (hit & codes).tolist(), "replace")
+
+
+# ---- next visit and empty encoder --------------------------------------------------------------
+def split_visits(tokens: list[int]) -> list[list[int]]:
+    """`<s> <v> a </v> <v> b </v> </s>` -> [[<v> a </v>], [<v> b </v>]]."""
+    visits, current = [], None
+    for tok in tokens:
+        if tok == VISIT:
+            current = [tok]
+        elif tok == END_VISIT and current is not None:
+            current.append(tok)
+            visits.append(current)
+            current = None
+        elif current is not None:
+            current.append(tok)
+    return visits
+
+
+def next_visit(tokens: list[int], rng: np.random.Generator, layout: Layout, k: int | None = None) -> Example | None:
+    """None when the record has fewer than 2 visits."""
+    visits = split_visits(tokens)
+    if len(visits) < 2:
+        return None
+    if k is None:
+        k = int(rng.integers(1, len(visits)))
+    encoder = [BOS] + [x for v in visits[:k] for x in v] + [EOS]
+    target = [BOS] + [x for v in visits[k:] for x in v] + [EOS]
+    scored = np.zeros(len(target), dtype=bool)
+    first = np.asarray(visits[k])
+    scored[1:1 + len(first)] = is_code(first, layout)
+    return Example(encoder, target, scored.tolist(), "next_visit")
+
+
+def empty_encoder(tokens: list[int]) -> Example:
+    return Example([BOS, EOS], list(tokens), [False] * len(tokens), "empty")
+
+
+# ---- choosing an objective ---------------------------------------------------------------------
+def make_example(tokens: list[int], rng: np.random.Generator, layout: Layout, config) -> Example:
+    """One training example; the objective drawn from `config.objectives` (next_visit needs 2+ visits)."""
+    names = [n for n in OBJECTIVES if config.objectives.get(n, 0) > 0]
+    if tokens.count(VISIT) < 2:
+        names = [n for n in names if n != "next_visit"]
+    w = np.array([config.objectives[n] for n in names], dtype=float)
+    name = names[int(rng.choice(len(names), p=w / w.sum()))]
+    if name == "mask":
+        return span_mask(tokens, rng, layout, config.mask_ratio, config.poisson_lambda)
+    if name == "delete":
+        return delete_tokens(tokens, rng, layout, config.delete_prob)
+    if name == "replace":
+        return replace_tokens(tokens, rng, layout, config.replace_prob)
+    if name == "next_visit":
+        return next_visit(tokens, rng, layout)
+    return empty_encoder(tokens)
+
+
+def validation_examples(sequences: list[list[int]], layout: Layout, config, seed: int) -> list[tuple[int, Example]]:
+    """Fixed validation set: (patient index, example) for a span-masked copy of every record and a
+    next-visit example for every record with 2+ visits. Same seed -> same examples."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i, tokens in enumerate(sequences):
+        out.append((i, span_mask(tokens, rng, layout, config.mask_ratio, config.poisson_lambda)))
+        ex = next_visit(tokens, rng, layout)
+        if ex is not None:
+            out.append((i, ex))
+    return out
