@@ -51,19 +51,14 @@ class TokenLayout:
 
 
 def layout_from_vocab(vocab, hierarchical: bool) -> TokenLayout:
-    """Build the layout from the model's Vocabulary (specials <s>=0 <pad>=1 </s>=2 <unk>=3 <v>=4 </v>=5 <mask>=6)."""
+    """Build the layout from model/vocab.py's Vocabulary (specials <s>=0 <pad>=1 </s>=2 <unk>=3 <v>=4 </v>=5 <mask>=6)."""
+    from model import vocab as v
+
     V = len(vocab)
     code_category = np.full(V, -1, dtype=np.int64)
-    cc = vocab.code_category
-    items = cc.items() if isinstance(cc, dict) else enumerate(cc)
-    for code, cat in items:
-        tid = vocab.token_to_id[code] if isinstance(code, str) else int(code)
-        if tid >= vocab.code_offset:
-            code_category[tid] = int(cat)
-    ids = vocab.token_to_id
+    code_category[vocab.code_offset:] = np.asarray(vocab.code_category, dtype=np.int64)  # (n_codes,) category token ids
     return TokenLayout(
-        vocab_size=V, bos=ids["<s>"], pad=ids["<pad>"], eos=ids["</s>"], unk=ids["<unk>"],
-        visit_open=ids["<v>"], visit_close=ids["</v>"], mask=ids["<mask>"],
+        vocab_size=V, bos=v.BOS, pad=v.PAD, eos=v.EOS, unk=v.UNK, visit_open=v.VISIT, visit_close=v.END_VISIT, mask=v.MASK,
         category_offset=vocab.category_offset, code_offset=vocab.code_offset,
         code_category=code_category, hierarchical=hierarchical,
     )

@@ -27,7 +27,8 @@ import numpy as np
 import torch
 
 from model.constraints import (
-    DONE, Limits, RowState, TokenLayout, advance, allowed_next, init_state, mask_logits, tokens_to_visits,
+    CATEGORY, DONE, Limits, TokenLayout, advance, allowed_next, init_state, layout_from_vocab, mask_logits,
+    tokens_to_visits,
 )
 
 MIN_ROWS = 32  # batch floor for bit-identical kernels on CPU (measured: paths differ up to 15 rows)
@@ -133,3 +134,152 @@ def choose(logits: torch.Tensor, allowed: torch.Tensor, layout: TokenLayout, u: 
         fm = mask_logits(freq_logits.expand(rows.numel(), -1), allowed[rows], layout)
         tok[rows] = sample_from_logits(fm, u[rows], 1.0, 0, 1.0)
     return tok
+
+
+class Sampler:
+    """A loaded model ready to generate: token layout, the rules folded over its vocabulary (once),
+    training code frequencies for the "frequency" stage-2 sampler."""
+
+    def __init__(self, model, vocab, config, device: str | torch.device = "cpu"):
+        from model.rules import allowed_matrix
+
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.vocab, self.config = vocab, config
+        self.layout = layout_from_vocab(vocab, hierarchical=config.mode == "hierarchical")
+        self.rules = allowed_matrix(vocab.tokens)  # specials match no rule: always allowed
+        counts = torch.as_tensor(np.asarray(vocab.code_counts, dtype=np.float64), dtype=torch.float32)
+        freq = torch.full((len(vocab),), -torch.inf)
+        freq[vocab.code_offset:] = torch.log(counts)  # zero counts -> -inf (never drawn)
+        self.freq_logits = freq.to(self.device)
+
+    @classmethod
+    def from_bundle(cls, bundle, device="cpu") -> "Sampler":
+        """bundle: (model, vocab, tokenizer, config) as checkpoint.load_checkpoint returns, or a Sampler."""
+        if isinstance(bundle, Sampler):
+            return bundle
+        model, vocab, _, config = bundle
+        return cls(model, vocab, config, device)
+
+    def limits(self, max_visits: int | None = None, max_codes_per_visit: int | None = None, n_forced: int = 0) -> Limits:
+        d = Limits()
+        return Limits(max_visits=max_visits or d.max_visits,
+                      max_codes_per_visit=max(max_codes_per_visit or d.max_codes_per_visit, n_forced),
+                      max_length=self.config.max_length)
+
+    def code_tokens(self, codes) -> list[int]:
+        """Decoder tokens of codes in an open visit: K(c) c per code (hierarchical) or c (flat)."""
+        out = []
+        for c in codes:
+            tid = self.vocab.code_id(c)
+            if tid is None:
+                raise ValueError(f"code {c!r} is not in the model's vocabulary")
+            out += [self.vocab.category_token_of(tid), tid] if self.layout.hierarchical else [tid]
+        return out
+
+    def required_prefix(self, codes) -> list[int]:
+        """Forced tokens after <s> that make `codes` the first codes of the first visit."""
+        return [self.layout.visit_open] + self.code_tokens(codes) if codes else []
+
+    def record_prefix(self, visits) -> list[int]:
+        """Forced tokens after <s> for a partial record: closed visits, the last one left open."""
+        out: list[int] = []
+        for k, visit in enumerate(visits):
+            out += [self.layout.visit_open] + self.code_tokens(visit)
+            if k < len(visits) - 1:
+                out.append(self.layout.visit_close)
+        return out
+
+    def generate(self, ages, sexes, keys, opts: SamplingOptions, forced=None, limits: Limits | None = None) -> list[list[list[str]]]:
+        """Visits (code strings) of one generated record per row."""
+        seqs = self.generate_tokens(ages, sexes, keys, opts, forced, limits)
+        return [tokens_to_visits(s, self.layout, self.vocab.tokens) for s in seqs]
+
+    @torch.inference_mode()
+    def generate_tokens(self, ages, sexes, keys, opts: SamplingOptions, forced=None, limits: Limits | None = None) -> list[list[int]]:
+        """Token ids after <s> up to and including </s>, one list per row. `keys` are row_key()s;
+        `forced` (optional) per row: token ids that must follow <s> (required codes, a prefix)."""
+        from model.promptbart import demographics_to_tensors
+
+        L, m, dev = self.layout, self.model, self.device
+        limits = limits or self.limits()
+        n_real = len(ages)
+        if n_real == 0:
+            return []
+        forced = [list(f) for f in forced] if forced is not None else [[] for _ in range(n_real)]
+        # pad the batch to MIN_ROWS with copies of row 0 (outputs dropped): see the module docstring
+        pad = max(0, MIN_ROWS - n_real)
+        ages, sexes = list(ages) + [ages[0]] * pad, list(sexes) + [sexes[0]] * pad
+        keys = np.asarray(list(keys) + [keys[0]] * pad, dtype=np.uint64)
+        forced += [forced[0]] * pad
+        n = n_real + pad
+
+        age_t, sex_t = demographics_to_tensors(ages, sexes, self.config, dev)
+        allowed = torch.from_numpy(self.rules.mask(np.asarray(sexes), np.asarray(ages, dtype=float))).to(dev)
+        state = init_state(L, allowed)
+        enc = m.encode(torch.zeros(n, 0, dtype=torch.long, device=dev), None, age_t, sex_t)  # prompts only
+
+        # the prefix all rows share goes into the first decoder call; the rest is forced step by step
+        common = 0
+        while all(len(f) > common and f[common] == forced[0][common] for f in forced):
+            common += 1
+        prefix = forced[0][:common]
+        for t in prefix:  # forced tokens must respect the grammar and the rules too
+            state = advance(state, torch.full((n,), t, dtype=torch.long, device=dev), L, limits)
+        out = [list(prefix) for _ in range(n)]
+        first = torch.tensor([[L.bos] + prefix] * n, dtype=torch.long, device=dev)  # (n, 1 + common)
+        logits, past = m.decode(first, enc, age_t, sex_t)
+        logits = logits[:, -1]  # (n, V)
+
+        rows = torch.arange(n, device=dev)  # batch position -> original row
+        pos = 1 + common  # index of the token being chosen (same for every row in the batch)
+        while True:
+            ok = allowed_next(state, L, limits)
+            u = torch.from_numpy(uniforms(keys[rows.cpu().numpy()], pos))
+            tok = choose(logits, ok, L, u, opts, self.freq_logits, state.phase == CATEGORY)
+            tok = self._apply_forced(tok, ok, rows, forced, pos - 1, state)
+            state = advance(state, tok, L, limits, check=False)
+            for i, r, t, ph in zip(range(len(rows)), rows.tolist(), tok.tolist(), state.phase.tolist()):
+                if t != L.pad or ph != DONE:
+                    out[r].append(t)
+            pos += 1
+            done = state.phase == DONE
+            real_live = (~done) & (rows < n_real)
+            if not bool(real_live.any()):
+                break
+            keep = self._rows_to_keep(done)
+            if keep is not None:
+                rows, state = rows[keep], state.select(keep)
+                past, enc = m.select(past, enc, keep)
+                age_t, sex_t, tok = age_t[keep], sex_t[keep], tok[keep]
+            logits, past = m.decode(tok[:, None], enc, age_t, sex_t, past)  # (b, 1, V)
+            logits = logits[:, -1]
+        return out[:n_real]
+
+    @staticmethod
+    def _rows_to_keep(done: torch.Tensor) -> torch.Tensor | None:
+        """Live rows, topped up with finished ones to MIN_ROWS; None when nothing would change."""
+        live = (~done).nonzero().squeeze(1)
+        if live.numel() == done.numel():
+            return None
+        if live.numel() >= MIN_ROWS:
+            return live
+        if done.numel() <= MIN_ROWS:
+            return None
+        filler = done.nonzero().squeeze(1)[: MIN_ROWS - live.numel()]
+        return torch.sort(torch.cat([live, filler])).values
+
+    def _apply_forced(self, tok, ok, rows, forced, j, state):
+        """Replace draws by forced tokens where a row still has some (index j after <s>)."""
+        need = [(i, forced[r][j]) for i, r in enumerate(rows.tolist()) if j < len(forced[r])]
+        if not need:
+            return tok
+        idx = torch.tensor([i for i, _ in need], device=tok.device)
+        val = torch.tensor([t for _, t in need], device=tok.device)
+        if not bool(ok[idx, val].all()):
+            bad = int(idx[~ok[idx, val]][0])
+            raise ValueError(f"forced token {self.vocab.tokens[int(val[idx == bad][0])]!r} breaks the grammar or a rule "
+                             f"for row {int(rows[bad])}")
+        tok = tok.clone()
+        tok[idx] = val
+        return tok
