@@ -1,0 +1,92 @@
+"""`promptehr evaluate`: the cohort report (JSON, optionally HTML) of a synthetic JSONL file against real data.
+
+    promptehr evaluate --synthetic cohort.jsonl --real DATA... [--format F] [--model DIR]
+                       [--split-seed 0] --out report.json [--html report.html]
+
+The real data is split with model/split.py (80/10/10 by seed); the synthetic cohort is compared with
+train, and the holdout with train as the limit. Prints the pass/fail of each section.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+FORMATS = ("mimic3", "mimic4", "desynpuf", "long")
+
+
+def read_synthetic(path: Path) -> list:
+    """One {"patient_id", "age", "sex", "visits"} object per line; blank lines are skipped."""
+    from model.errors import DataError
+    from model.patient import Patient
+
+    patients = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                d = json.loads(line)
+                visits = d["visits"]
+                if not isinstance(visits, list) or not all(isinstance(v, list) and all(isinstance(c, str) for c in v) for v in visits):
+                    raise ValueError("visits must be a list of lists of code strings")
+                patients.append(Patient.from_dict(d))
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+                raise DataError(path, f'a JSON object {{"patient_id", "age", "sex", "visits"}} ({e})', line=n) from None
+    if not patients:
+        raise DataError(path, "at least one patient")
+    return patients
+
+
+def load_model_scorer(model_dir: str, device: str):
+    """The model team's scorer, imported only when --model is given (it needs torch)."""
+    from cli.main import UsageError
+
+    try:
+        from model.scoring import load_scorer
+    except ModuleNotFoundError as e:
+        if e.name in ("model.scoring",):
+            raise UsageError("--model needs model/scoring.py (load_scorer), which this installation lacks") from None
+        raise
+    return load_scorer(model_dir, device)
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    from model.data import load_patients
+    from model.evaluation import EvaluationConfig, build_report
+    from model.split import split_patients
+
+    scorer = load_model_scorer(args.model, args.device) if args.model else None  # fail before the slow part
+    synthetic = read_synthetic(Path(args.synthetic))
+    train, _, holdout = split_patients(load_patients(args.real, format=args.format), args.split_seed)
+    if not train or not holdout:
+        from cli.main import UsageError
+
+        raise UsageError(f"the real data split into {len(train)} train and {len(holdout)} holdout patients: need both")
+    generator = json.loads(Path(args.generator).read_text()) if args.generator else None
+    config = EvaluationConfig(seed=args.seed, n_subsamples=args.subsamples)
+    report = build_report(synthetic, train, holdout, config=config, model_scorer=scorer,
+                          generator=generator, split_seed=args.split_seed)
+    Path(args.out).write_text(report.to_json(indent=2))
+    if args.html:
+        from model.evaluation.html import render_html
+
+        Path(args.html).write_text(render_html(report), encoding="utf-8")
+    print(json.dumps({"out": args.out, "html": args.html, "passed": report.passed}))
+    return 0
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("evaluate", help="report a synthetic cohort's fidelity, validity, privacy and utility")
+    p.add_argument("--synthetic", required=True, metavar="FILE", help='JSONL: one {"patient_id","age","sex","visits"} per line')
+    p.add_argument("--real", required=True, nargs="+", metavar="PATH", help="real data folder(s) or file(s)")
+    p.add_argument("--format", choices=FORMATS, default=None, help="read the real data as this format")
+    p.add_argument("--model", metavar="DIR", default=None, help="checkpoint: adds perplexity and reconstruction")
+    p.add_argument("--device", default="cpu", help="device for --model (default cpu)")
+    p.add_argument("--split-seed", type=int, default=0, help="seed of the train/validation/holdout split (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="seed of subsamples and classifiers (default 0)")
+    p.add_argument("--subsamples", type=int, default=5, help="equal-size synthetic subsamples (default 5)")
+    p.add_argument("--generator", metavar="JSON", default=None, help="generator configuration to record in the report")
+    p.add_argument("--out", required=True, metavar="FILE", help="report JSON")
+    p.add_argument("--html", metavar="FILE", default=None, help="also write the self-contained HTML page")
+    p.set_defaults(func=evaluate)
