@@ -121,6 +121,12 @@ def test_diagnosis_of_unknown_admission(demo):
     assert (Path(e.path).name, e.line, e.column) == ("DIAGNOSES_ICD.csv", 2, "hadm_id") and "999999" in str(e)
 
 
+def test_diagnosis_under_another_patient(demo):
+    edit_line(demo / "DIAGNOSES_ICD.csv", 3, lambda s: s.replace(",10006,", ",10011,"))
+    e = error(demo)
+    assert (Path(e.path).name, e.line, e.column) == ("DIAGNOSES_ICD.csv", 3, "subject_id") and "10011" in str(e)
+
+
 def test_patient_missing_from_patients_table(demo):
     pat = pd.read_csv(demo / "PATIENTS.csv", dtype=str)
     pat[pat.subject_id != "10006"].to_csv(demo / "PATIENTS.csv", index=False)

@@ -33,10 +33,10 @@ def order_rows(rows: pd.DataFrame) -> pd.DataFrame:
     t = t.astype("datetime64[us]").astype(np.int64) if np.issubdtype(t.dtype, np.datetime64) else t.astype(float)
     seq = np.nan_to_num(rows["seq"].to_numpy(dtype=float), nan=np.inf)
     order = np.lexsort((np.arange(len(rows)), seq, v, t, p))
-    rows = rows.iloc[order]
+    rows = rows.iloc[order].assign(_p=p[order], _v=v[order])  # integer keys: cheaper than strings later
     c, _ = pd.factorize(rows["code"])
     # duplicated() keeps the first occurrence, i.e. the lowest seq within the visit.
-    dup = pd.DataFrame({"p": p[order], "v": v[order], "c": c}).duplicated().to_numpy()
+    dup = pd.DataFrame({"p": rows["_p"].to_numpy(), "v": rows["_v"].to_numpy(), "c": c}).duplicated().to_numpy()
     return rows[~dup].reset_index(drop=True)
 
 
@@ -60,8 +60,8 @@ def to_patients(rows: pd.DataFrame, age: pd.Series, sex: pd.Series, source: str 
     """Build Patients from ordered rows; `age` and `sex` are indexed by patient id."""
     if len(rows) == 0:
         raise DataError(source, "empty data set: expected at least one patient with a diagnosis code")
-    pid = rows["patient_id"].to_numpy(dtype=object)
-    vid = rows["visit_id"].to_numpy(dtype=object)
+    pid = rows["_p"].to_numpy()
+    vid = rows["_v"].to_numpy()
     codes = rows["code"].to_numpy(dtype=object).tolist()
     n = len(codes)
     new_visit = np.ones(n, dtype=bool)
@@ -74,7 +74,7 @@ def to_patients(rows: pd.DataFrame, age: pd.Series, sex: pd.Series, source: str 
     new_patient[1:] = vpid[1:] != vpid[:-1]
     pstart = np.flatnonzero(new_patient)
     pend = np.append(pstart[1:], len(vstart))
-    ids = vpid[pstart].tolist()
+    ids = rows["patient_id"].iloc[vstart[pstart]].tolist()
     ages = age.reindex(ids).to_numpy(dtype=float).tolist()
     sexes = sex.reindex(ids).to_numpy(dtype=object).tolist()
     return [

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from model.data.assemble import cap_age, clean_codes, first_visits, order_rows, to_patients, whole_years
@@ -52,12 +53,16 @@ def read_diagnoses(path: Path, code_column: str = "icd9_code", extra: tuple[str,
 
 def join_admissions(diag: pd.DataFrame, adm: pd.DataFrame, diag_path: Path, adm_path: Path) -> pd.DataFrame:
     """Diagnosis rows with their admission's time; a diagnosis of an unknown admission is an error."""
-    times = adm.set_index("hadm_id")["admittime"]
+    by_hadm = adm.set_index("hadm_id").reindex(diag["hadm_id"])
     rows = diag[["subject_id", "hadm_id", "seq", "code", "_line", "_file"]].rename(columns={"subject_id": "patient_id", "hadm_id": "visit_id"})
-    rows["time"] = times.reindex(rows["visit_id"]).to_numpy()
+    rows["time"] = by_hadm["admittime"].to_numpy()
     orphan = rows["time"].isna().to_numpy()
     if orphan.any():
         fail([diag_path], rows, orphan, f"hadm_id not found in {adm_path.name}: expected every diagnosis to belong to an admission", column="visit_id", name="hadm_id")
+    # Otherwise the visit would silently land in another patient's record.
+    other = np.asarray(by_hadm["subject_id"].array != rows["patient_id"].array, dtype=bool)  # compared in arrow
+    if other.any():
+        fail([diag_path], rows, other, f"subject_id differs from the admission's in {adm_path.name}: expected the same patient", column="patient_id", name="subject_id")
     return rows
 
 
