@@ -67,3 +67,10 @@ def test_age_and_sex_are_optional(tmp_path):
     path.write_text("patient_id,visit_id,visit_time,code\n1,1,3,250\n")
     (p,) = load_patients(path)
     assert p.visits == [["250"]] and p.sex == "U" and math.isnan(p.age)
+
+
+def test_parquet_with_integer_ids(tmp_path):
+    path = tmp_path / "x.parquet"
+    pd.DataFrame({"patient_id": [7, 7], "visit_id": [2, 1], "visit_time": [20.0, 10.0], "code": ["0389", "V5861"],
+                  "age": [40, 40], "sex": ["f", "f"]}).to_parquet(path, index=False)
+    assert load_patients(path) == [Patient("7", 40.0, "F", [["V5861"], ["0389"]])]

@@ -57,7 +57,7 @@ def cap_age(age: pd.Series) -> pd.Series:
 
 
 def to_patients(rows: pd.DataFrame, age: pd.Series, sex: pd.Series, source: str | Path) -> list[Patient]:
-    """Build Patients from ordered rows; `age` and `sex` are indexed by patient id."""
+    """Build Patients from the output of order_rows; `age` and `sex` are indexed by patient id."""
     if len(rows) == 0:
         raise DataError(source, "empty data set: expected at least one patient with a diagnosis code")
     pid = rows["_p"].to_numpy()

@@ -55,8 +55,8 @@ def read_long(paths: list[Path]) -> pd.DataFrame:
     frames, kinds = [], set()
     for i, path in enumerate(paths):
         df = read_table(path, COLUMNS, file_index=i, optional=OPTIONAL)
-        for c in ("patient_id", "visit_id", "visit_time", "code"):
-            df[c] = _as_text(df[c]) if c != "visit_time" else df[c]
+        for c in ("patient_id", "visit_id", "code"):
+            df[c] = _as_text(df[c])
         require(paths, df, ["patient_id", "visit_id", "visit_time"])
         kind, df["time"] = _times(paths, df)
         kinds.add(kind)
