@@ -25,7 +25,7 @@ def copy_demo(src: Path, dst: Path, *, upper: bool = False, gz: bool = False, lo
 
 def test_upper_case_headers_and_gzip_give_the_same_patients(shared_data, tmp_path):
     base = load_patients(shared_data / "mimic3-demo")
-    for i, kw in enumerate([dict(upper=True), dict(gz=True), dict(upper=True, gz=True, lower_names=True)]):
+    for i, kw in enumerate([{"upper": True}, {"gz": True}, {"upper": True, "gz": True, "lower_names": True}]):
         folder = copy_demo(shared_data / "mimic3-demo", tmp_path / str(i), **kw)
         assert load_patients(folder) == base, kw
 

@@ -7,8 +7,8 @@ Bad input raises model.errors.DataError naming the file (and line / column); not
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from model.data.detect import FORMATS, detect_format
 from model.data.stats import dataset_stats

@@ -21,8 +21,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from model.data.assemble import cap_age, clean_codes, first_visits, order_rows, to_patients, whole_years
-from model.data.reading import CSV_SUFFIXES, fail, parse_numbers, parse_sex, parse_times, read_table, require
+from model.data.assemble import (
+    cap_age,
+    clean_codes,
+    first_visits,
+    order_rows,
+    to_patients,
+    whole_years,
+)
+from model.data.reading import (
+    CSV_SUFFIXES,
+    fail,
+    parse_numbers,
+    parse_sex,
+    parse_times,
+    read_table,
+    require,
+)
 from model.errors import DataError
 from model.patient import Patient
 

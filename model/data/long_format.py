@@ -17,7 +17,16 @@ import numpy as np
 import pandas as pd
 
 from model.data.assemble import cap_age, clean_codes, order_rows, to_patients
-from model.data.reading import TABLE_SUFFIXES, fail, is_table, parse_numbers, parse_sex, parse_times, read_table, require
+from model.data.reading import (
+    TABLE_SUFFIXES,
+    fail,
+    is_table,
+    parse_numbers,
+    parse_sex,
+    parse_times,
+    read_table,
+    require,
+)
 from model.errors import DataError
 from model.patient import Patient
 

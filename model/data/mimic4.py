@@ -12,7 +12,14 @@ import pandas as pd
 
 from model.data.assemble import cap_age, first_visits, order_rows, to_patients
 from model.data.mimic3 import join_admissions, read_admissions, read_diagnoses
-from model.data.reading import fail, find_table, parse_numbers, parse_sex, read_table, require
+from model.data.reading import (
+    fail,
+    find_table,
+    parse_numbers,
+    parse_sex,
+    read_table,
+    require,
+)
 from model.patient import Patient
 
 
