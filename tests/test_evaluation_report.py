@@ -147,3 +147,20 @@ def test_cli_evaluate_rejects_bad_input(tmp_path, shared_data, capsys):
         import model.scoring  # noqa: F401
     except ModuleNotFoundError:
         assert rc == 2 and "model/scoring.py" in err
+
+
+def test_tiny_and_degenerate_cohorts_do_not_crash():
+    train = [Patient("a", 50, "F", [["4019"]]), Patient("b", 60, "M", [["4019", "25000"], ["486"]])]
+    holdout = [Patient("c", 50, "F", [["4019"]])]
+    for synthetic in ([Patient("s", 40, "F", [])], [Patient("s", 40, "F", [["XYZ"]])]):
+        report = build_report(synthetic, train, holdout)
+        render_html(report)
+        assert report.privacy["nnaar"].value is None  # needs two records per set
+    assert report.validity["unknown_code_rate"].value == 1.0 and report.passed["validity"] is False
+
+
+def test_hierarchical_categories_reach_validity(cohorts):
+    train, holdout = cohorts
+    synthetic = [Patient("s", 50, "F", [["4019", "25000"]])]
+    report = build_report(synthetic, train, holdout, synthetic_categories=[[["401", "401"]]])
+    assert report.validity["category_mismatch_rate"].value == 0.5

@@ -76,10 +76,10 @@ def _pairs(train: fidelity.Stats, other: fidelity.Stats):
 
 
 def validity_section(train: list[Patient], holdout: list[Patient], synthetic: list[Patient],
-                     ho: Encoded, sy: Encoded, codes: list[str]) -> dict:
+                     ho: Encoded, sy: Encoded, codes: list[str], categories=None) -> dict:
     vocab = {c for p in train for v in p.visits for c in v}
     limit = validity.validity_measures(holdout, patient_matrix(ho), codes, vocab)
-    value = validity.validity_measures(synthetic, patient_matrix(sy), codes, vocab)
+    value = validity.validity_measures(synthetic, patient_matrix(sy), codes, vocab, categories)
     return {name: measure("validity", name, value[name], limit[name]) for name in value}
 
 
@@ -115,7 +115,13 @@ def utility_section(tr: Encoded, ho: Encoded, sy: Encoded, cats, cfg: Evaluation
 
 def build_report(synthetic: list[Patient], train: list[Patient], holdout: list[Patient], *,
                  config: EvaluationConfig | None = None, model_scorer: ModelScorer | None = None,
-                 generator: dict | None = None, seeds: dict | None = None, split_seed: int | None = None) -> Report:
+                 generator: dict | None = None, seeds: dict | None = None, split_seed: int | None = None,
+                 synthetic_categories: list[list[list[str]]] | None = None) -> Report:
+    """Compare `synthetic` and `holdout` with `train`.
+
+    `synthetic_categories`, for hierarchical output: the category generated for each code
+    ([patient][visit][code]), checked by validity's category_mismatch_rate.
+    """
     cfg = config or EvaluationConfig()
     rng = np.random.default_rng(cfg.seed)
     seconds: dict[str, float] = {}
@@ -136,7 +142,7 @@ def build_report(synthetic: list[Patient], train: list[Patient], holdout: list[P
 
     sections = {
         "fidelity": timed("fidelity", fidelity_section, tr, ho, sy, cats, cfg, rng, figures),
-        "validity": timed("validity", validity_section, train, holdout, synthetic, ho, sy, codes),
+        "validity": timed("validity", validity_section, train, holdout, synthetic, ho, sy, codes, synthetic_categories),
         "privacy": timed("privacy", privacy_section, train, holdout, synthetic, tr, ho, sy, rng, figures),
         "utility": timed("utility", utility_section, tr, ho, sy, cats, cfg),
     }

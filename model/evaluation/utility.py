@@ -58,10 +58,10 @@ def macro_auroc(x_fit, y_fit, x_test, y_test, labels: np.ndarray, seed: int = 0)
     aucs = []
     for j in labels:
         truth = y_test[:, j].toarray().ravel()
-        if truth.min() == truth.max():
+        if len(truth) == 0 or truth.min() == truth.max():
             continue
         target = y_fit[:, j].toarray().ravel()
-        if x_fit.shape[0] == 0 or target.min() == target.max():
+        if len(target) == 0 or target.min() == target.max():
             aucs.append(0.5)
             continue
         model = LogisticRegression(C=1.0, solver="liblinear", max_iter=200, random_state=seed)

@@ -75,7 +75,7 @@ def category_mismatch_rate(patients: list[Patient], categories: list[list[list[s
 
 
 def validity_measures(patients: list[Patient], people: sp.csr_matrix, codes: list[str],
-                      train_vocab: set[str]) -> dict[str, float | None]:
+                      train_vocab: set[str], categories: list[list[list[str]]] | None = None) -> dict[str, float | None]:
     """`people`: the cohort's patient-by-code matrix over `codes` (see counts.patient_matrix)."""
     n = len(patients)
     wrong_sex, wrong_age = violation_flags(people, codes, [p.sex for p in patients], [p.age for p in patients])
@@ -84,5 +84,5 @@ def validity_measures(patients: list[Patient], people: sp.csr_matrix, codes: lis
         "age_violation_rate": float(wrong_age.mean()) if n else None,
         "duplicate_code_rate": duplicate_code_rate(patients),
         "unknown_code_rate": unknown_code_rate(patients, train_vocab),
-        "category_mismatch_rate": category_mismatch_rate(patients),
+        "category_mismatch_rate": category_mismatch_rate(patients, categories),
     }
