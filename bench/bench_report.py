@@ -22,9 +22,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from model.evaluation import build_report  # noqa: E402
-
-from model.patient import Patient  # noqa: E402
+from model.evaluation import build_report
+from model.patient import Patient
 
 
 def perturbed(train: list[Patient], n: int, seed: int) -> list[Patient]:

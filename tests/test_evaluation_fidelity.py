@@ -3,7 +3,15 @@ import numpy as np
 import pytest
 
 from model.evaluation import fidelity
-from model.evaluation.counts import build_index, category_matrix, encode, pair_counts, patient_matrix, subset, transition_counts
+from model.evaluation.counts import (
+    build_index,
+    category_matrix,
+    encode,
+    pair_counts,
+    patient_matrix,
+    subset,
+    transition_counts,
+)
 from model.icd9 import category_of
 from model.patient import Patient
 

@@ -6,4 +6,4 @@ Entry point: `build_report(synthetic, train, holdout, *, config=None, model_scor
 from model.evaluation.report import build_report
 from model.evaluation.schema import SCHEMA_VERSION, EvaluationConfig, Measure, Report
 
-__all__ = ["build_report", "EvaluationConfig", "Measure", "Report", "SCHEMA_VERSION"]
+__all__ = ["SCHEMA_VERSION", "EvaluationConfig", "Measure", "Report", "build_report"]

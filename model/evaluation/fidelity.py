@@ -14,7 +14,14 @@ from scipy.spatial.distance import jensenshannon
 from scipy.stats import ks_2samp
 from sklearn.metrics import r2_score
 
-from model.evaluation.counts import Encoded, align, binarize, pair_counts, transition_counts, transitions
+from model.evaluation.counts import (
+    Encoded,
+    align,
+    binarize,
+    pair_counts,
+    transition_counts,
+    transitions,
+)
 
 MIN_TRAIN_PAIR_COUNT = 5  # a pair seen this often in training visits is "supported"
 TOP_K = 100

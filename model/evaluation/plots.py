@@ -8,8 +8,8 @@ from __future__ import annotations
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 COLOURS = {"train": "#4c72b0", "holdout": "#55a868", "synthetic": "#c44e52"}
 MAX_POINTS = 20_000  # scatter points per cohort: enough to see the cloud, small enough to draw fast

@@ -14,9 +14,24 @@ import time
 import numpy as np
 
 from model.evaluation import fidelity, privacy, utility, validity
-from model.evaluation.counts import Encoded, align, build_index, category_matrix, encode, patient_matrix, subset
+from model.evaluation.counts import (
+    Encoded,
+    align,
+    build_index,
+    category_matrix,
+    encode,
+    patient_matrix,
+    subset,
+)
 from model.evaluation.model_scores import ModelScorer, model_section
-from model.evaluation.schema import CohortSummary, DataSummary, EvaluationConfig, Measure, ModelScores, Report
+from model.evaluation.schema import (
+    CohortSummary,
+    DataSummary,
+    EvaluationConfig,
+    Measure,
+    ModelScores,
+    Report,
+)
 from model.evaluation.thresholds import threshold
 from model.icd9 import category_of
 from model.patient import Patient

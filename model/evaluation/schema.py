@@ -6,7 +6,7 @@ Serialise with report.to_json() (or model_dump(by_alias=True)) so that "pass" ke
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
@@ -59,7 +59,7 @@ class Report(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
     schema_version: str = SCHEMA_VERSION
-    created_at: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     generator: dict[str, Any] | None = None  # the generator's configuration (model, sampling, ...)
     seeds: dict[str, Any] = Field(default_factory=dict)  # generation seeds
     split_seed: int | None = None
