@@ -46,7 +46,12 @@ def celery_app(broker_url: str):
     from celery import Celery
 
     app = Celery("promptehr-api", broker=broker_url)
-    app.conf.update(broker_connection_retry_on_startup=False, task_default_queue="gpu")
+    # Fail fast when the broker is down: the request answers 503 and the client retries.
+    app.conf.update(
+        broker_connection_retry_on_startup=False,
+        task_default_queue="gpu",
+        broker_transport_options={"max_retries": 0},
+    )
     return app
 
 
@@ -80,6 +85,6 @@ def broker_ping(settings: Settings, timeout: float = 2.0) -> None:
     """Raise when the configured broker does not answer."""
     conn = celery_app(settings.celery_broker_url).connection_for_write()
     try:
-        conn.ensure_connection(max_retries=1, timeout=timeout)
+        conn.ensure_connection(max_retries=0, timeout=timeout)
     finally:
         conn.release()

@@ -8,11 +8,13 @@ only release a savepoint.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 DIALECTS = ["postgresql", "sqlite"]
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
