@@ -37,3 +37,10 @@ def test_malformed_csv_gives_exit_2_and_one_line(shared_data, tmp_path):
     err = r.stderr.strip()
     assert len(err.splitlines()) == 1
     assert err.startswith("promptehr data: error: ") and f"{path}, line 7" in err
+
+
+def test_cli_format_choices_match_the_loaders():
+    from cli.data import FORMATS as cli_formats
+    from model.data import FORMATS
+
+    assert cli_formats == FORMATS
