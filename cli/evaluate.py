@@ -38,6 +38,18 @@ def read_synthetic(path: Path) -> list:
     return patients
 
 
+def read_generator(path: Path) -> dict:
+    from model.errors import DataError
+
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DataError(path, f"a JSON object with the generator's configuration ({e.msg})", line=e.lineno) from None
+    if not isinstance(config, dict):
+        raise DataError(path, "a JSON object with the generator's configuration")
+    return config
+
+
 def load_model_scorer(model_dir: str, device: str):
     """The model team's scorer, imported only when --model is given (it needs torch)."""
     from cli.main import UsageError
@@ -63,7 +75,7 @@ def evaluate(args: argparse.Namespace) -> int:
         from cli.main import UsageError
 
         raise UsageError(f"the real data split into {len(train)} train and {len(holdout)} holdout patients: need both")
-    generator = json.loads(Path(args.generator).read_text()) if args.generator else None
+    generator = read_generator(Path(args.generator)) if args.generator else None
     config = EvaluationConfig(seed=args.seed, n_subsamples=args.subsamples)
     report = build_report(synthetic, train, holdout, config=config, model_scorer=scorer,
                           generator=generator, split_seed=args.split_seed)
