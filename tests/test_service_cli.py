@@ -1,0 +1,76 @@
+"""`promptehr db`, `promptehr apikey` and `promptehr serve` (uvicorn replaced by a recorder)."""
+from __future__ import annotations
+
+import pytest
+
+from cli.main import main
+from service import migrate, store
+from service.auth import hash_key
+from service.db import make_engine, make_sessionmaker
+from service.settings import get_settings
+
+
+@pytest.fixture
+def env(monkeypatch, tmp_path):
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.delenv("CELERY_BROKER_URL", raising=False)
+    monkeypatch.setenv("PROMPTEHR_HOME", str(tmp_path / "home"))
+    get_settings.cache_clear()
+    yield monkeypatch
+    get_settings.cache_clear()
+
+
+def test_db_current_and_upgrade(env, tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'x.sqlite3'}"
+    env.setenv("DATABASE_URL", url)
+    assert main(["db", "current"]) == 1
+    assert "promptehr db upgrade" in capsys.readouterr().out
+    assert main(["db", "upgrade"]) == 0
+    assert main(["db", "current"]) == 0
+    out = capsys.readouterr().out
+    assert "current:  0001" in out and "latest:   0001" in out
+
+
+def test_apikey_create_prints_a_key_once_and_stores_its_hash(env, tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'k.sqlite3'}"
+    env.setenv("DATABASE_URL", url)
+    assert main(["apikey", "create", "--name", "ci"]) == 2  # not migrated: refused
+    assert "promptehr db upgrade" in capsys.readouterr().err
+    migrate.upgrade(url)
+    assert main(["apikey", "create", "--name", "ci"]) == 0
+    key = capsys.readouterr().out.splitlines()[0]
+    assert key.startswith("pehr_") and len(key) > 40
+    engine = make_engine(url)
+    with make_sessionmaker(engine)() as s:
+        found = store.get_api_key_by_hash(s, hash_key(key))
+        assert found is not None and found.name == "ci" and found.key_hash != key
+    engine.dispose()
+
+
+def test_embedded_database_is_migrated_by_apikey_and_serve(env, tmp_path, capsys):
+    assert get_settings().database_is_embedded
+    assert main(["apikey", "create", "--name", "me"]) == 0
+    assert (tmp_path / "home" / "promptehr.sqlite3").is_file()
+
+    import uvicorn
+
+    calls = []
+    env.setattr(uvicorn, "run", lambda app, **kw: calls.append((app, kw)))
+    for suffix in ("", "-wal", "-shm"):  # start from no database at all
+        (tmp_path / "home" / f"promptehr.sqlite3{suffix}").unlink(missing_ok=True)
+    assert main(["serve", "--port", "8123"]) == 0
+    app, kw = calls[0]
+    assert kw["port"] == 8123 and kw["host"] == "127.0.0.1"
+    engine = make_engine(get_settings().database_url)
+    migrate.check_schema_current(engine)  # serve migrated the embedded database
+    engine.dispose()
+
+
+def test_serve_refuses_an_old_schema_with_one_line(env, tmp_path, capsys):
+    env.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'old.sqlite3'}")
+    import uvicorn
+
+    env.setattr(uvicorn, "run", lambda app, **kw: pytest.fail("must not start"))
+    assert main(["serve"]) == 2
+    err = capsys.readouterr().err
+    assert "promptehr db upgrade" in err and len(err.strip().splitlines()) == 1
