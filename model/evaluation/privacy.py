@@ -13,7 +13,7 @@ from sklearn.metrics import roc_auc_score
 
 from model.patient import Patient
 
-CHUNK = 2048  # rows of A per product: a (CHUNK, len(B)) float32 block stays under ~160 MB at 20k rows
+CHUNK_CELLS = 4_000_000  # distances per block: a few float32 arrays of 16 MB, whatever the cohort sizes
 
 
 def record_key(p: Patient) -> tuple:
@@ -40,12 +40,14 @@ def exact_copy_rates(others: list[Patient], train: list[Patient]) -> dict[str, f
     }
 
 
-def nearest(a: sp.csr_matrix, b: sp.csr_matrix, *, exclude_self: bool = False, chunk: int = CHUNK):
+def nearest(a: sp.csr_matrix, b: sp.csr_matrix, *, exclude_self: bool = False, chunk: int | None = None):
     """Jaccard distance from each row of `a` to its nearest row of `b`, and per row of `b` to `a`.
 
     Returns (a_to_b, b_to_a). With exclude_self (a is b) the diagonal is skipped: leave-one-out.
-    Two empty records are at distance 0.
+    Two empty records are at distance 0. Rows of `a` go in blocks of `chunk` (default: as many as
+    keep a block under CHUNK_CELLS distances), so memory does not grow with len(a).
     """
+    chunk = chunk or max(1, CHUNK_CELLS // max(b.shape[0], 1))
     size_a = np.asarray(a.sum(axis=1)).ravel().astype(np.float32)
     size_b = np.asarray(b.sum(axis=1)).ravel().astype(np.float32)
     bt = b.T.tocsc()
@@ -56,7 +58,7 @@ def nearest(a: sp.csr_matrix, b: sp.csr_matrix, *, exclude_self: bool = False, c
         inter = (a[lo:hi] @ bt).toarray().astype(np.float32, copy=False)
         union = size_a[lo:hi, None] + size_b[None, :] - inter
         with np.errstate(invalid="ignore", divide="ignore"):
-            dist = np.where(union > 0, 1.0 - inter / union, 0.0).astype(np.float32)
+            dist = np.where(union > 0, 1.0 - inter / union, np.float32(0.0))
         if exclude_self:
             idx = np.arange(lo, hi)
             dist[idx - lo, idx] = np.inf
