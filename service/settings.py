@@ -59,7 +59,7 @@ class Settings(BaseSettings):
     _embedded: bool = PrivateAttr(default=False)
 
     @model_validator(mode="after")
-    def _fill_paths(self) -> "Settings":
+    def _fill_paths(self) -> Settings:
         self.promptehr_home = Path(self.promptehr_home).expanduser()
         if self.data_root is None:
             self.data_root = self.promptehr_home / "data"

@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - pytest fixtures imported from tests.test_service_support are redefined as arguments
 """The API's common behaviour: keys, problem documents, body limit, idempotency, cursor pages, jobs."""
 from __future__ import annotations
 

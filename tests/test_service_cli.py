@@ -59,7 +59,7 @@ def test_embedded_database_is_migrated_by_apikey_and_serve(env, tmp_path, capsys
     for suffix in ("", "-wal", "-shm"):  # start from no database at all
         (tmp_path / "home" / f"promptehr.sqlite3{suffix}").unlink(missing_ok=True)
     assert main(["serve", "--port", "8123"]) == 0
-    app, kw = calls[0]
+    _, kw = calls[0]
     assert kw["port"] == 8123 and kw["host"] == "127.0.0.1"
     engine = make_engine(get_settings().database_url)
     migrate.check_schema_current(engine)  # serve migrated the embedded database

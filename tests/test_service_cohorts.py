@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - pytest fixtures imported from tests.test_service_support are redefined as arguments
 """Cohorts: request validation, sharded jobs, patient pages, streamed exports, reports."""
 from __future__ import annotations
 

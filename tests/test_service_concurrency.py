@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - pytest fixtures imported from tests.test_service_support are redefined as arguments
 """Races on real PostgreSQL with real commits: concurrent claims of one job, concurrent last shards."""
 from __future__ import annotations
 
@@ -60,7 +61,7 @@ def test_concurrent_claims_of_one_job_have_exactly_one_winner(pg):
         jobs = [store.create_training_job(s, dataset_id=ds.id, preset="tiny", mode="flat", epochs=1).id
                 for _ in range(10)]
     for job_id in jobs:
-        results = _race(factory, lambda s, i: store.claim_job(s, "train", job_id, f"worker-{i}"))
+        results = _race(factory, lambda s, i, job_id=job_id: store.claim_job(s, "train", job_id, f"worker-{i}"))
         assert results.count(True) == 1, results
         with factory() as s:
             job = store.get_training_job(s, job_id)

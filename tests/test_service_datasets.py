@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - pytest fixtures imported from tests.test_service_support are redefined as arguments
 """POST /datasets: the data root is a jail; stats come from the model.data loaders."""
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ def jail(tmp_path, shared_data):
     ["..", "../outside", "real/../../outside", "escape", "escape/", "/etc", "ABSOLUTE", "missing"],
 )
 def test_paths_escaping_the_data_root_are_refused(client_for, session, auth, jail, path):
-    root, outside = jail
+    root, _ = jail
     client = client_for(data_root=root / "real" / "..")  # a root given with ".." is resolved too
     if path == "ABSOLUTE":
         path = str(root / "real")  # absolute, even inside the root: refused

@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - pytest fixtures imported from tests.test_service_support are redefined as arguments
 """The store the API and the worker share, on PostgreSQL and SQLite (per-test rolled-back transaction)."""
 from __future__ import annotations
 

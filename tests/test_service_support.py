@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
@@ -79,7 +80,7 @@ def settings_for(db_url, tmp_path):
     from service.settings import Settings
 
     def make(**overrides):
-        values = dict(database_url=db_url, promptehr_home=tmp_path / "home", data_root=tmp_path / "data")
+        values = {"database_url": db_url, "promptehr_home": tmp_path / "home", "data_root": tmp_path / "data"}
         values.update(overrides)
         return Settings(**values)
 

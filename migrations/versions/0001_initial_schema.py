@@ -7,8 +7,8 @@ Create Date: 2026-11-26 16:06:25.238682
 """
 from __future__ import annotations
 
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = '0001'

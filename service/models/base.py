@@ -86,5 +86,5 @@ class JobMixin:
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     @declared_attr.directive
-    def __table_args__(cls):  # noqa: N805
+    def __table_args__(cls):
         return (sa.CheckConstraint(STATUS_CHECK, name="status"),)

@@ -9,7 +9,14 @@ from fastapi.concurrency import run_in_threadpool
 from service import store
 from service.deps import ApiKeyDep, SessionDep, SettingsDep
 from service.idempotency import idempotent_create
-from service.pagination import CursorQuery, LimitQuery, Page, decode_time_cursor, effective_limit, time_page
+from service.pagination import (
+    CursorQuery,
+    LimitQuery,
+    Page,
+    decode_time_cursor,
+    effective_limit,
+    time_page,
+)
 from service.problems import Problem, field_error, validation_problem
 from service.schemas.common import problem_responses
 from service.schemas.datasets import DatasetCreate, DatasetPublic

@@ -5,7 +5,14 @@ from fastapi import APIRouter, Request
 
 from service import store
 from service.deps import ApiKeyDep, SessionDep, SettingsDep
-from service.pagination import CursorQuery, LimitQuery, Page, decode_time_cursor, effective_limit, time_page
+from service.pagination import (
+    CursorQuery,
+    LimitQuery,
+    Page,
+    decode_time_cursor,
+    effective_limit,
+    time_page,
+)
 from service.problems import Problem
 from service.schemas.common import problem_responses
 from service.schemas.models import ModelPublic

@@ -2,13 +2,19 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.concurrency import run_in_threadpool
 
 from service import jobs, store
 from service.deps import ApiKeyDep, SessionDep, SettingsDep
 from service.idempotency import idempotent_create
 from service.models.base import JobStatus
-from service.pagination import CursorQuery, LimitQuery, Page, decode_time_cursor, effective_limit, time_page
+from service.pagination import (
+    CursorQuery,
+    LimitQuery,
+    Page,
+    decode_time_cursor,
+    effective_limit,
+    time_page,
+)
 from service.problems import Problem, field_error, validation_problem
 from service.schemas.common import problem_responses
 from service.schemas.training_jobs import TrainingJobCreate, TrainingJobPublic

@@ -19,7 +19,7 @@ class NormalAge(StrictModel):
     max: Age = 90
 
     @model_validator(mode="after")
-    def _range(self) -> "NormalAge":
+    def _range(self) -> NormalAge:
         if not self.min < self.max:
             raise ValueError("min must be less than max")
         return self
@@ -31,7 +31,7 @@ class HistogramAge(StrictModel):
     weights: list[Annotated[float, Field(ge=0)]] = Field(min_length=1, max_length=199)
 
     @model_validator(mode="after")
-    def _shape(self) -> "HistogramAge":
+    def _shape(self) -> HistogramAge:
         if any(b >= a for a, b in zip(self.bins[1:], self.bins[:-1])):
             raise ValueError("bins must be strictly increasing")
         if len(self.weights) != len(self.bins) - 1:
