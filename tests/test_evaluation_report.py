@@ -121,6 +121,14 @@ def test_html_is_self_contained(cohorts):
         assert name in page
 
 
+
+def test_a_report_read_back_from_json_renders_its_tables(cohorts):
+    train, holdout = cohorts
+    again = Report.model_validate_json(build_report(cohort(100, 2, "s"), train, holdout).to_json())
+    page = render_html(again)
+    assert "unigram_r2" in page and "data:image/png" not in page
+
+
 def test_cli_evaluate_writes_json_and_html(tmp_path, shared_data, capsys):
     real = shared_data / "mimic3-demo"
     synthetic = tmp_path / "cohort.jsonl"
