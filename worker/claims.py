@@ -1,0 +1,183 @@
+"""Claiming a job row and holding it: the lease a task keeps while it works.
+
+`claim(ctx, kind, job_id)` takes a job through `service.store.claim_job`: queued jobs, and running
+jobs whose heartbeat is older than settings.job_stale_after_seconds (the worker died somewhere).
+It also takes over at once a running job whose claimant was a process on this host that no longer
+exists (a Celery child killed by the OOM killer, an embedded server that was restarted): that take-over
+is a compare-and-set on the heartbeat the dead process left, done by the same store call with
+`stale_after` just under that heartbeat's age, so of several processes trying it exactly one wins.
+
+`Lease` keeps the claim alive from a thread of its own (heartbeat), watches for a cancel request,
+and throttles progress writes. `should_stop()` is what training and generation poll.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from service import store
+from service.models import Cohort, CohortShard, Report, TrainingJob
+from service.models.base import JobStatus, utcnow
+from worker.context import WorkerContext, new_worker_id, process_start_ticks
+
+log = logging.getLogger(__name__)
+
+# A job whose worker died this many times in a row is failed instead of being tried again.
+MAX_ATTEMPTS = 3
+
+
+def claimant_is_dead(claimed_by: str | None) -> bool:
+    """True when `claimed_by` names a process on this host that no longer runs (or whose pid now
+    belongs to another process)."""
+    if not claimed_by:
+        return False
+    parts = claimed_by.rsplit(":", 2)
+    if len(parts) != 3 or parts[0] != socket.gethostname():
+        return False
+    try:
+        pid = int(parts[1])
+    except ValueError:
+        return False
+    started = parts[2].split(".", 1)[0]
+    if pid == os.getpid() and started == process_start_ticks(pid):
+        return False  # this very process: another thread of ours holds the job
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass
+    now_started = process_start_ticks(pid)
+    if started and now_started and started != now_started:
+        return True  # the pid was reused by another process
+    return _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _stale_after(ctx: WorkerContext) -> timedelta:
+    return timedelta(seconds=ctx.settings.job_stale_after_seconds)
+
+
+def claim(ctx: WorkerContext, kind: str, job_id: str, worker_id: str) -> bool:
+    """Take job `job_id`; False when it is someone else's (alive), finished, cancelled or unknown."""
+    with ctx.session() as session:
+        if store.claim_job(session, kind, job_id, worker_id, stale_after=_stale_after(ctx)):
+            return True
+        row = session.get(store.JOB_KINDS[kind], job_id)
+        if row is None or row.status != JobStatus.running.value or row.heartbeat_at is None:
+            return False
+        if not claimant_is_dead(row.claimed_by):
+            return False
+        # Compare-and-set on the dead claimant's last heartbeat: claimable only while heartbeat_at is
+        # still (within a millisecond) what we just read; anyone who claims first moves it to now.
+        age = utcnow() - row.heartbeat_at - timedelta(milliseconds=1)
+        log.warning("%s %s: its claimant %s is gone; taking it over", kind, job_id, row.claimed_by)
+        return store.claim_job(session, kind, job_id, worker_id, stale_after=max(age, timedelta(0)))
+
+
+class Lease:
+    """A claimed job: heartbeat thread, cancel watch, throttled progress. Use as a context manager."""
+
+    def __init__(self, ctx: WorkerContext, kind: str, job_id: str, worker_id: str, *,
+                 progress_every: float = 1.0, poll_every: float = 1.0):
+        self.ctx, self.kind, self.job_id, self.worker_id = ctx, kind, job_id, worker_id
+        self.progress_every = progress_every
+        self.poll_every = poll_every
+        self.heartbeat_every = max(0.5, min(30.0, ctx.settings.job_stale_after_seconds / 4))
+        self.cancelled = threading.Event()  # the user asked to stop
+        self.lost = threading.Event()  # someone else holds the job now, or it was finished elsewhere
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_progress = 0.0
+        self._pending: tuple | None = None
+
+    # -- the thread ------------------------------------------------------------------------------
+
+    def __enter__(self) -> "Lease":
+        self._thread = threading.Thread(target=self._watch, name=f"lease-{self.kind}-{self.job_id[:8]}", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _watch(self) -> None:
+        last_beat = time.monotonic()
+        while not self._done.wait(self.poll_every):
+            try:
+                with self.ctx.session() as session:
+                    if store.is_cancel_requested(session, self.kind, self.job_id):
+                        self.cancelled.set()
+                    if time.monotonic() - last_beat >= self.heartbeat_every:
+                        if not store.heartbeat(session, self.kind, self.job_id, self.worker_id):
+                            self.lost.set()
+                        last_beat = time.monotonic()
+            except Exception:  # a database hiccup must not kill the job; the next tick tries again
+                log.exception("lease check of %s %s failed", self.kind, self.job_id)
+
+    # -- what tasks call ----------------------------------------------------------------------------
+
+    def should_stop(self) -> bool:
+        return self.cancelled.is_set() or self.lost.is_set() or self.ctx.shutdown.is_set()
+
+    def progress(self, done: int | float, total: int | float | None = None, unit: str | None = None,
+                 *, force: bool = False) -> None:
+        """Write progress to the row, at most once per `progress_every` seconds unless forced."""
+        now = time.monotonic()
+        if not force and now - self._last_progress < self.progress_every:
+            self._pending = (done, total, unit)
+            return
+        self._last_progress = now
+        self._pending = None
+        with self.ctx.session() as session:
+            if not store.update_progress(session, self.kind, self.job_id, done, total, unit, worker_id=self.worker_id):
+                self.lost.set()
+
+    def flush_progress(self) -> None:
+        if self._pending is not None:
+            self.progress(*self._pending, force=True)
+
+
+def orphaned_jobs(ctx: WorkerContext, *, include_queued: bool) -> list[tuple[str, str]]:
+    """(kind, id) of jobs nobody is working on: running with a stale heartbeat or a dead claimant on
+    this host, and (include_queued) queued ones. Oldest first, training before generation before
+    evaluation. Sending them again is safe: a claim decides who runs a job."""
+    stale_before = utcnow() - _stale_after(ctx)
+    found: list[tuple[Any, str, str]] = []
+    with ctx.session() as session:
+        for kind, m in (("train", TrainingJob), ("generate", CohortShard), ("evaluate", Report)):
+            wanted = [JobStatus.running.value] + ([JobStatus.queued.value] if include_queued else [])
+            stmt = sa.select(m.id, m.status, m.claimed_by, m.heartbeat_at, m.created_at).where(
+                m.status.in_(wanted), m.cancel_requested.is_(False)
+            )
+            if kind != "train":
+                stmt = stmt.join(Cohort, Cohort.id == m.cohort_id).where(
+                    Cohort.status.in_([JobStatus.queued.value, JobStatus.running.value]),
+                    Cohort.cancel_requested.is_(False),
+                )
+            for job_id, status, claimed_by, heartbeat_at, created_at in session.execute(stmt):
+                if status == JobStatus.queued.value or heartbeat_at is None or heartbeat_at < stale_before \
+                        or claimant_is_dead(claimed_by):
+                    found.append((created_at, kind, job_id))
+    order = {"train": 0, "generate": 1, "evaluate": 2}
+    found.sort(key=lambda t: (order[t[1]], t[0]))
+    return [(kind, job_id) for _, kind, job_id in found]
+
+
+__all__ = ["Lease", "claim", "claimant_is_dead", "new_worker_id", "orphaned_jobs", "MAX_ATTEMPTS"]
