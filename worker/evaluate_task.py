@@ -1,0 +1,92 @@
+"""promptehr.evaluate [report_id]: the report of a finished cohort.
+
+The synthetic cohort is compared to the train split of the model's dataset, with the holdout split
+(same split seed as training) as the limit a perfect generator reaches (DESIGN section 6). The
+model's own scores (held-out perplexity, reconstruction) are added when `model.scoring` is present
+and the holdout is small enough to score quickly. JSON and HTML are stored on the report row;
+mark_succeeded then sets the cohort's report_id and marks the cohort succeeded.
+"""
+from __future__ import annotations
+
+import logging
+
+from service import store
+from worker.claims import Lease
+from worker.context import WorkerContext
+from worker.execution import Stopped, run_job
+from worker.model_loading import checkpoint_dir, verify_registered
+from worker.train_task import dataset_path
+
+log = logging.getLogger(__name__)
+
+KIND = "evaluate"
+STEPS = 4
+# Model scores run the model over the holdout; above this many holdout patients they are left out.
+MAX_SCORED_HOLDOUT = 5000
+
+
+def _scorer(ctx: WorkerContext, model_row, n_holdout: int):
+    if n_holdout > MAX_SCORED_HOLDOUT:
+        return None
+    try:
+        from model.scoring import load_scorer
+    except ModuleNotFoundError as e:
+        if e.name != "model.scoring":
+            raise
+        return None
+    directory = checkpoint_dir(ctx.model_root, model_row.checkpoint_path)
+    verify_registered(directory, model_row.manifest_sha256)
+    return load_scorer(directory, ctx.get_device())
+
+
+def evaluate_report(ctx: WorkerContext, lease: Lease) -> None:
+    from model.data import load_patients
+    from model.evaluation import build_report
+    from model.evaluation.html import render_html
+    from model.patient import Patient
+    from model.split import split_patients
+
+    report_id = lease.job_id
+    with ctx.session() as session:
+        report = store.get_report(session, report_id)
+        cohort = store.get_cohort(session, report.cohort_id)
+        model_row = store.get_model(session, cohort.model_id)
+        dataset = store.get_dataset(session, model_row.dataset_id)
+    lease.progress(0, STEPS, "steps", force=True)
+
+    split_seed = int((model_row.config or {}).get("split_seed", 0))
+    real = load_patients(dataset_path(ctx.data_root, dataset.path), format=dataset.format)
+    train, _validation, holdout = split_patients(real, split_seed)
+    lease.progress(1, STEPS, "steps")
+    if lease.should_stop():
+        raise Stopped
+
+    synthetic: list[Patient] = []
+    with ctx.session() as session:
+        for rows in store.iter_patients(session, cohort.id, chunk=ctx.settings.export_chunk_rows):
+            synthetic.extend(Patient.from_dict(r.patient) for r in rows)
+    if len(synthetic) != cohort.n_patients:
+        raise ValueError(f"cohort {cohort.id} has {len(synthetic)} stored patients, expected {cohort.n_patients}")
+    lease.progress(2, STEPS, "steps")
+    if lease.should_stop():
+        raise Stopped
+
+    result = build_report(
+        synthetic, train, holdout,
+        model_scorer=_scorer(ctx, model_row, len(holdout)),
+        generator={"model_id": model_row.id, "model_name": model_row.name, "manifest_sha256": model_row.manifest_sha256,
+                   "preset": (model_row.config or {}).get("preset"), "mode": (model_row.config or {}).get("mode"),
+                   "spec": cohort.spec},
+        seeds={"cohort": cohort.seed, "n_patients": cohort.n_patients},
+        split_seed=split_seed,
+    )
+    lease.progress(3, STEPS, "steps")
+    content, html = result.to_dict(), render_html(result)
+    with ctx.session() as session:
+        store.save_report(session, report_id, content=content, html=html)
+        lease.progress(4, STEPS, "steps", force=True)
+        store.mark_succeeded(session, KIND, report_id, worker_id=lease.worker_id)
+
+
+def run_evaluate(report_id: str, ctx: WorkerContext) -> str:
+    return run_job(ctx, KIND, report_id, evaluate_report)
