@@ -1,0 +1,157 @@
+"""The Celery app of the GPU workers: `app` (what `celery -A worker.celery_app` finds).
+
+Importing this module connects to nothing and reads no settings: the configuration is a promise that
+Celery evaluates the first time it needs it (broker = settings.celery_broker_url).
+
+Delivery guarantees (DESIGN section 8). A message carries only a job id; the job row decides who
+runs it (worker.claims), so a message delivered twice is harmless and one lost is recovered:
+- task_acks_late: the message is acknowledged after the task returns, so a worker that dies
+  mid-job leaves it unacknowledged and the broker hands it out again;
+- task_reject_on_worker_lost: when the pool child running a job is killed (OOM killer, SIGKILL,
+  a CUDA crash) the master requeues the message at once instead of acking it; the next child
+  claims the row by seeing that its claimant process is gone and resumes from the last snapshot;
+  a job whose worker died MAX_ATTEMPTS times is failed rather than retried forever;
+- worker_prefetch_multiplier=1 with concurrency 1: a worker holds one job's message, never a
+  backlog that another worker could be running;
+- prefork pool, one child, worker_max_tasks_per_child=1: the job runs in a child the master
+  outlives (with the solo pool the job's crash would be the worker's crash, and its message would
+  wait for the visibility timeout), and every job starts in a fresh process (GPU memory and
+  whatever a job leaked go back to the system). torch and model/ are imported by the master once,
+  so a fresh child costs a fork, not an import;
+- visibility_timeout (Redis): how long an unacknowledged message stays with a worker before Redis
+  gives it to another; it must exceed the longest job, or a long training would be delivered
+  again while it runs (harmless, the claim refuses it, but wasteful);
+- JSON only: no pickle in either direction.
+
+Recovery that needs no message: a timer in the master sends again, every few minutes and at start,
+the jobs nobody is working on (running with a stale heartbeat or a dead claimant on this host).
+"""
+from __future__ import annotations
+
+import logging
+
+from celery import Celery, bootsteps, signals
+
+log = logging.getLogger(__name__)
+
+QUEUE = "gpu"
+# Longer than the longest job (a base-preset training on a large dataset); settings may override it.
+DEFAULT_VISIBILITY_TIMEOUT = 7 * 24 * 3600
+
+
+def visibility_timeout(settings) -> int:
+    configured = getattr(settings, "celery_visibility_timeout_seconds", None) or getattr(
+        settings, "job_visibility_timeout_seconds", None
+    )
+    return int(configured or DEFAULT_VISIBILITY_TIMEOUT)
+
+
+def celery_config() -> dict:
+    from service.settings import get_settings
+
+    settings = get_settings()
+    queue = settings.celery_queue or QUEUE
+    return {
+        "broker_url": settings.celery_broker_url,
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": {"visibility_timeout": visibility_timeout(settings)},
+        "task_default_queue": queue,
+        "task_routes": {"promptehr.*": {"queue": queue}},
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "event_serializer": "json",
+        "task_ignore_result": True,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_concurrency": 1,
+        "worker_pool": "prefork",
+        "worker_max_tasks_per_child": 1,
+        "worker_send_task_events": False,
+        "worker_hijack_root_logger": True,
+    }
+
+
+app = Celery("promptehr", include=["worker.tasks"])
+app.add_defaults(celery_config)
+
+
+# -- the master: imports once, recovery sweep --------------------------------------------------
+
+
+@signals.worker_init.connect
+def _preload(**_):
+    """Import torch and the model code in the master, so each forked child starts warm. Nothing
+    here touches CUDA (a forked child could not use a CUDA context its parent made)."""
+    import torch  # noqa: F401
+
+    import model.checkpoint  # noqa: F401
+    import model.cohort  # noqa: F401
+    import model.data  # noqa: F401
+    import model.evaluation  # noqa: F401
+    import model.train  # noqa: F401
+    import worker.evaluate_task  # noqa: F401
+    import worker.generate_task  # noqa: F401
+    import worker.train_task  # noqa: F401
+
+
+@signals.worker_process_init.connect
+def _fresh_child(**_):
+    from worker.context import forget_process_context
+
+    forget_process_context()
+
+
+def send_orphans() -> int:
+    """Send again the jobs nobody works on; returns how many. Runs in the master, with an engine of
+    its own that is disposed before returning (a later fork must not inherit its connections)."""
+    from worker.claims import orphaned_jobs
+    from worker.context import make_context
+    from worker.dispatch import TASK_OF_KIND
+
+    ctx = make_context()
+    try:
+        orphans = orphaned_jobs(ctx, include_queued=False)
+    finally:
+        ctx.close()
+    for kind, job_id in orphans:
+        log.warning("%s %s has no live worker: sending it again", kind, job_id)
+        app.send_task(TASK_OF_KIND[kind], args=[job_id], queue=app.conf.task_default_queue)
+    return len(orphans)
+
+
+def _sweep_safely() -> None:
+    try:
+        send_orphans()
+    except Exception:
+        log.exception("sweep for orphaned jobs failed")
+
+
+class OrphanSweep(bootsteps.StartStopStep):
+    """Every few minutes (on the worker's own timer, no thread) send orphaned jobs again."""
+
+    requires = {"celery.worker.components:Timer"}
+
+    def __init__(self, worker, **kwargs):
+        super().__init__(worker, **kwargs)
+        self.tref = None
+
+    def start(self, worker):
+        from service.settings import get_settings
+
+        interval = max(5.0, min(300.0, get_settings().job_stale_after_seconds / 2))
+        self.tref = worker.timer.call_repeatedly(interval, _sweep_safely, (), priority=10)
+
+    def stop(self, worker):
+        if self.tref is not None:
+            self.tref.cancel()
+            self.tref = None
+
+
+app.steps["worker"].add(OrphanSweep)
+
+
+@signals.worker_ready.connect
+def _sweep_at_start(**_):
+    _sweep_safely()
