@@ -1,0 +1,115 @@
+"""The embedded job runner: with no CELERY_BROKER_URL, `promptehr serve` runs jobs in its own process.
+
+`make_runner(settings)` returns a LocalRunner, the callable `service.jobs.set_local_runner` expects:
+`runner(task_name, job_id)` puts the id on a queue and returns at once; one background thread takes
+ids off the queue and runs them one at a time through worker.dispatch.run_task, the same code a
+Celery worker runs. Claims work the same way too, so an id queued twice runs once.
+
+At start the runner queues every job left queued, and every job left running by a process that is
+gone (a previous `promptehr serve` that was stopped or killed): training resumes from its last
+snapshot, generation from the last stored patient. When the process exits the running job is asked
+to stop (training writes a snapshot) and stays `running`, to be resumed by the next start.
+"""
+from __future__ import annotations
+
+import atexit
+import logging
+import queue
+import threading
+
+from service.settings import Settings, get_settings
+from worker.claims import orphaned_jobs
+from worker.context import WorkerContext, make_context
+from worker.dispatch import TASK_OF_KIND, run_task
+
+log = logging.getLogger(__name__)
+
+_STOP = object()
+
+
+class LocalRunner:
+    def __init__(self, ctx: WorkerContext, *, recover: bool = True):
+        self.ctx = ctx
+        self._queue: queue.Queue = queue.Queue()
+        self._idle = threading.Condition()
+        self._pending = 0  # queued + running
+        self.outcomes: list[tuple[str, str, str]] = []  # (task name, id, outcome), most recent last
+        self._thread = threading.Thread(target=self._loop, name="promptehr-jobs", daemon=True)
+        if recover:
+            self.recover()
+        self._thread.start()
+
+    # -- the hook service.jobs calls --------------------------------------------------------------
+
+    def __call__(self, task_name: str, job_id: str) -> None:
+        with self._idle:
+            self._pending += 1
+        self._queue.put((task_name, str(job_id)))
+
+    def recover(self) -> int:
+        """Queue the jobs nobody is working on (queued ones, and running ones whose process is gone)."""
+        orphans = orphaned_jobs(self.ctx, include_queued=True)
+        for kind, job_id in orphans:
+            self(TASK_OF_KIND[kind], job_id)
+        if orphans:
+            log.info("embedded runner: picked up %d job(s) left from before", len(orphans))
+        return len(orphans)
+
+    # -- the thread -------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        from worker.model_loading import clear_cache
+
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            task_name, job_id = item
+            try:
+                if self.ctx.shutdown.is_set():
+                    continue  # left queued in the database; the next start picks it up
+                outcome = run_task(task_name, job_id, self.ctx)
+                self.outcomes.append((task_name, job_id, outcome))
+            except Exception:  # run_task records job failures itself; this is a bug, not the job's
+                log.exception("embedded runner: %s %s raised", task_name, job_id)
+            finally:
+                with self._idle:
+                    self._pending -= 1
+                    if self._pending == 0:
+                        clear_cache()
+                        self._idle.notify_all()
+
+    # -- control ----------------------------------------------------------------------------------
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until nothing is queued or running; False on timeout."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._pending == 0, timeout)
+
+    def stop(self, timeout: float | None = 30) -> None:
+        """Ask the running job to stop (it stays resumable) and end the thread."""
+        self.ctx.shutdown.set()
+        self._queue.put(_STOP)
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+        self.ctx.close()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+
+def make_runner(settings: Settings | None = None, *, recover: bool = True) -> LocalRunner:
+    """The runner for `promptehr serve`; stopped (its job left resumable) when the process exits."""
+    runner = LocalRunner(make_context(settings or get_settings()), recover=recover)
+    atexit.register(runner.stop)
+    return runner
+
+
+def install(settings: Settings | None = None) -> LocalRunner:
+    """Make a runner and register it with service.jobs (what `promptehr serve` does)."""
+    from service.jobs import set_local_runner
+
+    runner = make_runner(settings)
+    set_local_runner(runner)
+    return runner
