@@ -73,14 +73,15 @@ def idempotent_create(
     endpoint = f"{request.method} {request.url.path}"
     request_hash = _request_hash(payload)
     now = utcnow()
+    session.commit()  # begin the next transaction with a write (see service.store._start_write)
     session.execute(
         sa.delete(IdempotencyKey).where(
             IdempotencyKey.api_key_id == api_key.id, IdempotencyKey.key == key, IdempotencyKey.expires_at <= now
         )
     )
-    session.commit()
     existing = session.get(IdempotencyKey, (api_key.id, key))
     if existing is not None:
+        session.commit()
         return _replay(existing, endpoint, request_hash)
 
     # Reserve the key first, so that two concurrent requests cannot both create.

@@ -77,6 +77,15 @@ def _update(session: Session, stmt) -> int:
     return result.rowcount
 
 
+def _start_write(session: Session) -> None:
+    """End the caller's open transaction so that the one that follows begins with a write.
+
+    On SQLite (WAL) a transaction that reads first and writes later fails at once with "database is
+    locked" when another connection wrote in between; one that begins with its write waits for the
+    lock (busy timeout) instead. On PostgreSQL this only shortens transactions."""
+    session.commit()
+
+
 def _now_literal(now: datetime):
     return sa.literal(now, UTCDateTime())
 
@@ -99,6 +108,7 @@ def _page(session: Session, model, *, limit: int, after: tuple[datetime, str] | 
 
 
 def create_api_key(session: Session, *, name: str, key_hash: str, prefix: str) -> ApiKey:
+    _start_write(session)
     key = ApiKey(name=name, key_hash=key_hash, prefix=prefix)
     session.add(key)
     session.commit()
@@ -113,6 +123,7 @@ def get_api_key_by_hash(session: Session, key_hash: str) -> ApiKey | None:
 
 
 def create_dataset(session: Session, *, name: str, format: str, path: str, stats: dict[str, Any]) -> Dataset:
+    _start_write(session)
     dataset = Dataset(name=name, format=format, path=path, stats=stats)
     session.add(dataset)
     session.commit()
@@ -140,6 +151,7 @@ def create_training_job(
     seed: int = 0,
     options: dict[str, Any] | None = None,
 ) -> TrainingJob:
+    _start_write(session)
     job = TrainingJob(
         dataset_id=dataset_id,
         preset=preset,
@@ -168,6 +180,7 @@ def list_training_jobs(
 def request_cancel_training_job(session: Session, job_id: str) -> TrainingJob | None:
     """Ask a training job to stop. A queued job is cancelled at once; a running one gets
     cancel_requested and its worker stops at its next check. Finished jobs are left as they are."""
+    _start_write(session)
     now = utcnow()
     _update(
         session,
@@ -199,6 +212,7 @@ def create_model(
     metrics: dict[str, Any] | None = None,
     training_job_id: str | None = None,
 ) -> Model:
+    _start_write(session)
     model = Model(
         name=name,
         dataset_id=dataset_id,
@@ -228,6 +242,7 @@ def create_cohort(
     session: Session, *, model_id: str, n_patients: int, seed: int, spec: dict[str, Any], shard_size: int
 ) -> tuple[Cohort, list[CohortShard]]:
     """A queued cohort and its queued shards (each shard is a "generate" job)."""
+    _start_write(session)
     n_shards = max(1, math.ceil(n_patients / shard_size))
     cohort = Cohort(
         model_id=model_id,
@@ -308,6 +323,7 @@ def insert_patients(
     if not patients:
         return
     rows = [{"cohort_id": cohort_id, "index": start_index + i, "patient": p} for i, p in enumerate(patients)]
+    _start_write(session)
     stmt = _insert_ignoring_conflicts(session, CohortPatient.__table__, ["cohort_id", "index"])
     session.execute(stmt, rows)
     session.commit()
@@ -354,6 +370,7 @@ def get_report(session: Session, report_id: str) -> Report | None:
 
 def save_report(session: Session, report_id: str, *, content: dict[str, Any], html: str) -> None:
     """Store the evaluation's JSON and HTML; then call mark_succeeded("evaluate", report_id)."""
+    _start_write(session)
     _update(session, sa.update(Report).where(Report.id == report_id).values(content=content, html=html))
     session.commit()
 
@@ -368,6 +385,7 @@ def claim_job(
     than `stale_after`. True for exactly one of several concurrent callers; False when the job is
     taken, finished, cancelled or does not exist (then the message is acked and dropped)."""
     m = _job_model(kind)
+    _start_write(session)
     now = utcnow()
     claimable = sa.or_(
         m.status == JobStatus.queued.value,
@@ -414,6 +432,7 @@ def claim_job(
 def heartbeat(session: Session, kind: str, job_id: str, worker_id: str) -> bool:
     """Refresh the claim. False when this worker no longer holds the job (it should stop)."""
     m = _job_model(kind)
+    _start_write(session)
     n = _update(
         session,
         sa.update(m)
@@ -438,21 +457,22 @@ def update_progress(
     `total`/`unit` left None keep their previous values. False when the job is not running (or,
     given worker_id, not held by that worker)."""
     m = _job_model(kind)
-    row = session.get(m, job_id)
-    if row is None:
+    _start_write(session)
+    where = [m.id == job_id, m.status == JobStatus.running.value]
+    if worker_id is not None:
+        where.append(m.claimed_by == worker_id)
+    if _update(session, sa.update(m).where(*where).values(heartbeat_at=utcnow())) != 1:
+        session.rollback()
         return False
-    old = dict(row.progress or {})
+    old = session.scalar(sa.select(m.progress).where(m.id == job_id)) or {}
     progress = {
         "done": done,
         "total": total if total is not None else old.get("total"),
         "unit": unit if unit is not None else old.get("unit"),
     }
-    where = [m.id == job_id, m.status == JobStatus.running.value]
-    if worker_id is not None:
-        where.append(m.claimed_by == worker_id)
-    n = _update(session, sa.update(m).where(*where).values(progress=progress, heartbeat_at=utcnow()))
+    _update(session, sa.update(m).where(m.id == job_id).values(progress=progress))
     session.commit()
-    return n == 1
+    return True
 
 
 def is_cancel_requested(session: Session, kind: str, job_id: str) -> bool:
@@ -463,7 +483,7 @@ def is_cancel_requested(session: Session, kind: str, job_id: str) -> bool:
     else:
         stmt = sa.select(Cohort.cancel_requested).join(m, m.cohort_id == Cohort.id).where(m.id == job_id)
     value = session.scalar(stmt)
-    session.rollback()  # end the read transaction: the next check must see fresh data
+    session.commit()  # end the read transaction: the next check must see fresh data
     return True if value is None else bool(value)
 
 
@@ -481,25 +501,27 @@ def mark_succeeded(
     returns the id of the cohort's new report when this was the last shard: the caller enqueues
     ("evaluate", report_id). Otherwise returns None. A job already finished is left alone."""
     m = _job_model(kind)
+    if kind == "train" and model_id is None:
+        raise ValueError("mark_succeeded('train', ...) needs model_id")
+    _start_write(session)
     now = utcnow()
     values: dict[str, Any] = {"status": JobStatus.succeeded.value, "finished_at": now, "error": None}
     if kind == "train":
-        if model_id is None:
-            raise ValueError("mark_succeeded('train', ...) needs model_id")
         values["model_id"] = model_id
-        row = session.get(m, job_id)
-        if row is not None:
-            values["progress"] = {**(row.progress or {}), "done": (row.progress or {}).get("total", row.epochs)}
-    elif kind == "generate":
-        row = session.get(m, job_id)
-        if row is not None:
-            values["progress"] = {"done": row.count, "total": row.count, "unit": "patients"}
     where = _finish_where(m, job_id, worker_id)
     if kind == "generate":
         where.append(m.status == JobStatus.running.value)  # only the worker that ran it counts it
     if _update(session, sa.update(m).where(*where).values(**values)) != 1:
         session.rollback()
         return None
+    row = session.get(m, job_id)
+    if kind == "train":
+        progress = dict(row.progress or {})
+        progress["done"] = progress.get("total") or row.epochs
+        _update(session, sa.update(m).where(m.id == job_id).values(progress=progress))
+    elif kind == "generate":
+        progress = {"done": row.count, "total": row.count, "unit": "patients"}
+        _update(session, sa.update(m).where(m.id == job_id).values(progress=progress))
 
     report_id = None
     if kind == "generate":
@@ -548,6 +570,7 @@ def mark_failed(session: Session, kind: str, job_id: str, error: str, *, worker_
     evaluation fails its cohort. False when the job was already finished."""
     m = _job_model(kind)
     error = (error or "failed")[:MAX_ERROR_CHARS]
+    _start_write(session)
     n = _update(
         session,
         sa.update(m)
@@ -564,6 +587,7 @@ def mark_failed(session: Session, kind: str, job_id: str, error: str, *, worker_
 def mark_cancelled(session: Session, kind: str, job_id: str, *, worker_id: str | None = None) -> bool:
     """Record that a job stopped on request. A cancelled shard or evaluation cancels its cohort."""
     m = _job_model(kind)
+    _start_write(session)
     n = _update(
         session,
         sa.update(m)

@@ -92,3 +92,39 @@ def test_concurrent_last_shards_queue_exactly_one_evaluation(pg):
         cohort = store.get_cohort(s, cohort_id)
         assert cohort.shards_done == THREADS
         assert store.get_report(s, report_ids[0]).cohort_id == cohort.id
+
+
+def test_embedded_sqlite_takes_concurrent_shard_workers(tmp_path):
+    """The embedded runner's case: several threads writing one SQLite file at once, a reader paging."""
+    from service.migrate import upgrade
+
+    url = f"sqlite:///{tmp_path / 'embedded.sqlite3'}"
+    upgrade(url)
+    engine = make_engine(url)
+    factory = make_sessionmaker(engine)
+    with factory() as s:
+        ds = store.create_dataset(s, name="d", format="mimic3", path="mimic3-demo", stats={})
+        model = store.create_model(s, name="m", dataset_id=ds.id, checkpoint_path="/c", manifest_sha256="0" * 64)
+        cohort, shards = store.create_cohort(s, model_id=model.id, n_patients=THREADS * 50, seed=0, spec={},
+                                             shard_size=50)
+        cohort_id, shard_ids = cohort.id, [sh.id for sh in shards]
+
+    def work(s, i):
+        from tests.test_service_support import fake_patients
+
+        shard = store.get_shard(s, shard_ids[i])
+        assert store.claim_job(s, "generate", shard.id, f"w{i}")
+        for b in range(5):
+            start = shard.start_index + b * 10
+            store.insert_patients(s, cohort_id, start, fake_patients(10, start))
+            assert store.update_progress(s, "generate", shard.id, (b + 1) * 10, worker_id=f"w{i}")
+            assert not store.is_cancel_requested(s, "generate", shard.id)
+            store.list_patients(s, cohort_id, limit=20)
+        return store.mark_succeeded(s, "generate", shard.id, worker_id=f"w{i}")
+
+    results = _race(factory, work)
+    assert len([r for r in results if r]) == 1
+    with factory() as s:
+        assert store.count_patients(s, cohort_id) == THREADS * 50
+        assert store.get_cohort(s, cohort_id).shards_done == THREADS
+    engine.dispose()
