@@ -74,3 +74,28 @@ def test_serve_refuses_an_old_schema_with_one_line(env, tmp_path, capsys):
     assert main(["serve"]) == 2
     err = capsys.readouterr().err
     assert "promptehr db upgrade" in err and len(err.strip().splitlines()) == 1
+
+
+def test_serve_hands_left_over_jobs_to_the_local_runner(env, tmp_path):
+    import cli.serve
+    from service import jobs
+
+    settings = get_settings()
+    migrate.upgrade(settings.database_url)
+    engine = make_engine(settings.database_url)
+    with make_sessionmaker(engine)() as s:
+        ds = store.create_dataset(s, name="d", format="mimic3", path="x", stats={})
+        queued = store.create_training_job(s, dataset_id=ds.id, preset="tiny", mode="flat", epochs=1).id
+        cut_off = store.create_training_job(s, dataset_id=ds.id, preset="tiny", mode="flat", epochs=1).id
+        done = store.create_training_job(s, dataset_id=ds.id, preset="tiny", mode="flat", epochs=1).id
+        store.claim_job(s, "train", cut_off, "old-process")
+        store.claim_job(s, "train", done, "old-process")
+        store.mark_failed(s, "train", done, "x")
+    engine.dispose()
+    calls = []
+    jobs.set_local_runner(lambda name, job_id: calls.append((name, job_id)))
+    try:
+        assert cli.serve.resume_local_jobs(settings) == 2
+    finally:
+        jobs.set_local_runner(None)
+    assert sorted(calls) == sorted([("promptehr.train", queued), ("promptehr.train", cut_off)])
