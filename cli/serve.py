@@ -6,8 +6,7 @@ migrated to the latest schema first, since nothing else uses it. With a DATABASE
 
 With no CELERY_BROKER_URL, jobs run in this process: the runner from `worker.local_runner`
 (`make_runner(settings) -> callable(task_name, job_id)`) is registered with
-`service.jobs.set_local_runner`, and jobs left queued by an earlier run are handed to it again (in the
-embedded default, jobs left running by a process that stopped are queued again first).
+`service.jobs.set_local_runner` (the runner picks up jobs an earlier run left queued or running).
 """
 from __future__ import annotations
 
@@ -41,24 +40,6 @@ def install_local_runner(settings) -> bool:
     return True
 
 
-def resume_local_jobs(settings) -> int:
-    """Hand the jobs still queued (and, embedded, those cut off while running) to the local runner."""
-    from service import jobs, store
-    from service.db import make_engine, make_sessionmaker
-
-    engine = make_engine(settings.database_url)
-    try:
-        with make_sessionmaker(engine)() as session:
-            if settings.database_is_embedded:
-                store.requeue_running_jobs(session)
-            pending = [(kind, job_id) for kind in jobs.TASK_NAMES for job_id in store.queued_job_ids(session, kind)]
-    finally:
-        engine.dispose()
-    for kind, job_id in pending:
-        jobs.enqueue(kind, job_id, settings)
-    return len(pending)
-
-
 def _refuse_old_schema(settings) -> None:
     """A one-line error instead of uvicorn's start-up traceback (the app checks again at start-up)."""
     import sqlalchemy.exc as sa_exc
@@ -90,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         upgrade(settings.database_url)
     else:
         _refuse_old_schema(settings)
-    if settings.jobs_run_in_process and install_local_runner(settings):
-        resume_local_jobs(settings)
+    if settings.jobs_run_in_process:
+        install_local_runner(settings)
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level)
     return 0

@@ -608,18 +608,3 @@ def queued_job_ids(session: Session, kind: str, ids: Iterable[str] | None = None
         stmt = stmt.where(m.id.in_(list(ids)))
     return list(session.scalars(stmt))
 
-
-def requeue_running_jobs(session: Session) -> int:
-    """Put every running job back to queued. Only for the embedded runtime at start-up, where this
-    process is the only one that runs jobs, so a job still marked running was cut off by a restart."""
-    _start_write(session)
-    n = 0
-    for m in JOB_KINDS.values():
-        n += _update(
-            session,
-            sa.update(m)
-            .where(m.status == JobStatus.running.value)
-            .values(status=JobStatus.queued.value, claimed_by=None, heartbeat_at=None),
-        )
-    session.commit()
-    return n

@@ -54,13 +54,17 @@ def test_embedded_database_is_migrated_by_apikey_and_serve(env, tmp_path, capsys
 
     import uvicorn
 
-    calls = []
+    import cli.serve
+
+    calls, runners = [], []
     env.setattr(uvicorn, "run", lambda app, **kw: calls.append((app, kw)))
+    env.setattr(cli.serve, "install_local_runner", lambda settings: runners.append(settings) or True)
     for suffix in ("", "-wal", "-shm"):  # start from no database at all
         (tmp_path / "home" / f"promptehr.sqlite3{suffix}").unlink(missing_ok=True)
     assert main(["serve", "--port", "8123"]) == 0
     _, kw = calls[0]
     assert kw["port"] == 8123 and kw["host"] == "127.0.0.1"
+    assert len(runners) == 1  # no broker: jobs run in this process
     engine = make_engine(get_settings().database_url)
     migrate.check_schema_current(engine)  # serve migrated the embedded database
     engine.dispose()
@@ -76,26 +80,18 @@ def test_serve_refuses_an_old_schema_with_one_line(env, tmp_path, capsys):
     assert "promptehr db upgrade" in err and len(err.strip().splitlines()) == 1
 
 
-def test_serve_hands_left_over_jobs_to_the_local_runner(env, tmp_path):
+def test_install_local_runner_registers_the_workers_runner(env, monkeypatch):
+    import sys
+    import types
+
     import cli.serve
     from service import jobs
 
-    settings = get_settings()
-    migrate.upgrade(settings.database_url)
-    engine = make_engine(settings.database_url)
-    with make_sessionmaker(engine)() as s:
-        ds = store.create_dataset(s, name="d", format="mimic3", path="x", stats={})
-        queued = store.create_training_job(s, dataset_id=ds.id, preset="tiny", mode="flat", epochs=1).id
-        cut_off = store.create_training_job(s, dataset_id=ds.id, preset="tiny", mode="flat", epochs=1).id
-        done = store.create_training_job(s, dataset_id=ds.id, preset="tiny", mode="flat", epochs=1).id
-        store.claim_job(s, "train", cut_off, "old-process")
-        store.claim_job(s, "train", done, "old-process")
-        store.mark_failed(s, "train", done, "x")
-    engine.dispose()
-    calls = []
-    jobs.set_local_runner(lambda name, job_id: calls.append((name, job_id)))
+    fake = types.ModuleType("worker.local_runner")
+    fake.make_runner = lambda settings: ("runner-for", settings)
+    monkeypatch.setitem(sys.modules, "worker.local_runner", fake)
     try:
-        assert cli.serve.resume_local_jobs(settings) == 2
+        assert cli.serve.install_local_runner(get_settings()) is True
+        assert jobs.get_local_runner() == ("runner-for", get_settings())
     finally:
         jobs.set_local_runner(None)
-    assert sorted(calls) == sorted([("promptehr.train", queued), ("promptehr.train", cut_off)])
