@@ -52,12 +52,14 @@ def jail(tmp_path, shared_data):
             (folder / f).write_bytes((shared_data / "mimic3-demo" / f).read_bytes())
     os.symlink(root / "real", root / "alias")
     os.symlink(outside, root / "escape")
+    os.symlink(root / "loop", root / "loop")
     return root, outside
 
 
 @pytest.mark.parametrize(
     "path",
-    ["..", "../outside", "real/../../outside", "escape", "escape/", "/etc", "ABSOLUTE", "missing"],
+    ["..", "../outside", "real/../../outside", "escape", "escape/", "/etc", "ABSOLUTE", "missing", "loop",
+     "x" * 4000, "real/\x00"],
 )
 def test_paths_escaping_the_data_root_are_refused(client_for, session, auth, jail, path):
     root, _ = jail

@@ -31,10 +31,15 @@ def resolve_dataset_path(settings: Settings, path: str) -> Path:
     given = Path(path)
     if given.is_absolute() or path.startswith(("/", "\\")):
         raise validation_problem([field_error(["body", "path"], "must be relative to the data root")])
-    resolved = (root / given).resolve()
-    if resolved != root and not resolved.is_relative_to(root):
+    try:
+        resolved = (root / given).resolve()
+        inside = resolved == root or resolved.is_relative_to(root)
+        exists = inside and resolved.exists()
+    except (OSError, ValueError, RuntimeError):  # name too long, NUL byte, symlink loop (RuntimeError)
+        raise validation_problem([field_error(["body", "path"], "not a usable path")]) from None
+    if not inside:
         raise validation_problem([field_error(["body", "path"], "must stay inside the data root")])
-    if not resolved.exists():
+    if not exists:
         raise validation_problem([field_error(["body", "path"], "no such file or folder under the data root")])
     return resolved
 
