@@ -134,8 +134,8 @@ def allowed_next(state: RowState, layout: TokenLayout, limits: Limits) -> torch.
     has_any = state.cat_full.sum(1) > 0  # the patient has at least one allowed code at all
 
     out = torch.zeros(B, V, dtype=torch.bool, device=dev)
-    avail_code = state.allowed & ~state.used
-    avail_code[:, : layout.code_offset] = False
+    co = layout.code_offset
+    avail_code = state.allowed[:, co:] & ~state.used[:, co:]  # (B, n_codes)
     ph = state.phase
 
     start = ph == START
@@ -151,15 +151,15 @@ def allowed_next(state: RowState, layout: TokenLayout, limits: Limits) -> torch.
         cats = (state.cat_left > 0) & add[:, None]
         out[:, layout.category_offset: layout.code_offset] |= cats
     else:
-        out |= avail_code & add[:, None]
+        out[:, co:] |= avail_code & add[:, None]
     nonempty = state.n_in_visit > 0
     out[:, layout.visit_close] |= opn & nonempty
     # an empty open visit with nothing to add cannot happen (a visit opens only when a code fits)
 
     cat = ph == CATEGORY
     if cat.any():
-        code_cat = torch.as_tensor(layout.code_category, device=dev)
-        out |= avail_code & (code_cat[None, :] == state.category[:, None]) & cat[:, None]
+        code_cat = torch.as_tensor(layout.code_category[co:], device=dev)  # (n_codes,)
+        out[:, co:] |= avail_code & (code_cat[None, :] == state.category[:, None]) & cat[:, None]
 
     closed = ph == CLOSED
     out[:, layout.visit_open] |= closed & can_open & has_any
@@ -177,11 +177,13 @@ def mask_logits(logits: torch.Tensor, allowed: torch.Tensor, layout: TokenLayout
     uniform over the allowed tokens. Every row of the result has at least one finite entry.
     """
     x = torch.nan_to_num(logits.float(), nan=-torch.inf, posinf=torch.inf, neginf=-torch.inf)
-    x = torch.where(allowed, x, torch.tensor(-torch.inf, device=x.device))
-    pos = x == torch.inf
-    x = torch.where(pos.any(1, keepdim=True), torch.where(pos, 0.0, -torch.inf), x)
-    dead = ~torch.isfinite(x).any(1)
-    if dead.any():
+    x = x.masked_fill(~allowed, -torch.inf)
+    top = x.amax(1)  # (B,): +inf rows need care, -inf rows are dead
+    pos = top == torch.inf
+    if bool(pos.any()):
+        x[pos] = torch.where(x[pos] == torch.inf, 0.0, -torch.inf)
+    dead = top == -torch.inf
+    if bool(dead.any()):
         fb = allowed[dead].float()  # uniform over allowed ...
         for tok in (layout.visit_close, layout.eos):  # ... unless we can close: </s> wins over </v>
             can = allowed[dead, tok]

@@ -115,12 +115,10 @@ def sample_from_logits(masked: torch.Tensor, u: torch.Tensor, temperature: float
         thr = _top_p_threshold(probs, top_p)
         probs = torch.where(probs >= thr[:, None], probs, 0.0)
     cdf = probs.double().cumsum(1)  # (B, V)
-    target = (u.to(cdf.device) * cdf[:, -1])[:, None]
-    tok = torch.searchsorted(cdf, target, right=True).squeeze(1)
-    # u * total may round up to total: never step past the last token with mass
-    ids = torch.arange(probs.shape[1], device=probs.device)
-    last = torch.where(probs > 0, ids, -1).amax(1)
-    return torch.minimum(tok, last)
+    total = cdf[:, -1]
+    # u * total may round up to total: stay strictly below it, so the draw lands on a token with mass
+    target = torch.minimum(u.to(cdf.device) * total, torch.nextafter(total, torch.zeros_like(total)))
+    return torch.searchsorted(cdf, target[:, None], right=True).squeeze(1)
 
 
 def choose(logits: torch.Tensor, allowed: torch.Tensor, layout: TokenLayout, u: torch.Tensor, opts: SamplingOptions,
@@ -159,7 +157,12 @@ class Sampler:
         if isinstance(bundle, Sampler):
             return bundle
         model, vocab, _, config = bundle
-        return cls(model, vocab, config, device)
+        # the worker calls generate_cohort once per batch: fold the rules over the vocabulary once per model
+        cache = model.__dict__.setdefault("_promptehr_samplers", {})
+        key = str(torch.device(device))
+        if key not in cache:
+            cache[key] = cls(model, vocab, config, device)
+        return cache[key]
 
     def limits(self, max_visits: int | None = None, max_codes_per_visit: int | None = None, n_forced: int = 0) -> Limits:
         d = Limits()

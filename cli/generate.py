@@ -1,0 +1,129 @@
+"""`promptehr generate`: sample a synthetic cohort from a trained checkpoint and write it as JSONL, CSV or MIMIC-III zip."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("generate", help="generate synthetic patients from a trained model", description=__doc__)
+    p.add_argument("--model", required=True, metavar="DIR", help="checkpoint directory (promptehr train --out)")
+    p.add_argument("--n", required=True, type=int, metavar="N", help="number of patients")
+    p.add_argument("--seed", type=int, default=0, help="cohort seed: the same seed gives the same cohort (default 0)")
+    age = p.add_argument_group("age (one of: a normal distribution, a histogram, a fixed age; default normal 60 +- 20 in [0, 90])")
+    age.add_argument("--age", type=float, default=None, metavar="YEARS", help="every patient this age")
+    age.add_argument("--age-mean", type=float, default=None)
+    age.add_argument("--age-sd", type=float, default=None)
+    age.add_argument("--age-min", type=float, default=None)
+    age.add_argument("--age-max", type=float, default=None)
+    age.add_argument("--age-bins", type=float, nargs="+", default=None, metavar="EDGE", help="histogram bin edges, e.g. 0 18 45 65 90")
+    age.add_argument("--age-weights", type=float, nargs="+", default=None, metavar="W", help="one weight per bin")
+    p.add_argument("--female", type=float, default=0.5, metavar="P", help="share of women (default 0.5)")
+    p.add_argument("--require", nargs="+", default=[], metavar="CODE", help="codes every patient has (in the first visit)")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--top-k", type=int, default=0, help="0: off")
+    p.add_argument("--code-sampler", choices=("model", "frequency"), default="model",
+                   help="hierarchical stage 2: codes from the model (default) or by training frequency")
+    p.add_argument("--max-visits", type=int, default=None)
+    p.add_argument("--max-codes-per-visit", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--out", required=True, metavar="FILE")
+    p.add_argument("--format", choices=("jsonl", "csv", "mimic3"), default=None,
+                   help="default: from the file name (.jsonl, .csv, .zip), else jsonl")
+    p.set_defaults(func=run)
+
+
+def age_spec(args: argparse.Namespace) -> dict:
+    from cli.main import UsageError
+
+    normal = [args.age_mean, args.age_sd, args.age_min, args.age_max]
+    chosen = [name for name, used in (("--age", args.age is not None), ("--age-mean/--age-sd/--age-min/--age-max", any(v is not None for v in normal)),
+                                      ("--age-bins/--age-weights", args.age_bins is not None or args.age_weights is not None)) if used]
+    if len(chosen) > 1:
+        raise UsageError(f"give one age distribution, not {' and '.join(chosen)}")
+    if args.age is not None:
+        return {"distribution": "fixed", "value": args.age}
+    if args.age_bins is not None or args.age_weights is not None:
+        if args.age_bins is None or args.age_weights is None:
+            raise UsageError("--age-bins and --age-weights go together")
+        return {"distribution": "histogram", "bins": args.age_bins, "weights": args.age_weights}
+    d = {"distribution": "normal"}
+    for k, v in zip(("mean", "sd", "min", "max"), normal):
+        if v is not None:
+            d[k] = v
+    return d
+
+
+def output_format(args: argparse.Namespace) -> str:
+    if args.format:
+        return args.format
+    name = args.out.lower()
+    if name.endswith(".zip"):
+        return "mimic3"
+    if name.endswith((".csv", ".csv.gz")):
+        return "csv"
+    return "jsonl"
+
+
+def run(args: argparse.Namespace) -> int:
+    import time
+    from pathlib import Path
+
+    from cli.main import UsageError
+
+    if args.n < 1:
+        raise UsageError(f"--n must be at least 1, got {args.n}")
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise UsageError(f"--out {args.out}: folder {out.parent} does not exist")
+    body = {"age": age_spec(args), "sex": {"female": args.female}, "required_codes": args.require,
+            "sampling": {"temperature": args.temperature, "top_p": args.top_p, "top_k": args.top_k, "code_sampler": args.code_sampler}}
+    if args.max_visits is not None:
+        body["max_visits"] = args.max_visits
+    if args.max_codes_per_visit is not None:
+        body["max_codes_per_visit"] = args.max_codes_per_visit
+
+    import torch
+    from tqdm import tqdm
+
+    from model.checkpoint import load_checkpoint
+    from model.cohort import CohortSpec, check_feasible, generate_cohort
+    from model.export import write_export
+    from model.sample import Sampler
+    from model.train import resolve_device
+
+    try:
+        spec = CohortSpec.from_dict(body)
+        check_feasible(spec)
+    except (TypeError, ValueError) as e:
+        raise UsageError(str(e)) from None
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        device = resolve_device(args.device)
+    except (ValueError, RuntimeError) as e:
+        raise UsageError(f"--device {args.device}: {e}") from None
+    sampler = Sampler.from_bundle(load_checkpoint(args.model, device), device)
+    try:
+        sampler.required_prefix(spec.required_codes)  # codes outside the vocabulary: a usage error, before any work
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+    fmt = output_format(args)
+    t0 = time.time()
+    with tqdm(total=args.n, unit="patient", dynamic_ncols=True, file=sys.stderr) as bar:
+        def progress(done: int, total: int) -> None:
+            bar.update(done - bar.n)
+            bar.set_postfix(patients_s=f"{done / max(time.time() - t0, 1e-9):.1f}")
+
+        patients = generate_cohort(sampler, spec, args.n, args.seed, batch_size=args.batch_size, device=device, progress=progress)
+    seconds = time.time() - t0
+    size = write_export(patients, out, fmt)
+    print(f"{len(patients)} patients in {seconds:.1f} s ({len(patients) / max(seconds, 1e-9):.1f} patients/s), "
+          f"seed {args.seed} -> {out} ({fmt}, {size} bytes)", file=sys.stderr)
+    return 0
