@@ -75,9 +75,8 @@ def idempotent_create(
     now = utcnow()
     session.commit()  # begin the next transaction with a write (see service.store._start_write)
     session.execute(
-        sa.delete(IdempotencyKey).where(
-            IdempotencyKey.api_key_id == api_key.id, IdempotencyKey.key == key, IdempotencyKey.expires_at <= now
-        )
+        # this API key's expired keys (this one included, if it expired): the table stays small
+        sa.delete(IdempotencyKey).where(IdempotencyKey.api_key_id == api_key.id, IdempotencyKey.expires_at <= now)
     )
     existing = session.get(IdempotencyKey, (api_key.id, key))
     if existing is not None:

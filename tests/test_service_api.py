@@ -215,3 +215,20 @@ def test_openapi_has_examples_on_every_request_body(client):
     assert bodies == 3
     assert client.get("/docs").status_code == 200
     assert "X-API-Key" in json.dumps(spec["components"]["securitySchemes"])
+
+
+def test_idempotency_keys_expire(client_for, auth, session, runner):
+    from datetime import timedelta
+
+    import sqlalchemy as sa
+
+    from service.models import IdempotencyKey
+
+    client = client_for(idempotency_ttl_seconds=60)
+    ds = _dataset(session)
+    headers = {**auth, "Idempotency-Key": "k-ttl"}
+    first = client.post("/training-jobs", json={"dataset_id": ds, "epochs": 1}, headers=headers).json()
+    session.execute(sa.update(IdempotencyKey).values(expires_at=store.utcnow() - timedelta(seconds=1)))
+    session.commit()
+    second = client.post("/training-jobs", json={"dataset_id": ds, "epochs": 2}, headers=headers)
+    assert second.status_code == 202 and second.json()["id"] != first["id"]
