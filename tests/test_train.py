@@ -1,0 +1,94 @@
+"""The trainer: a tiny run on toy data, resume after should_stop equals an uninterrupted run (bitwise on
+CPU), early stopping, progress events; and the CLI on the MIMIC-III demo (slow)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from model.checkpoint import FILES, MANIFEST, resume_dir
+from model.config import train_config
+from model.train import train
+from tests.test_vocab import toy_patients
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # tiny models gain nothing from threads, and on a busy machine OpenMP spinning makes them 40x slower
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def config(**kw):
+    return train_config("tiny", **{"epochs": 2, "batch_size": 8, "save_every": 3, "patience": 5, **kw})
+
+
+def data():
+    return toy_patients(36, seed=5), toy_patients(8, seed=6)
+
+
+def strip(log):
+    return [{k: v for k, v in line.items() if k != "seconds"} for line in log]
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    tr, va = data()
+    a = train(tr, va, config(), tmp_path / "a", device="cpu")
+    assert a.status == "completed" and a.steps == 10 and len(a.log) == 2
+    calls = {"n": 0}
+
+    def stop_after_seven():
+        calls["n"] += 1
+        return calls["n"] > 7
+
+    b = train(tr, va, config(), tmp_path / "b", device="cpu", should_stop=stop_after_seven)
+    assert b.status == "stopped" and b.steps == 7 and resume_dir(tmp_path / "b").is_dir()
+    assert not any(p.suffix == ".pt" for p in (tmp_path / "b").iterdir())  # resume state stays outside
+    c = train(tr, va, config(), tmp_path / "b", device="cpu", resume=True)
+    assert c.status == "completed" and c.steps == 10
+    assert not resume_dir(tmp_path / "b").exists()
+    wa, wb = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert strip(a.log) == strip(c.log)
+
+
+def test_progress_early_stop_and_log(tmp_path):
+    tr, va = data()
+    events = []
+    r = train(tr, va, config(epochs=6, patience=1, lr=0.0), tmp_path / "m", device="cpu", progress=events.append)
+    assert r.status == "early_stopped" and r.epochs_run == 2 and r.best_epoch == 1  # lr 0: no improvement
+    steps = [e for e in events if "event" not in e]
+    assert {"step", "total_steps", "epoch", "loss", "lr"} <= set(steps[0])
+    lines = [json.loads(x) for x in (tmp_path / "m" / "training_log.jsonl").read_text().splitlines()]
+    assert len(lines) == 2
+    assert {"epoch", "step", "train_loss", "val_loss", "val_ppl", "baseline_ppl", "seconds", "train_lm_loss",
+            "val_age_loss", "val_sex_loss", "val_cooc_loss", "val_token_acc", "val_code_acc"} <= set(lines[0])
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == sorted(FILES + (MANIFEST,))
+
+
+def test_refuses_foreign_out_dir(tmp_path):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "notes.txt").write_text("mine")
+    tr, va = data()
+    with pytest.raises(FileExistsError):
+        train(tr, va, config(), tmp_path / "x", device="cpu")
+
+
+@pytest.mark.slow
+def test_cli_on_mimic3_demo(tmp_path, shared_data):
+    out = tmp_path / "m"
+    cmd = [sys.executable, "-m", "cli", "train", "--data", str(shared_data / "mimic3-demo"), "--preset", "tiny",
+           "--epochs", "3", "--device", "cpu", "--out", str(out)]
+    run = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
+                         env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert sorted(p.name for p in out.iterdir()) == sorted(FILES + (MANIFEST,))
+    lines = [json.loads(x) for x in (out / "training_log.jsonl").read_text().splitlines()]
+    assert len(lines) == 3 and lines[-1]["val_loss"] < lines[0]["val_loss"]

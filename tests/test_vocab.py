@@ -1,0 +1,54 @@
+"""Vocabulary: BART-ordered specials, sorted categories then codes, code <-> category structure, JSON."""
+import numpy as np
+
+from model.patient import Patient
+from model.vocab import SPECIALS, UNK, Vocabulary
+
+CODES = ["4019", "25000", "4280", "42731", "5849", "V5861", "E8889", "2724", "41401", "5990", "4011", "E8790"]
+
+
+def toy_patients(n: int = 8, seed: int = 0, codes=CODES) -> list[Patient]:
+    """Small random records over a fixed code set (shared by the model tests)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        visits = []
+        for _ in range(int(rng.integers(1, 4))):
+            k = int(rng.integers(1, 5))
+            visits.append([codes[j] for j in rng.choice(len(codes), size=k, replace=False)])
+        out.append(Patient(str(i), float(rng.integers(20, 90)), "MF"[i % 2], visits))
+    return out
+
+
+def test_layout_and_lookups():
+    v = Vocabulary.build(toy_patients(30))
+    assert v.tokens[:7] == list(SPECIALS) and v.id_of("<s>") == 0 and v.id_of("<pad>") == 1 and v.id_of("<mask>") == 6
+    assert v.category_offset == 7 and v.code_offset == 7 + v.n_categories and len(v) == v.code_offset + v.n_codes
+    assert v.categories == sorted(v.categories) and v.codes == sorted(v.codes)
+    assert "E888" in v.categories and "401" in v.categories  # E codes: 4 characters
+    for code in v.codes:
+        tid = v.id_of(code)
+        assert v.token_of(tid) == code and v.is_code(tid)
+        k = v.category_token_of(tid)
+        assert v.token_of(k) == code[:4 if code.startswith("E") else 3]
+        assert tid in v.category_codes[k]
+    k401 = v.id_of("401")
+    assert sorted(v.token_of(t) for t in v.category_codes[k401]) == ["4011", "4019"]
+    assert v.code_category.shape == (v.n_codes,)
+    assert v.id_of("99999") == UNK
+
+
+def test_min_count_maps_rare_codes_to_category():
+    ps = [Patient("a", 50, "F", [["4019", "4011"], ["4019"]]), Patient("b", 60, "M", [["25000"]])]
+    v = Vocabulary.build(ps, min_count=2)
+    assert v.codes == ["4019"] and v.categories == ["401"]
+    assert v.code_token_for("4011") == (v.id_of("401"), UNK)  # rare code, known category
+    assert v.code_token_for("25000") == (UNK, UNK)  # category absent too
+    assert int(v.code_counts[0]) == 2
+
+
+def test_json_round_trip(tmp_path):
+    v = Vocabulary.build(toy_patients(30))
+    v.save(tmp_path / "vocab.json")
+    w = Vocabulary.load(tmp_path / "vocab.json")
+    assert w == v and w.tokens == v.tokens and np.array_equal(w.code_category, v.code_category)
