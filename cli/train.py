@@ -22,6 +22,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from <out>.resume/")
     p.add_argument("--init-from", default=None, metavar="HF_DIR", help="local Hugging Face BART checkpoint to start from")
+    p.add_argument("--eval-holdout", action="store_true",
+                   help="after training, print the held-out perplexity (masked codes, next visits) beside the unigram baseline's")
     p.set_defaults(func=run)
 
 
@@ -52,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
                        file=sys.stderr)
             return
         bar.n = info["step"]
-        bar.set_postfix(epoch=info["epoch"] + 1, loss=f"{info['loss']:.3f}", tok_s=f"{info['tokens_per_s']:.0f}")
+        bar.set_postfix(epoch=info["epoch"], loss=f"{info['loss']:.3f}", tok_s=f"{info['tokens_per_s']:.0f}")
         bar.refresh()
 
     try:
@@ -68,4 +70,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"{result.status}: {result.epochs_run} epochs, {result.steps} steps, best epoch {result.best_epoch} "
           f"(val_loss {last.get('val_loss', float('nan')):.4f}, val_ppl {last.get('val_ppl', float('nan')):.2f}, "
           f"unigram {last.get('baseline_ppl', float('nan')):.2f}) in {result.seconds:.1f} s -> {result.out_dir}")
+    if args.eval_holdout and result.status != "stopped":
+        import json
+
+        from model.checkpoint import load_checkpoint
+        from model.perplexity import heldout_perplexity
+
+        model, vocab, tokenizer, _ = load_checkpoint(args.out)
+        figures = heldout_perplexity(model, vocab, tokenizer, holdout, batch_size=cfg.batch_size)
+        print("holdout " + json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in figures.items()}))
     return 0

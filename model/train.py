@@ -83,6 +83,8 @@ def build_model(cfg: ModelConfig, init_from: str | None = None) -> tuple[PromptB
 
     bart = BartModel.from_pretrained(init_from, local_files_only=True)
     hf = bart.config
+    if hf.scale_embedding or hf.activation_function != "gelu" or hf.encoder_attention_heads != hf.decoder_attention_heads:
+        raise ValueError(f"{init_from}: BART variant not supported (needs gelu, no embedding scaling, equal head counts)")
     cfg = ModelConfig.from_dict({**cfg.to_dict(), "d_model": hf.d_model, "encoder_layers": hf.encoder_layers,
                                  "decoder_layers": hf.decoder_layers, "attention_heads": hf.encoder_attention_heads,
                                  "ffn_dim": hf.encoder_ffn_dim, "init_from": str(init_from),
@@ -152,8 +154,9 @@ def train(train_patients, val_patients, config: TrainConfig, out_dir, *, progres
           model_overrides: dict | None = None) -> TrainResult:
     """Train PromptBart on `train_patients`, validate on `val_patients`, write the checkpoint to `out_dir`.
 
-    progress(dict) gets {"step", "total_steps", "epoch", "epochs", "loss", "lr", "tokens_per_s", ...} each step
-    and {"event": "epoch", ...log line...} after each validation. should_stop() is polled each step.
+    progress(dict) gets {"step", "total_steps", "epoch" (1-based), "epochs", "loss", "lr", "tokens_per_s"} after each
+    step and {"event": "epoch", ...the training_log line...} after each validation. should_stop() is polled
+    before each step; when it returns True the resume state is saved and the result has status "stopped".
     """
     t_start = time.time()
     dev = resolve_device(device)
@@ -249,7 +252,7 @@ def train(train_patients, val_patients, config: TrainConfig, out_dir, *, progres
                 run_sums[k] += float(v.detach())
             run_sums["n"] += 1
             if progress is not None:
-                progress({"step": step, "total_steps": total_steps, "epoch": epoch, "epochs": config.epochs,
+                progress({"step": step, "total_steps": total_steps, "epoch": epoch + 1, "epochs": config.epochs,
                           "loss": float(outp.loss.detach()), "lr": sched.get_last_lr()[0],
                           "tokens_per_s": tokens_seen / max(time.time() - t_rate, 1e-9)})
             if config.save_every and step % config.save_every == 0 and step_in_epoch < len(order):

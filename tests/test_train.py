@@ -92,3 +92,28 @@ def test_cli_on_mimic3_demo(tmp_path, shared_data):
     assert sorted(p.name for p in out.iterdir()) == sorted(FILES + (MANIFEST,))
     lines = [json.loads(x) for x in (out / "training_log.jsonl").read_text().splitlines()]
     assert len(lines) == 3 and lines[-1]["val_loss"] < lines[0]["val_loss"]
+
+
+def test_init_from_local_hf_bart(tmp_path):
+    from transformers import BartConfig, BartModel
+
+    hf = BartModel(BartConfig(vocab_size=50, d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                              decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=128))
+    hf.save_pretrained(tmp_path / "hf")
+    tr, va = data()
+    r = train(tr, va, config(epochs=1, init_from=str(tmp_path / "hf")), tmp_path / "m", device="cpu")
+    from model.checkpoint import load_checkpoint
+
+    m, vocab, _, cfg = load_checkpoint(tmp_path / "m")
+    assert r.status == "completed" and cfg.d_model == 32 and cfg.encoder_layers == 1 and cfg.init_from == str(tmp_path / "hf")
+    assert cfg.max_length == 128 - cfg.n_prompts and m.bart.shared.weight.shape[0] == len(vocab)
+    assert m.bart.encoder.embed_tokens.weight.data_ptr() == m.bart.shared.weight.data_ptr()
+
+
+def test_flat_mode_trains(tmp_path):
+    tr, va = data()
+    r = train(tr, va, config(epochs=1, mode="flat"), tmp_path / "m", device="cpu")
+    from model.checkpoint import load_checkpoint
+
+    _, _, tk, cfg = load_checkpoint(tmp_path / "m")
+    assert r.status == "completed" and cfg.mode == "flat" and tk.mode == "flat" and r.log[0]["val_ppl"] > 0
