@@ -39,6 +39,9 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("CELERY_BROKER_URL", "PROMPTEHR_CELERY_BROKER_URL", "celery_broker_url"),
     )
     celery_queue: str = "gpu"
+    # Redis visibility timeout of the workers (seconds; None: worker.celery_app's default of a week).
+    # An unacknowledged message (its worker died) is handed out again after this long.
+    celery_visibility_timeout_seconds: int | None = Field(default=None, ge=1)
     # Dataset paths in POST /datasets are relative to this folder and may not leave it.
     data_root: Path | None = Field(default=None, validation_alias=AliasChoices("PROMPTEHR_DATA_ROOT", "data_root"))
     # Where trained checkpoints are written (default <promptehr_home>/models).
