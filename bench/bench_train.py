@@ -16,20 +16,25 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from model.config import model_config, train_config  # noqa: E402
-from model.cooccurrence import common_pairs, count_cooccurrences, patient_visits  # noqa: E402
-from model.corruption import Layout  # noqa: E402
-from model.promptbart import LossWeights, PromptBart  # noqa: E402
-from model.tokenizer import Tokenizer  # noqa: E402
-from model.train import age_stats, encode_patients, epoch_batches, make_optimizer, train_batch  # noqa: E402
-from model.vocab import Vocabulary  # noqa: E402
+from model.config import model_config, train_config
+from model.cooccurrence import common_pairs, count_cooccurrences, patient_visits
+from model.corruption import Layout
+from model.promptbart import LossWeights, PromptBart
+from model.tokenizer import Tokenizer
+from model.train import (
+    age_stats,
+    encode_patients,
+    epoch_batches,
+    make_optimizer,
+    train_batch,
+)
+from model.vocab import Vocabulary
 
 SHARED = REPO.parent / "shared" / "data" / "desynpuf-sample"
 

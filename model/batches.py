@@ -25,15 +25,15 @@ class Batch:
     sex: torch.Tensor  # (B,) 0=M 1=F
     cooc: CoocTargets | None = None
 
-    def to(self, device) -> "Batch":
+    def to(self, device) -> Batch:
         moved = {f.name: getattr(self, f.name) for f in fields(self)}
         moved = {k: (v.to(device) if v is not None else None) for k, v in moved.items()}
         return Batch(**moved)
 
     def model_inputs(self) -> dict:
-        return dict(input_ids=self.input_ids, attention_mask=self.attention_mask,
-                    decoder_input_ids=self.decoder_input_ids, decoder_attention_mask=self.decoder_attention_mask,
-                    age=self.age, sex=self.sex, labels=self.labels, cooc=self.cooc)
+        return {"input_ids": self.input_ids, "attention_mask": self.attention_mask,
+                "decoder_input_ids": self.decoder_input_ids, "decoder_attention_mask": self.decoder_attention_mask,
+                "age": self.age, "sex": self.sex, "labels": self.labels, "cooc": self.cooc}
 
     @property
     def n_tokens(self) -> int:

@@ -35,7 +35,7 @@ class ModelConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
+    def from_dict(cls, d: dict) -> ModelConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
@@ -78,26 +78,28 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
 PRESETS: dict[str, dict] = {
     # tests: seconds on CPU
-    "tiny": dict(d_model=64, encoder_layers=2, decoder_layers=2, attention_heads=4, ffn_dim=128, max_length=256,
-                 dropout=0.1, prompt_hidden=32),
+    "tiny": {"d_model": 64, "encoder_layers": 2, "decoder_layers": 2, "attention_heads": 4, "ffn_dim": 128,
+             "max_length": 256, "dropout": 0.1, "prompt_hidden": 32},
     # CPU demo: minutes
-    "small": dict(d_model=256, encoder_layers=3, decoder_layers=3, attention_heads=4, ffn_dim=1024, max_length=512),
+    "small": {"d_model": 256, "encoder_layers": 3, "decoder_layers": 3, "attention_heads": 4, "ffn_dim": 1024,
+              "max_length": 512},
     # bart-base sizes, for a GPU
-    "base": dict(d_model=768, encoder_layers=6, decoder_layers=6, attention_heads=12, ffn_dim=3072, max_length=1024),
+    "base": {"d_model": 768, "encoder_layers": 6, "decoder_layers": 6, "attention_heads": 12, "ffn_dim": 3072,
+             "max_length": 1024},
 }
 
 # Training defaults that differ per preset (the CLI and API may override any of them).
 TRAIN_PRESETS: dict[str, dict] = {
-    "tiny": dict(batch_size=16, lr=2e-3, warmup_steps=10, epochs=3),
-    "small": dict(batch_size=32, lr=5e-4, warmup_steps=200, epochs=10),
-    "base": dict(batch_size=32, lr=1e-4, warmup_steps=1000, epochs=20),
+    "tiny": {"batch_size": 16, "lr": 2e-3, "warmup_steps": 10, "epochs": 3},
+    "small": {"batch_size": 32, "lr": 5e-4, "warmup_steps": 200, "epochs": 10},
+    "base": {"batch_size": 32, "lr": 1e-4, "warmup_steps": 1000, "epochs": 20},
 }
 
 

@@ -73,7 +73,7 @@ class CoocTargets:
     allowed_row: torch.Tensor
     allowed_token: torch.Tensor
 
-    def to(self, device) -> "CoocTargets":
+    def to(self, device) -> CoocTargets:
         return CoocTargets(self.positions.to(device), self.allowed_row.to(device), self.allowed_token.to(device))
 
 

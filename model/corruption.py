@@ -42,7 +42,7 @@ class Layout(NamedTuple):
     size: int
 
     @classmethod
-    def of(cls, vocab) -> "Layout":
+    def of(cls, vocab) -> Layout:
         return cls(vocab.category_offset, vocab.code_offset, len(vocab))
 
 
@@ -69,7 +69,7 @@ def span_mask(tokens: list[int], rng: np.random.Generator, layout: Layout, ratio
     content = is_content(t, layout)
     n_content = int(content.sum())
     masked = np.zeros(len(t), dtype=bool)
-    goal = int(round(ratio * n_content))
+    goal = round(ratio * n_content)
     if n_content and goal == 0:
         goal = 1
     positions = np.flatnonzero(content)

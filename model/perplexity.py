@@ -35,7 +35,8 @@ def evaluate(model, batches: list[tuple[str, Batch]], hierarchical: bool, baseli
     """batches: (objective tag, Batch). Returns losses, perplexities (all / per tag), baseline, accuracies."""
     was_training = model.training
     model.eval()
-    sums = dict(loss=0.0, lm=0.0, age=0.0, sex=0.0, cooc=0.0, tokens=0, correct=0, code_n=0, code_correct=0)
+    sums = {"loss": 0.0, "lm": 0.0, "age": 0.0, "sex": 0.0, "cooc": 0.0, "tokens": 0, "correct": 0, "code_n": 0,
+            "code_correct": 0}
     nll = {"all": [], "mask": [], "next_visit": []}
     base = {"all": [], "mask": [], "next_visit": []}
     baseline_logp = baseline_logp.to(device)
@@ -77,7 +78,7 @@ def evaluate(model, batches: list[tuple[str, Batch]], hierarchical: bool, baseli
         b = torch.cat(base[key]) if base[key] else torch.zeros(0, dtype=torch.float64)
         result[f"val_ppl{prefix}"] = math.exp(float(x.mean())) if len(x) else float("nan")
         result[f"baseline_ppl{prefix}"] = math.exp(float(b.mean())) if len(b) else float("nan")
-        result[f"n_scored{prefix}"] = int(len(x))
+        result[f"n_scored{prefix}"] = len(x)
     return result
 
 

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from model import checkpoint as ckpt
-from model.batches import collate, batch_order
+from model.batches import batch_order, collate
 from model.config import ModelConfig, TrainConfig, model_config
 from model.cooccurrence import common_pairs, count_cooccurrences, patient_visits
 from model.corruption import Layout, make_example

@@ -54,7 +54,7 @@ class Vocabulary:
 
     # ---- construction -------------------------------------------------------------------------
     @classmethod
-    def build(cls, patients: Iterable, min_count: int = 1) -> "Vocabulary":
+    def build(cls, patients: Iterable, min_count: int = 1) -> Vocabulary:
         """From training patients: codes seen in at least `min_count` visits; their categories."""
         counts = Counter(code for p in patients for visit in p.visits for code in set(visit))
         codes = sorted(c for c, n in counts.items() if n >= min_count)
@@ -112,7 +112,7 @@ class Vocabulary:
                 "categories": self.categories, "codes": self.codes, "code_counts": self.code_counts.tolist()}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Vocabulary":
+    def from_dict(cls, d: dict) -> Vocabulary:
         if d.get("version") != VERSION or tuple(d.get("specials", ())) != SPECIALS:
             raise ValueError(f"unsupported vocabulary version {d.get('version')!r} or special tokens")
         return cls(d["categories"], d["codes"], d["code_counts"], min_count=d.get("min_count", 1))
@@ -121,7 +121,7 @@ class Vocabulary:
         Path(path).write_text(json.dumps(self.to_dict()))
 
     @classmethod
-    def load(cls, path: str | Path) -> "Vocabulary":
+    def load(cls, path: str | Path) -> Vocabulary:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
     def __eq__(self, other) -> bool:

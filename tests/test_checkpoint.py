@@ -6,7 +6,13 @@ import struct
 import pytest
 import torch
 
-from model.checkpoint import FILES, MANIFEST, load_checkpoint, save_checkpoint, verify_manifest
+from model.checkpoint import (
+    FILES,
+    MANIFEST,
+    load_checkpoint,
+    save_checkpoint,
+    verify_manifest,
+)
 from model.config import model_config, train_config
 from model.errors import CheckpointError
 from model.promptbart import PromptBart, demographics_to_tensors

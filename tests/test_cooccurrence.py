@@ -3,7 +3,12 @@ import numpy as np
 import torch
 
 from model.batches import collate
-from model.cooccurrence import common_pairs, cooc_targets, cooccurrence_penalty, count_cooccurrences
+from model.cooccurrence import (
+    common_pairs,
+    cooc_targets,
+    cooccurrence_penalty,
+    count_cooccurrences,
+)
 from model.corruption import empty_encoder
 from model.patient import Patient
 from model.tokenizer import Tokenizer

@@ -4,8 +4,17 @@ from collections import Counter
 import numpy as np
 
 from model.config import TrainConfig
-from model.corruption import (Layout, delete_tokens, empty_encoder, make_example, next_visit, replace_tokens,
-                              span_mask, split_visits, validation_examples)
+from model.corruption import (
+    Layout,
+    delete_tokens,
+    empty_encoder,
+    make_example,
+    next_visit,
+    replace_tokens,
+    span_mask,
+    split_visits,
+    validation_examples,
+)
 from model.tokenizer import Tokenizer
 from model.vocab import BOS, END_VISIT, EOS, MASK, VISIT, Vocabulary
 from tests.test_vocab import toy_patients

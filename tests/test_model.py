@@ -1,6 +1,5 @@
 """PromptBart: prompts matter and get gradients, the KV-cache decode equals the full forward, an empty
 encoder works, and a tiny model overfits 8 patients to exact reconstruction."""
-import numpy as np
 import pytest
 import torch
 

@@ -86,7 +86,7 @@ def test_cli_on_mimic3_demo(tmp_path, shared_data):
     out = tmp_path / "m"
     cmd = [sys.executable, "-m", "cli", "train", "--data", str(shared_data / "mimic3-demo"), "--preset", "tiny",
            "--epochs", "3", "--device", "cpu", "--out", str(out)]
-    run = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
+    run = subprocess.run(cmd, check=False, cwd=REPO, capture_output=True, text=True, timeout=300,
                          env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
     assert run.returncode == 0, run.stderr[-2000:]
     assert sorted(p.name for p in out.iterdir()) == sorted(FILES + (MANIFEST,))
