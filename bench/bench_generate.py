@@ -1,0 +1,205 @@
+"""Generation throughput: the batched KV-cache sampler against a one-patient-at-a-time loop that
+re-encodes the history for every visit and re-runs the decoder over the whole prefix for every token
+(how the original PromptEHR package generates: per visit, the full model on the history so far, no
+KV cache). Same model, same constraints and sampling code, same run; the loop replays the batched sampler's
+records (computing every step's logits and draw), so both do the same records. Also the FLOP rate of the batched
+sampler as a fraction of the measured fp32 matmul peak, and on CUDA the base preset at batch 1024.
+
+    python bench/bench_generate.py [--model DIR] [--threads 1] [--n 256] [--naive-n 16]
+
+Without --model it trains the small preset briefly on DE-SynPUF sample 1 (trained lengths matter: a
+random model writes maximal records). Prints one JSON object.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from model.cohort import CohortSpec, demographics  # noqa: E402
+from model.constraints import DONE, advance, allowed_next, init_state  # noqa: E402
+from model.sample import Sampler, SamplingOptions, choose, row_key, uniforms  # noqa: E402
+
+DATA = REPO.parent / "shared" / "data" / "desynpuf-sample" / "1-sample-10000"
+
+
+def train_small(out: Path, steps: int) -> None:
+    from cli.main import main
+
+    rc = main(["train", "--data", str(DATA), "--preset", "small", "--out", str(out), "--max-steps", str(steps), "--device", "cpu"])
+    assert rc == 0
+
+
+def cohort_inputs(n: int, seed: int):
+    spec = CohortSpec()
+    demo = [demographics(spec, seed, i) for i in range(n)]
+    return [a for a, _ in demo], [s for _, s in demo], [row_key(seed, i) for i in range(n)]
+
+
+def batched(sampler: Sampler, ages, sexes, keys, opts, batch: int) -> tuple[list[list[int]], float]:
+    t = time.perf_counter()
+    out = []
+    for lo in range(0, len(ages), batch):
+        out += sampler.generate_tokens(ages[lo:lo + batch], sexes[lo:lo + batch], keys[lo:lo + batch], opts)
+    return out, time.perf_counter() - t
+
+
+@torch.inference_mode()
+def naive_one(sampler: Sampler, age: float, sex: str, key: int, opts: SamplingOptions, replay: list[int]) -> list[int]:
+    """One patient; per visit: encoder on `<s> history </s>`, then the decoder re-run over `<s> visit so far` per token.
+    Every step computes logits, masks and draws as usual, then emits `replay`'s token, so both methods
+    produce the same records and the timing compares the same work."""
+    from model.promptbart import demographics_to_tensors
+
+    L, m, dev, limits = sampler.layout, sampler.model, sampler.device, sampler.limits()
+    age_t, sex_t = demographics_to_tensors([age], [sex], sampler.config, dev)
+    allowed = torch.from_numpy(sampler.rules.mask(np.asarray([sex]), np.asarray([age], dtype=float))).to(dev)
+    state = init_state(L, allowed)
+    keys = np.asarray([key], dtype=np.uint64)
+    history: list[int] = []
+    pos = 1
+    while True:
+        enc_ids = torch.tensor([[L.bos] + history + [L.eos]], device=dev)
+        enc = m.encode(enc_ids, None, age_t, sex_t)
+        dec = [L.bos]
+        while True:
+            logits, _ = m.decode(torch.tensor([dec], device=dev), enc, age_t, sex_t)  # full prefix, no cache
+            ok = allowed_next(state, L, limits)
+            tok = choose(logits[:, -1], ok, L, torch.from_numpy(uniforms(keys, pos)), opts, sampler.freq_logits,
+                         state.phase == 2)
+            t = replay[pos - 1]
+            state = advance(state, torch.tensor([t], device=dev), L, limits, check=False)
+            dec.append(t)
+            history.append(t)
+            pos += 1
+            if t in (L.visit_close, L.eos):
+                break
+        if int(state.phase[0]) == DONE:
+            return history
+
+
+def matmul_peak(device, n: int = 2048, reps: int = 10) -> float:
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    a @ b
+    sync(device)
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    sync(device)
+    return 2 * n ** 3 * reps / (time.perf_counter() - t)
+
+
+def sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def count_flops(sampler, ages, sexes, keys, opts, batch) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as fc:
+        batched(sampler, ages, sexes, keys, opts, batch)
+    return int(fc.get_total_flops())
+
+
+def record_stats(seqs, L) -> dict:
+    lengths = [len(s) + 1 for s in seqs]  # + <s>
+    visits = [s.count(L.visit_open) for s in seqs]
+    return {"tokens_per_record": float(np.mean(lengths)), "visits_per_record": float(np.mean(visits))}
+
+
+def cpu_bench(args) -> dict:
+    from model.checkpoint import load_checkpoint
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = Path(args.model) if args.model else Path(tmp) / "small"
+        if not args.model:
+            train_small(model_dir, args.train_steps)
+        bundle = load_checkpoint(model_dir, "cpu")
+    sampler = Sampler.from_bundle(bundle, "cpu")
+    opts = SamplingOptions()
+    ages, sexes, keys = cohort_inputs(args.n, args.seed)
+    batched(sampler, ages[:32], sexes[:32], keys[:32], opts, 32)  # warm-up
+    seqs, t_batched = batched(sampler, ages, sexes, keys, opts, args.batch)
+    t = time.perf_counter()
+    naive = [naive_one(sampler, a, s, k, opts, r) for a, s, k, r in zip(ages, sexes, keys, seqs[:args.naive_n])]
+    assert naive == seqs[:args.naive_n]
+    t_naive = time.perf_counter() - t
+    flops = count_flops(sampler, ages, sexes, keys, opts, args.batch)
+    peak = matmul_peak("cpu")
+    cfg = bundle[3]
+    return {
+        "device": "cpu", "threads": torch.get_num_threads(), "model": str(args.model or f"small preset, {args.train_steps} training steps"),
+        "preset_dims": {"d_model": cfg.d_model, "layers": [cfg.encoder_layers, cfg.decoder_layers], "vocab": cfg.vocab_size},
+        "batched": {"patients": args.n, "batch_size": args.batch, "seconds": t_batched, "patients_per_s": args.n / t_batched,
+                    **record_stats(seqs, sampler.layout)},
+        "naive": {"patients": args.naive_n, "seconds": t_naive, "patients_per_s": args.naive_n / t_naive,
+                  **record_stats(naive, sampler.layout)},
+        "speedup": (args.n / t_batched) / (args.naive_n / t_naive),
+        "flops": {"batched_total": flops, "rate_per_s": flops / t_batched, "matmul_peak_per_s": peak,
+                  "fraction_of_peak": flops / t_batched / peak},
+    }
+
+
+def cuda_bench(args) -> dict | None:
+    if not torch.cuda.is_available():
+        return None
+    from model.config import model_config
+    from model.promptbart import PromptBart
+    from model.vocab import Vocabulary
+
+    from model.data import load_patients
+
+    vocab = Vocabulary.build(load_patients(DATA))
+    cfg = model_config("base", vocab_size=len(vocab), code_offset=vocab.code_offset)
+    torch.manual_seed(0)
+    model = PromptBart(cfg).eval()
+    sampler = Sampler(model, vocab, cfg, "cuda")
+    # random weights write maximal records: cap lengths near the data's (DE-SynPUF: ~1.5 visits, ~7 codes)
+    limits = sampler.limits(max_visits=3, max_codes_per_visit=10)
+    opts = SamplingOptions()
+    ages, sexes, keys = cohort_inputs(args.cuda_n, args.seed)
+    sampler.generate_tokens(ages[:64], sexes[:64], keys[:64], opts, limits=limits)
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    seqs = []
+    for lo in range(0, len(ages), 1024):
+        seqs += sampler.generate_tokens(ages[lo:lo + 1024], sexes[lo:lo + 1024], keys[lo:lo + 1024], opts, limits=limits)
+    torch.cuda.synchronize()
+    dt = time.perf_counter() - t
+    return {"device": torch.cuda.get_device_name(0), "preset": "base (random weights, limits 3 visits x 10 codes)",
+            "batch_size": 1024, "patients": len(ages), "seconds": dt, "patients_per_s": len(ages) / dt,
+            "matmul_peak_fp32_per_s": matmul_peak("cuda", 8192, 20), **record_stats(seqs, sampler.layout)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default=None, help="trained checkpoint (default: train the small preset briefly)")
+    p.add_argument("--train-steps", type=int, default=150)
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 on a shared machine)")
+    p.add_argument("--n", type=int, default=256)
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--naive-n", type=int, default=16)
+    p.add_argument("--cuda-n", type=int, default=4096)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cpu", action=argparse.BooleanOptionalAction, default=True, help="run the CPU comparison")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    out = {}
+    if args.cpu:
+        out["cpu"] = cpu_bench(args)
+    out["cuda"] = cuda_bench(args)
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
