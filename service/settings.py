@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     # A running job whose heartbeat is older than this may be claimed again (the worker died).
     job_stale_after_seconds: int = Field(default=600, ge=1)
     export_chunk_rows: int = Field(default=500, ge=1)
+    # Patients a worker generates (and stores) at a time within a shard (None: the worker's default).
+    generation_batch_size: int | None = Field(default=None, ge=1)
 
     _embedded: bool = PrivateAttr(default=False)
 
