@@ -20,7 +20,8 @@ Objectives:
   next_visit  encoder = `<s>` visits[:k] `</s>` for a random 1 <= k < n_visits; target = `<s>` visits[k:] `</s>`
               (the rest of the record: the model learns to continue a history and to end it);
               scored = the codes of visit k, the "next visit"
-  empty       encoder = `<s> </s>`; target = the whole record: generation from demographics alone
+  empty       encoder = no tokens at all (the prompt alone, as model/sample.py generates); target = the whole
+              record: generation from demographics alone
 The target of the denoising objectives is the original sequence.
 """
 from __future__ import annotations
@@ -144,7 +145,7 @@ def next_visit(tokens: list[int], rng: np.random.Generator, layout: Layout, k: i
 
 
 def empty_encoder(tokens: list[int]) -> Example:
-    return Example([BOS, EOS], list(tokens), [False] * len(tokens), "empty")
+    return Example([], list(tokens), [False] * len(tokens), "empty")
 
 
 # ---- choosing an objective ---------------------------------------------------------------------

@@ -5,8 +5,9 @@
     logits:         decoder hidden at token positions (prompt positions dropped) @ shared embedding^T + bias
 
 Training sequences: decoder_input_ids = target[:-1], labels = target[1:], target = `<s> <v> ... </s>`.
-Generation therefore starts the decoder from `<s>` (id 0). An "empty" encoder input is `<s> </s>` (what
-training uses) or zero tokens: the encoder then sees the prompt alone.
+Generation therefore starts the decoder from `<s>` (id 0). The "empty" encoder input that training uses
+is zero tokens, input_ids of shape (B, 0): the encoder then sees the prompt alone (a row padded out to
+the batch width is the same thing). `<s> </s>` is accepted too but is not what training saw.
 
 We use BartModel's encoder and decoder unchanged, passing inputs_embeds; nothing is forked.
 """

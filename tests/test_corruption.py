@@ -94,7 +94,7 @@ def test_next_visit_and_empty():
     scored_tokens = [t for t, f in zip(ex.target, ex.scored) if f]
     assert scored_tokens == [t for t in visits[1] if t >= layout.code_offset]
     e = empty_encoder(s)
-    assert e.encoder == [BOS, EOS] and e.target == s and not any(e.scored)
+    assert e.encoder == [] and e.target == s and not any(e.scored)
 
 
 def test_objective_mix_and_determinism():

@@ -127,3 +127,20 @@ def test_tiny_model_overfits_eight_patients():
     with torch.no_grad():
         out = greedy(m, b)
     assert [tk.decode(row.tolist()[1:]) for row in out] == [p.visits for p in ps]
+
+
+def test_padded_empty_row_equals_zero_token_encoder():
+    ps = toy_patients(2)
+    v = Vocabulary.build(ps)
+    m = tiny(v).eval()
+    tk = Tokenizer(v)
+    seqs = [tk.encode(p.visits) for p in ps]
+    age, sex = demographics_to_tensors([p.age for p in ps], [p.sex for p in ps], m.config)
+    b = collate([Example([], seqs[0], [False] * len(seqs[0])), Example(seqs[1], seqs[1], [False] * len(seqs[1]))],
+                age.numpy(), sex.numpy())  # row 0: empty encoder padded to row 1's width
+    with torch.no_grad():
+        batched = m(**{**b.model_inputs(), "labels": None}).logits[0]
+        state = m.encode(torch.zeros(1, 0, dtype=torch.long), None, age[:1], sex[:1])
+        alone, _ = m.decode(b.decoder_input_ids[:1], state, age[:1], sex[:1])
+    n = int(b.decoder_attention_mask[0].sum())
+    assert torch.allclose(batched[:n], alone[0, :n], atol=1e-5)
