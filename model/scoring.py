@@ -1,0 +1,101 @@
+"""Scoring a trained model for the evaluation report: held-out perplexity and record reconstruction.
+
+    scorer = load_scorer("runs/m1", "cpu")
+    scorer.perplexity(holdout)                 # {"masked": ..., "next_visit": ..., plus the unigram baseline}
+    scorer.reconstruct([first_half(p) for p in holdout], seed=0)
+
+Perplexity is model/perplexity.py's standard exp(mean NLL) over masked codes and over next-visit codes.
+
+Reconstruction completes each given partial record with the batched sampler: the prefix is forced as
+decoder tokens (closed visits, the last visit left open), the encoder sees the demographics only, as
+for generation, and the model continues the open visit and the rest of the record. Prefix codes the
+model cannot emit are left out of the forcing (and out of the result's prefix): codes outside the
+vocabulary, and codes a rule forbids for the patient (real data has a few). Limits are raised to fit
+the prefix, and prefixes longer than the model's max_length lose their oldest visits first.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from model.patient import Patient
+from model.sample import Sampler, SamplingOptions, row_key
+
+
+def first_half(p: Patient) -> Patient:
+    """The record cut after the first ceil(n/2) of its codes, in visit order (the cut visit stays partial)."""
+    keep = (p.n_codes + 1) // 2
+    visits: list[list[str]] = []
+    for v in p.visits:
+        if keep <= 0:
+            break
+        visits.append(list(v[:keep]))
+        keep -= len(visits[-1])
+    return Patient(id=p.id, age=p.age, sex=p.sex, visits=visits)
+
+
+@dataclass
+class Scorer:
+    sampler: Sampler
+    tokenizer: object
+    device: str = "cpu"
+
+    @property
+    def model(self):
+        return self.sampler.model
+
+    def perplexity(self, patients, *, seed: int = 1234, batch_size: int = 32) -> dict:
+        """{"masked": ppl, "next_visit": ppl, "all": ppl, "baseline": {...}, "n_scored": ...} on held-out patients."""
+        from model.perplexity import heldout_perplexity
+
+        r = heldout_perplexity(self.model, self.sampler.vocab, self.tokenizer, patients, seed=seed, batch_size=batch_size,
+                               device=self.device)
+        return {"masked": r.get("ppl_masked"), "next_visit": r.get("ppl_next_visit"), "all": r.get("ppl"),
+                "baseline": {k: v for k, v in r.items() if k.startswith("baseline")}, "details": r}
+
+    def _usable_prefix(self, p: Patient) -> list[list[str]]:
+        vocab, rules = self.sampler.vocab, self.sampler.rules
+        ok_tokens = rules.mask(np.asarray([p.sex]), np.asarray([p.age], dtype=float))[0]
+        visits = []
+        for v in p.visits:
+            keep = []
+            for c in dict.fromkeys(v):
+                tid = vocab.code_id(c)
+                if tid is not None and ok_tokens[tid] and ok_tokens[vocab.category_token_of(tid)]:
+                    keep.append(c)
+            if keep:
+                visits.append(keep)
+        # fit <s> prefix K c </v> </s> inside max_length: oldest visits go first
+        per_code = 2 if self.sampler.layout.hierarchical else 1
+        def cost(vs):
+            return 1 + sum(2 + per_code * len(v) for v in vs) + per_code + 2
+        while visits and cost(visits) > self.sampler.config.max_length:
+            visits = visits[1:]
+        return visits
+
+    def reconstruct(self, prefix_patients, *, seed: int = 0, sampling: SamplingOptions | None = None,
+                    batch_size: int = 256) -> list[Patient]:
+        """Each partial record completed by the model (ids, age and sex kept)."""
+        opts = sampling or SamplingOptions()
+        out: list[Patient] = []
+        patients = list(prefix_patients)
+        for lo in range(0, len(patients), batch_size):
+            chunk = patients[lo:lo + batch_size]
+            prefixes = [self._usable_prefix(p) for p in chunk]
+            limits = self.sampler.limits(
+                max_visits=max([len(v) + 1 for v in prefixes] + [self.sampler.limits().max_visits]),
+                max_codes_per_visit=max([len(x) for v in prefixes for x in v] + [self.sampler.limits().max_codes_per_visit]),
+            )
+            forced = [self.sampler.record_prefix(v) for v in prefixes]
+            keys = [row_key(seed, lo + i) for i in range(len(chunk))]
+            visits = self.sampler.generate([p.age for p in chunk], [p.sex for p in chunk], keys, opts, forced=forced, limits=limits)
+            out += [Patient(id=p.id, age=p.age, sex=p.sex, visits=v) for p, v in zip(chunk, visits)]
+        return out
+
+
+def load_scorer(model_dir, device: str = "cpu") -> Scorer:
+    from model.checkpoint import load_checkpoint
+
+    model, vocab, tokenizer, config = load_checkpoint(model_dir, device)
+    return Scorer(sampler=Sampler.from_bundle((model, vocab, tokenizer, config), device), tokenizer=tokenizer, device=str(device))
