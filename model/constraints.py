@@ -101,6 +101,22 @@ def _category_index(layout: TokenLayout, device) -> torch.Tensor:
     return torch.as_tensor(cc, dtype=torch.long, device=device)
 
 
+_CODE_CATEGORY: dict[tuple[int, str], torch.Tensor] = {}
+
+
+def _code_category(layout: TokenLayout, device) -> torch.Tensor:
+    """layout.code_category as a tensor on `device`, made once (not a host-to-device copy every step)."""
+    key = (id(layout.code_category), str(device))
+    t = _CODE_CATEGORY.get(key)
+    if t is None:
+        if len(_CODE_CATEGORY) > 64:
+            _CODE_CATEGORY.clear()
+        # keep the array alive with the tensor so its id is not reused while cached
+        t = _CODE_CATEGORY[key] = torch.as_tensor(layout.code_category, device=device)
+        t._source = layout.code_category
+    return t
+
+
 def init_state(layout: TokenLayout, allowed: torch.Tensor) -> RowState:
     """State after `<s>` for B rows; `allowed` (B, V) bool is the rules mask per patient (True for specials)."""
     B, V = allowed.shape
@@ -158,7 +174,7 @@ def allowed_next(state: RowState, layout: TokenLayout, limits: Limits) -> torch.
 
     cat = ph == CATEGORY
     if cat.any():
-        code_cat = torch.as_tensor(layout.code_category[co:], device=dev)  # (n_codes,)
+        code_cat = _code_category(layout, dev)[co:]  # (n_codes,)
         out[:, co:] |= avail_code & (code_cat[None, :] == state.category[:, None]) & cat[:, None]
 
     closed = ph == CLOSED
@@ -222,7 +238,7 @@ def advance(state: RowState, tokens: torch.Tensor, layout: TokenLayout, limits: 
     if rows.numel():
         tok = tokens[rows]
         s.used[rows, tok] = True
-        cat = torch.as_tensor(layout.code_category, device=tokens.device)[tok] - layout.category_offset
+        cat = _code_category(layout, tokens.device)[tok] - layout.category_offset
         s.cat_left[rows, cat] -= 1
     s.n_in_visit = torch.where(opens, 0, state.n_in_visit + is_code.long())
     s.n_visits = state.n_visits + closes.long()
