@@ -244,11 +244,13 @@ class Sampler:
         rows = torch.arange(n, device=dev)  # batch position -> original row
         steps: list[tuple[torch.Tensor, torch.Tensor]] = []  # per step: (original rows, their tokens)
         pos = 1 + common  # index of the token being chosen (same for every row in the batch)
+        longest = max(len(f) for f in forced)
         while True:
             ok = allowed_next(state, L, limits)
             u = torch.from_numpy(uniforms(keys[rows.cpu().numpy()], pos))
             tok = choose(logits, ok, L, u, opts, self.freq_logits, state.phase == CATEGORY)
-            tok = self._apply_forced(tok, ok, rows, forced, pos - 1, state)
+            if pos - 1 < longest:
+                tok = self._apply_forced(tok, ok, rows, forced, pos - 1, state)
             emitting = state.phase != DONE  # rows kept as padding emit <pad>: not part of their record
             state = advance(state, tok, L, limits, check=False)
             steps.append((rows[emitting], tok[emitting]))
