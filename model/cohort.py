@@ -140,6 +140,9 @@ class CohortSpec:
         patients = body.pop("patients", None)
         required = body.pop("required_codes", None) or ()
         kw = {k: body.pop(k) for k in ("max_visits", "max_codes_per_visit") if k in body}
+        unknown = set(sampling) - set(SamplingOptions.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown sampling field(s) {sorted(unknown)}: expected some of temperature, top_p, top_k, code_sampler")
         if body:
             raise ValueError(f"unknown cohort field(s) {sorted(body)}")
         return cls(
