@@ -121,6 +121,20 @@ async def _on_database_unavailable(request: Request, exc: Exception) -> ProblemR
     )
 
 
+async def _on_unstorable_value(request: Request, exc: Exception) -> ProblemResponse:
+    # The database refused a value of the request (PostgreSQL: text with a NUL character, a number
+    # out of range): the client's error, and nothing was written (the transaction is rolled back).
+    log.info("database refused a request value: %s", str(getattr(exc, "orig", exc)).splitlines()[0][:200])
+    return problem_response(
+        request,
+        422,
+        "A value in the request cannot be stored or looked up (for example text containing a NUL character).",
+        title="Request validation failed",
+        type="validation-error",
+        errors=[],
+    )
+
+
 async def _on_unexpected(request: Request, exc: Exception) -> ProblemResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return problem_response(request, 500, "An unexpected error occurred.")
@@ -134,4 +148,5 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(sa_exc.OperationalError, _on_database_unavailable)
     app.add_exception_handler(sa_exc.InterfaceError, _on_database_unavailable)
     app.add_exception_handler(sa_exc.DisconnectionError, _on_database_unavailable)
+    app.add_exception_handler(sa_exc.DataError, _on_unstorable_value)
     app.add_exception_handler(Exception, _on_unexpected)
