@@ -98,7 +98,7 @@ PRESETS: dict[str, dict] = {
 # Training defaults that differ per preset (the CLI and API may override any of them).
 TRAIN_PRESETS: dict[str, dict] = {
     "tiny": {"batch_size": 16, "lr": 2e-3, "warmup_steps": 10, "epochs": 3},
-    "small": {"batch_size": 32, "lr": 5e-4, "warmup_steps": 200, "epochs": 10},
+    "small": {"batch_size": 32, "lr": 1e-3, "warmup_steps": 200, "epochs": 10},
     "base": {"batch_size": 32, "lr": 1e-4, "warmup_steps": 1000, "epochs": 20},
 }
 

@@ -96,6 +96,15 @@ def build_model(cfg: ModelConfig, init_from: str | None = None) -> tuple[PromptB
     return model, cfg
 
 
+def init_output_bias(model: PromptBart, seqs: list[list[int]]) -> None:
+    """Start the output bias at the log frequency of each token in the training sequences (add-one): the
+    untrained model then predicts the unigram distribution instead of a uniform one, and training spends
+    its steps on context rather than on learning code frequencies."""
+    counts = np.bincount(np.concatenate([np.asarray(s) for s in seqs]), minlength=model.config.vocab_size) + 1.0
+    with torch.no_grad():
+        model.final_logits_bias.copy_(torch.from_numpy(np.log(counts / counts.sum())).float())
+
+
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     decay = [p for n, p in model.named_parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.dim() < 2]
@@ -188,6 +197,7 @@ def train(train_patients, val_patients, config: TrainConfig, out_dir, *, progres
     if not seqs:
         raise ValueError("no training patients with visits")
     lengths = [len(s) for s in seqs]
+    init_output_bias(model, seqs)  # (a resumed run overwrites it with the saved weights)
     val_seqs, val_ages, val_sexes = encode_patients(val_patients, tokenizer, mcfg)
     if config.max_val_patients is not None:
         val_seqs, val_ages, val_sexes = (x[:config.max_val_patients] for x in (val_seqs, val_ages, val_sexes))
