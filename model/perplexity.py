@@ -3,7 +3,8 @@
 Scored positions are the codes the encoder did not show: codes inside masked spans, and the codes of
 the predicted next visit (model/corruption.py). The NLL of a code is that of its own token in flat mode;
 in hierarchical mode it is NLL(category) + NLL(code | category), the code's full probability, so the
-figures are comparable across modes. The baseline is a unigram model of training code frequencies
+figures are comparable across modes. There the code step is scored as generation samples it: the
+softmax restricted to the codes of the category (model/sample.py masks a code step to them). The baseline is a unigram model of training code frequencies
 (add-one smoothed) on the same positions: a model that ignores context must lose to nothing less.
 """
 from __future__ import annotations
@@ -30,9 +31,27 @@ def _autocast(device):
     return torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else torch.autocast("cpu", enabled=False)
 
 
+def within_category_nll(logits: torch.Tensor, labels: torch.Tensor, code_offset: int, code_category: torch.Tensor,
+                        category_offset: int) -> torch.Tensor:
+    """-log p(code | its category) with the softmax restricted to that category's codes.
+    logits (N, V), labels (N,) code token ids, code_category (n_codes,) category token ids -> (N,)."""
+    x = logits[:, code_offset:].float()  # (N, n_codes)
+    group = code_category - category_offset  # (n_codes,) category index of each code
+    own = group[labels - code_offset]  # (N,)
+    same = group.unsqueeze(0) == own.unsqueeze(1)  # (N, n_codes)
+    log_z = x.masked_fill(~same, float("-inf")).logsumexp(-1)
+    return log_z - x.gather(1, (labels - code_offset).unsqueeze(1)).squeeze(1)
+
+
 @torch.no_grad()
-def evaluate(model, batches: list[tuple[str, Batch]], hierarchical: bool, baseline_logp: torch.Tensor, device) -> dict:
-    """batches: (objective tag, Batch). Returns losses, perplexities (all / per tag), baseline, accuracies."""
+def evaluate(model, batches: list[tuple[str, Batch]], baseline_logp: torch.Tensor, device,
+             code_category: np.ndarray | None = None) -> dict:
+    """batches: (objective tag, Batch). Returns losses, perplexities (all / per tag), baseline, accuracies.
+    `code_category` (n_codes,) category token ids: hierarchical mode (None: flat)."""
+    hierarchical = code_category is not None
+    if hierarchical:
+        cc = torch.as_tensor(code_category, device=device)
+        category_offset = int(cc.min())  # the first category token (every category owns a code)
     was_training = model.training
     model.eval()
     sums = {"loss": 0.0, "lm": 0.0, "age": 0.0, "sex": 0.0, "cooc": 0.0, "tokens": 0, "correct": 0, "code_n": 0,
@@ -57,11 +76,15 @@ def evaluate(model, batches: list[tuple[str, Batch]], hierarchical: bool, baseli
         is_code = (batch.labels >= model.config.code_offset) & valid
         sums["code_n"] += int(is_code.sum())
         sums["code_correct"] += int(((pred == batch.labels) & is_code).sum())
-        code_nll = token_nll.clone()
-        if hierarchical:  # add the category step before each code
-            code_nll[:, 1:] += token_nll[:, :-1]
         scored = batch.scored & is_code
-        picked, picked_base = code_nll[scored], -baseline_logp[batch.labels[scored]]
+        if hierarchical:  # NLL(category step before the code) + NLL(code within its category)
+            before = torch.zeros_like(scored)
+            before[:, :-1] = scored[:, 1:]
+            picked = token_nll[before] + within_category_nll(
+                logits[scored], batch.labels[scored], model.config.code_offset, cc, category_offset)
+        else:
+            picked = token_nll[scored]
+        picked_base = -baseline_logp[batch.labels[scored]]
         for key in ("all", tag):
             if key in nll:
                 nll[key].append(picked.double().cpu())
@@ -110,5 +133,6 @@ def heldout_perplexity(model, vocab, tokenizer, patients, *, seed: int = 1234, b
     age, sex = demographics_to_tensors([p.age for p in patients], [p.sex for p in patients], cfg)
     opts = SimpleNamespace(mask_ratio=mask_ratio, poisson_lambda=poisson_lambda, val_seed=seed)
     batches = validation_batches(seqs, age.tolist(), sex.tolist(), Layout.of(vocab), opts, batch_size)
-    r = evaluate(model.to(device), batches, tokenizer.hierarchical, unigram_logp(vocab), device)
+    r = evaluate(model.to(device), batches, unigram_logp(vocab), device,
+                 vocab.code_category if tokenizer.hierarchical else None)
     return {k.replace("val_", ""): v for k, v in r.items() if "ppl" in k or "n_scored" in k}

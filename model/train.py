@@ -269,7 +269,8 @@ def train(train_patients, val_patients, config: TrainConfig, out_dir, *, progres
                 snapshot()
 
         # ---- epoch end (or max_steps reached): validate, log, keep the best ----
-        metrics = evaluate(model, val_set, tokenizer.hierarchical, baseline, dev) if val_set else {}
+        metrics = evaluate(model, val_set, baseline, dev, vocab.code_category if tokenizer.hierarchical else None) \
+            if val_set else {}
         n = max(run_sums["n"], 1)
         line = {"epoch": epoch + 1, "step": step, "train_loss": run_sums["loss"] / n, "train_lm_loss": run_sums["lm"] / n,
                 "train_age_loss": run_sums["age"] / n, "train_sex_loss": run_sums["sex"] / n,

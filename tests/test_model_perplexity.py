@@ -1,0 +1,37 @@
+"""Perplexity: the within-category code NLL by hand, and held-out figures from a tiny trained model."""
+import math
+
+import pytest
+import torch
+
+from model.checkpoint import load_checkpoint
+from model.config import train_config
+from model.perplexity import heldout_perplexity, within_category_nll
+from model.train import train
+from tests.test_vocab import toy_patients
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_within_category_nll_by_hand():
+    # vocab: 2 categories (ids 7, 8), 3 codes (ids 9, 10 in category 7; id 11 in category 8)
+    logits = torch.tensor([[0.0] * 9 + [1.0, 2.0, 5.0]])
+    code_category = torch.tensor([7, 7, 8])
+    nll = within_category_nll(logits, torch.tensor([9]), 9, code_category, 7)
+    assert math.isclose(float(nll), -math.log(math.exp(1) / (math.exp(1) + math.exp(2))), rel_tol=1e-6)
+    assert float(within_category_nll(logits, torch.tensor([11]), 9, code_category, 7)) < 1e-6  # alone in its category
+
+
+def test_heldout_perplexity_figures(tmp_path):
+    tr = toy_patients(40, seed=2)
+    train(tr, toy_patients(8, seed=3), train_config("tiny", epochs=2, batch_size=8), tmp_path / "m", device="cpu")
+    model, vocab, tk, _ = load_checkpoint(tmp_path / "m")
+    r = heldout_perplexity(model, vocab, tk, toy_patients(10, seed=4))
+    assert r["n_scored"] == r["n_scored_masked"] + r["n_scored_next_visit"] > 0
+    assert 1 < r["ppl"] < 1e4 and 1 < r["baseline_ppl"] < len(vocab)
