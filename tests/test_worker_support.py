@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 CELERY = str(Path(PYTHON).with_name("celery"))
 TERMINAL = ("succeeded", "failed", "cancelled")
+TORCH_THREADS = "1"
 
 
 @contextlib.contextmanager
@@ -66,14 +67,31 @@ def app_env(*, home: Path, data_root: Path, database_url: str | None = None, bro
     """The environment of an API or worker process: only what the test says, nothing inherited."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("PROMPTEHR_", "CELERY_")) and k != "DATABASE_URL"}
+    # One torch thread per process: the test machine has 2 cores shared with other work, and OpenMP
+    # threads spin-waiting on an oversubscribed CPU make the tiny model's steps ~70x slower (measured:
+    # 38 steps in 78 s with 2 threads under load, 1.1 s with 1). Both back ends use the same count,
+    # which the bit-identical comparisons need.
     env.update(PROMPTEHR_HOME=str(home), PROMPTEHR_DATA_ROOT=str(data_root), PYTHONUNBUFFERED="1",
-               PROMPTEHR_DEVICE="cpu")
+               PROMPTEHR_DEVICE="cpu", OMP_NUM_THREADS=TORCH_THREADS, MKL_NUM_THREADS=TORCH_THREADS)
     if database_url:
         env["DATABASE_URL"] = database_url
     if broker_url:
         env["CELERY_BROKER_URL"] = broker_url
     env.update(extra)
     return env
+
+
+@contextlib.contextmanager
+def torch_threads(n: int = int(TORCH_THREADS)):
+    """This process's torch at the thread count the test's subprocesses use."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class Process:
