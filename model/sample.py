@@ -118,14 +118,47 @@ def sample_from_logits(masked: torch.Tensor, u: torch.Tensor, temperature: float
         kth = torch.topk(probs, top_k, dim=1).values[:, -1:]
         probs = torch.where(probs >= kth, probs, 0.0)
         probs = probs / probs.sum(1, keepdim=True)
+    u = u.to(probs.device)
+    if top_p < 1.0 and not top_k and probs.shape[1] > TOPK_PROBE:
+        return _nucleus_draw(probs, u, top_p)
     if top_p < 1.0:
         thr = _top_p_threshold(probs, top_p)
         probs = torch.where(probs >= thr[:, None], probs, 0.0)
-    cdf = probs.double().cumsum(1)  # (B, V)
+    return _inverse_cdf(probs, u)
+
+
+def _inverse_cdf(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """(B,) column of the first cdf entry above u * total; zero-mass columns are never chosen."""
+    cdf = probs.double().cumsum(1)  # (B, n)
     total = cdf[:, -1]
     # u * total may round up to total: stay strictly below it, so the draw lands on a token with mass
-    target = torch.minimum(u.to(cdf.device) * total, torch.nextafter(total, torch.zeros_like(total)))
+    target = torch.minimum(u * total, torch.nextafter(total, torch.zeros_like(total)))
     return torch.searchsorted(cdf, target[:, None], right=True).squeeze(1)
+
+
+def _nucleus_draw(probs: torch.Tensor, u: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Top-p draw that touches only the best TOPK_PROBE tokens for most rows. Bit-identical to the full
+    path: same kept set (rows where a tie could cross the probe edge go the full way), same nonzero
+    masses summed in the same (vocabulary) order."""
+    vals, idx = torch.topk(probs, TOPK_PROBE, dim=1)  # (B, k) descending
+    cum = vals.cumsum(1)
+    thr = _threshold_from_sorted(vals, cum, top_p)  # (B,)
+    # exact here: the mass reaches top_p inside the probe and every token outside it is below thr
+    sparse = (cum[:, -1] >= top_p) & (vals[:, -1] < thr)
+    tok = torch.empty(probs.shape[0], dtype=torch.long, device=probs.device)
+    if bool(sparse.any()):
+        order = torch.argsort(idx[sparse], dim=1)  # candidates in vocabulary order
+        cand = idx[sparse].gather(1, order)
+        p = vals[sparse].gather(1, order)
+        p = torch.where(p >= thr[sparse][:, None], p, 0.0)
+        tok[sparse] = cand.gather(1, _inverse_cdf(p, u[sparse])[:, None]).squeeze(1)
+    if not bool(sparse.all()):
+        rest = (~sparse).nonzero().squeeze(1)
+        pr = probs[rest]
+        full = _sorted_desc(pr)  # the probe did not settle these rows: sort them whole
+        t = _threshold_from_sorted(full, full.cumsum(1), top_p)
+        tok[rest] = _inverse_cdf(torch.where(pr >= t[:, None], pr, 0.0), u[rest])
+    return tok
 
 
 def choose(logits: torch.Tensor, allowed: torch.Tensor, layout: TokenLayout, u: torch.Tensor, opts: SamplingOptions,
@@ -284,7 +317,8 @@ class Sampler:
         if live.numel() == done.numel():
             return None
         if live.numel() >= MIN_ROWS:
-            return live
+            # each select copies the whole KV cache: drop finished rows in batches of an eighth or more
+            return live if 8 * (done.numel() - live.numel()) >= done.numel() else None
         if done.numel() <= MIN_ROWS:
             return None
         filler = done.nonzero().squeeze(1)[: MIN_ROWS - live.numel()]
