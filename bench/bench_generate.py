@@ -25,9 +25,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from model.cohort import CohortSpec, demographics  # noqa: E402
-from model.constraints import DONE, advance, allowed_next, init_state  # noqa: E402
-from model.sample import Sampler, SamplingOptions, choose, row_key, uniforms  # noqa: E402
+from model.cohort import CohortSpec, demographics
+from model.constraints import DONE, advance, allowed_next, init_state
+from model.sample import Sampler, SamplingOptions, choose, row_key, uniforms
 
 DATA = REPO.parent / "shared" / "data" / "desynpuf-sample" / "1-sample-10000"
 
@@ -74,8 +74,8 @@ def naive_one(sampler: Sampler, age: float, sex: str, key: int, opts: SamplingOp
         while True:
             logits, _ = m.decode(torch.tensor([dec], device=dev), enc, age_t, sex_t)  # full prefix, no cache
             ok = allowed_next(state, L, limits)
-            tok = choose(logits[:, -1], ok, L, torch.from_numpy(uniforms(keys, pos)), opts, sampler.freq_logits,
-                         state.phase == 2)
+            # the draw is computed (it is part of the work compared) and then replaced by the replayed token
+            choose(logits[:, -1], ok, L, torch.from_numpy(uniforms(keys, pos)), opts, sampler.freq_logits, state.phase == 2)
             t = replay[pos - 1]
             state = advance(state, torch.tensor([t], device=dev), L, limits, check=False)
             dec.append(t)
@@ -154,10 +154,9 @@ def cuda_bench(args) -> dict | None:
     if not torch.cuda.is_available():
         return None
     from model.config import model_config
+    from model.data import load_patients
     from model.promptbart import PromptBart
     from model.vocab import Vocabulary
-
-    from model.data import load_patients
 
     vocab = Vocabulary.build(load_patients(DATA))
     cfg = model_config("base", vocab_size=len(vocab), code_offset=vocab.code_offset)

@@ -17,8 +17,8 @@ happen (fixed age/sex conflicting with a code) is refused up front.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -65,7 +65,7 @@ class AgeSpec:
             raise ValueError(f"unknown age distribution {d!r}: expected fixed, normal or histogram")
 
     @classmethod
-    def from_dict(cls, d: dict) -> "AgeSpec":
+    def from_dict(cls, d: dict) -> AgeSpec:
         d = dict(d)
         for k in ("bins", "weights"):
             if k in d:
@@ -132,7 +132,7 @@ class CohortSpec:
                 raise ValueError(f"given demographics need sex M/F and age in [0, {MAX_AGE}], got ({a}, {s!r})")
 
     @classmethod
-    def from_dict(cls, body: dict) -> "CohortSpec":
+    def from_dict(cls, body: dict) -> CohortSpec:
         body = dict(body)
         sampling = body.pop("sampling", None) or {}
         age = body.pop("age", None)

@@ -91,7 +91,7 @@ class RowState:
     cat_left: torch.Tensor  # (B, n_categories) long: allowed codes of each category not yet in the visit
     cat_full: torch.Tensor  # (B, n_categories) long: cat_left at the start of a visit
 
-    def select(self, idx: torch.Tensor) -> "RowState":
+    def select(self, idx: torch.Tensor) -> RowState:
         return RowState(**{k: v.index_select(0, idx) for k, v in self.__dict__.items()})
 
 

@@ -27,7 +27,15 @@ import numpy as np
 import torch
 
 from model.constraints import (
-    CATEGORY, DONE, Limits, TokenLayout, advance, allowed_next, init_state, layout_from_vocab, mask_logits,
+    CATEGORY,
+    DONE,
+    Limits,
+    TokenLayout,
+    advance,
+    allowed_next,
+    init_state,
+    layout_from_vocab,
+    mask_logits,
     tokens_to_visits,
 )
 
@@ -192,7 +200,7 @@ class Sampler:
         self.freq_logits = freq.to(self.device)
 
     @classmethod
-    def from_bundle(cls, bundle, device="cpu") -> "Sampler":
+    def from_bundle(cls, bundle, device="cpu") -> Sampler:
         """bundle: (model, vocab, tokenizer, config) as checkpoint.load_checkpoint returns, or a Sampler."""
         if isinstance(bundle, Sampler):
             return bundle

@@ -7,7 +7,15 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from model.constraints import DONE, Limits, TokenLayout, advance, allowed_next, init_state, mask_logits
+from model.constraints import (
+    DONE,
+    Limits,
+    TokenLayout,
+    advance,
+    allowed_next,
+    init_state,
+    mask_logits,
+)
 from model.sample import SamplingOptions, choose, uniforms
 
 N_SPECIAL = 7

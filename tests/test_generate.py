@@ -3,6 +3,7 @@ validity of a 2,000-patient cohort, byte-identical output across batch sizes, se
 shards, exports through the CLI, and the cohort spec."""
 from __future__ import annotations
 
+import itertools
 import json
 import zipfile
 from collections import Counter
@@ -14,12 +15,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cli.main import main
-from model.cohort import AgeSpec, CohortSpec, check_feasible, demographics, generate_cohort
+from model.cohort import (
+    AgeSpec,
+    CohortSpec,
+    check_feasible,
+    demographics,
+    generate_cohort,
+)
 from model.rules import violations
 from model.sample import SamplingOptions
 
 N = 2000
-SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+SETTINGS = {"deadline": None, "suppress_health_check": [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -119,7 +126,7 @@ def test_shards_concatenate_to_one_go(bundle, cuts, batch):
     spec = CohortSpec(age=AgeSpec("histogram", bins=(18, 45, 65, 91), weights=(1, 2, 3)), female=0.6)
     whole = generate_cohort(bundle, spec, n, seed=11, batch_size=64)
     edges = [0, *sorted(cuts), n]
-    shards = [p for lo, hi in zip(edges, edges[1:]) for p in generate_cohort(bundle, spec, n, seed=11, start=lo, stop=hi, batch_size=batch)]
+    shards = [p for lo, hi in itertools.pairwise(edges) for p in generate_cohort(bundle, spec, n, seed=11, start=lo, stop=hi, batch_size=batch)]
     assert shards == whole
 
 

@@ -9,7 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from model.patient import Patient
-from model.sample import MIN_ROWS, Sampler, SamplingOptions, row_key, sample_from_logits, uniforms
+from model.sample import (
+    MIN_ROWS,
+    Sampler,
+    SamplingOptions,
+    row_key,
+    sample_from_logits,
+    uniforms,
+)
 
 CODES = ["4019", "25000", "4280", "41401", "5849", "V5861", "E8889", "2724", "486", "5990", "650", "V270", "185", "1749",
          "7793", "42731", "2859", "311", "53081", "2449"]
@@ -64,7 +71,7 @@ def test_draw_follows_the_distribution():
 
 
 def test_options_are_checked():
-    for bad in (dict(temperature=0), dict(top_p=0), dict(top_p=1.5), dict(top_k=-1), dict(code_sampler="x")):
+    for bad in ({"temperature": 0}, {"top_p": 0}, {"top_p": 1.5}, {"top_k": -1}, {"code_sampler": "x"}):
         with pytest.raises(ValueError):
             SamplingOptions(**bad)
 
