@@ -67,7 +67,7 @@ def layout_from_vocab(vocab, hierarchical: bool) -> TokenLayout:
 @dataclass(frozen=True)
 class Limits:
     max_visits: int = 20
-    max_codes_per_visit: int = 30
+    max_codes_per_visit: int = 40  # MIMIC-III admissions have up to 39 diagnoses
     max_length: int = 512  # decoder tokens including <s> and </s>
 
     def __post_init__(self):

@@ -173,6 +173,7 @@ def choose(logits: torch.Tensor, allowed: torch.Tensor, layout: TokenLayout, u: 
            freq_logits: torch.Tensor | None = None, in_category: torch.Tensor | None = None) -> torch.Tensor:
     """One constrained draw per row. With `freq_logits` (V,) and `in_category` (B,) bool, rows that are
     picking a code inside a chosen category draw from training frequencies instead of the model."""
+    u = u.to(logits.device)
     masked = mask_logits(logits, allowed, layout)
     tok = sample_from_logits(masked, u, opts.temperature, opts.top_k, opts.top_p)
     if opts.code_sampler == "frequency" and freq_logits is not None and in_category is not None and bool(in_category.any()):
