@@ -2,8 +2,9 @@
 
 The synthetic cohort is compared to the train split of the model's dataset, with the holdout split
 (same split seed as training) as the limit a perfect generator reaches (DESIGN section 6). The
-model's own scores (held-out perplexity, reconstruction) are added when `model.scoring` is present
-and the holdout is small enough to score quickly. JSON and HTML are stored on the report row;
+model's own scores (held-out perplexity, reconstruction of held-out records) are added when they are
+cheap: reconstruction generates a record per holdout patient, so on a CPU only for small holdouts.
+They are an extra: if scoring fails the report is made without them and says why. JSON and HTML are stored on the report row;
 mark_succeeded then sets the cohort's report_id and marks the cohort succeeded.
 """
 from __future__ import annotations
@@ -21,12 +22,14 @@ log = logging.getLogger(__name__)
 
 KIND = "evaluate"
 STEPS = 4
-# Model scores run the model over the holdout; above this many holdout patients they are left out.
-MAX_SCORED_HOLDOUT = 5000
+# Model scores run the model over the holdout (and generate one record per holdout patient); above
+# this many holdout patients they are left out.
+MAX_SCORED_HOLDOUT = {"cuda": 5000, "cpu": 200}
 
 
 def _scorer(ctx: WorkerContext, model_row, n_holdout: int):
-    if n_holdout > MAX_SCORED_HOLDOUT:
+    device = ctx.get_device()
+    if n_holdout > MAX_SCORED_HOLDOUT["cuda" if device.startswith("cuda") else "cpu"]:
         return None
     try:
         from model.scoring import load_scorer
@@ -71,15 +74,22 @@ def evaluate_report(ctx: WorkerContext, lease: Lease) -> None:
     if lease.should_stop():
         raise Stopped
 
-    result = build_report(
-        synthetic, train, holdout,
-        model_scorer=_scorer(ctx, model_row, len(holdout)),
-        generator={"model_id": model_row.id, "model_name": model_row.name, "manifest_sha256": model_row.manifest_sha256,
-                   "preset": (model_row.config or {}).get("preset"), "mode": (model_row.config or {}).get("mode"),
-                   "spec": cohort.spec},
-        seeds={"cohort": cohort.seed, "n_patients": cohort.n_patients},
-        split_seed=split_seed,
-    )
+    generator = {"model_id": model_row.id, "model_name": model_row.name, "manifest_sha256": model_row.manifest_sha256,
+                 "preset": (model_row.config or {}).get("preset"), "mode": (model_row.config or {}).get("mode"),
+                 "spec": cohort.spec}
+
+    def report(scorer, generator):
+        return build_report(synthetic, train, holdout, model_scorer=scorer, generator=generator,
+                            seeds={"cohort": cohort.seed, "n_patients": cohort.n_patients}, split_seed=split_seed)
+
+    scorer = _scorer(ctx, model_row, len(holdout))
+    try:
+        result = report(scorer, generator)
+    except Exception as e:
+        if scorer is None:
+            raise
+        log.warning("evaluate %s: model scores failed (%s: %s); reporting without them", report_id, type(e).__name__, e)
+        result = report(None, {**generator, "model_scores": f"unavailable: {type(e).__name__}: {e}"[:500]})
     lease.progress(3, STEPS, "steps")
     content, html = result.to_dict(), render_html(result)
     with ctx.session() as session:
