@@ -192,9 +192,12 @@ def mask_logits(logits: torch.Tensor, allowed: torch.Tensor, layout: TokenLayout
     whose allowed logits are all -inf falls back to closing: `</s>` if allowed, else `</v>`, else
     uniform over the allowed tokens. Every row of the result has at least one finite entry.
     """
-    x = torch.nan_to_num(logits.float(), nan=-torch.inf, posinf=torch.inf, neginf=-torch.inf)
-    x = x.masked_fill(~allowed, -torch.inf)
-    top = x.amax(1)  # (B,): +inf rows need care, -inf rows are dead
+    x = logits.float().masked_fill(~allowed, -torch.inf)
+    top = x.amax(1)  # (B,): NaN rows and +inf rows need care, -inf rows are dead
+    bad = torch.isnan(top)  # amax propagates NaN: only those rows pay for the clean-up
+    if bool(bad.any()):
+        x[bad] = torch.nan_to_num(x[bad], nan=-torch.inf, posinf=torch.inf, neginf=-torch.inf)
+        top[bad] = x[bad].amax(1)
     pos = top == torch.inf
     if bool(pos.any()):
         x[pos] = torch.where(x[pos] == torch.inf, 0.0, -torch.inf)
