@@ -175,7 +175,7 @@ def test_postgres_redis_celery_worker(celery_flow):
 def test_second_delivery_of_a_running_job_does_nothing(celery_flow):
     dup = celery_flow["duplicate"]
     assert dup["outcome"] == "skipped"
-    status, claimed_by, attempt = dup["before"]
+    status, _claimed_by, attempt = dup["before"]
     assert status == "running" and attempt == 1
     assert dup["after"] == dup["before"]  # still the first worker's, not claimed again
     assert celery_flow["job"]["status"] == "succeeded"

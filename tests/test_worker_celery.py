@@ -21,7 +21,6 @@ import pytest
 import sqlalchemy as sa
 
 from model.checkpoint import load_checkpoint
-
 from tests.test_worker_support import (
     Api,
     app_env,

@@ -40,10 +40,10 @@ DEFAULT_VISIBILITY_TIMEOUT = 7 * 24 * 3600
 
 
 def visibility_timeout(settings) -> int:
-    configured = getattr(settings, "celery_visibility_timeout_seconds", None) or getattr(
-        settings, "job_visibility_timeout_seconds", None
-    )
-    return int(configured or DEFAULT_VISIBILITY_TIMEOUT)
+    """settings.celery_visibility_timeout_seconds (PROMPTEHR_CELERY_VISIBILITY_TIMEOUT_SECONDS)."""
+    from worker.context import worker_setting
+
+    return int(worker_setting(settings, "celery_visibility_timeout_seconds", DEFAULT_VISIBILITY_TIMEOUT))
 
 
 def celery_config() -> dict:
@@ -86,13 +86,13 @@ def _preload(**_):
     here touches CUDA (a forked child could not use a CUDA context its parent made)."""
     import torch  # noqa: F401
 
-    import model.checkpoint  # noqa: F401
-    import model.cohort  # noqa: F401
-    import model.data  # noqa: F401
-    import model.evaluation  # noqa: F401
+    import model.checkpoint
+    import model.cohort
+    import model.data
+    import model.evaluation
     import model.train  # noqa: F401
-    import worker.evaluate_task  # noqa: F401
-    import worker.generate_task  # noqa: F401
+    import worker.evaluate_task
+    import worker.generate_task
     import worker.train_task  # noqa: F401
 
 
@@ -131,7 +131,7 @@ def _sweep_safely() -> None:
 class OrphanSweep(bootsteps.StartStopStep):
     """Every few minutes (on the worker's own timer, no thread) send orphaned jobs again."""
 
-    requires = {"celery.worker.components:Timer"}
+    requires = ("celery.worker.components:Timer",)
 
     def __init__(self, worker, **kwargs):
         super().__init__(worker, **kwargs)

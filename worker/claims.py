@@ -107,7 +107,7 @@ class Lease:
 
     # -- the thread ------------------------------------------------------------------------------
 
-    def __enter__(self) -> "Lease":
+    def __enter__(self) -> Lease:
         self._thread = threading.Thread(target=self._watch, name=f"lease-{self.kind}-{self.job_id[:8]}", daemon=True)
         self._thread.start()
         return self
@@ -136,7 +136,7 @@ class Lease:
     def should_stop(self) -> bool:
         return self.cancelled.is_set() or self.lost.is_set() or self.ctx.shutdown.is_set()
 
-    def progress(self, done: int | float, total: int | float | None = None, unit: str | None = None,
+    def progress(self, done: float, total: float | None = None, unit: str | None = None,
                  *, force: bool = False) -> None:
         """Write progress to the row, at most once per `progress_every` seconds unless forced."""
         now = time.monotonic()
@@ -180,4 +180,4 @@ def orphaned_jobs(ctx: WorkerContext, *, include_queued: bool) -> list[tuple[str
     return [(kind, job_id) for _, kind, job_id in found]
 
 
-__all__ = ["Lease", "claim", "claimant_is_dead", "new_worker_id", "orphaned_jobs", "MAX_ATTEMPTS"]
+__all__ = ["MAX_ATTEMPTS", "Lease", "claim", "claimant_is_dead", "new_worker_id", "orphaned_jobs"]

@@ -35,9 +35,20 @@ def new_worker_id() -> str:
     return f"{socket.gethostname()}:{pid}:{process_start_ticks(pid)}.{uuid.uuid4().hex[:8]}"
 
 
+def worker_setting(settings: Settings, name: str, default=None, cast=int):
+    """A worker setting: the Settings field `name` where the service defines it, else the environment
+    variable PROMPTEHR_<NAME> (read the same way Settings reads its own), else `default`."""
+    value = getattr(settings, name, None)
+    if value is None:
+        raw = os.environ.get(f"PROMPTEHR_{name.upper()}", "").strip()
+        if raw:
+            value = cast(raw)
+    return default if value is None else value
+
+
 def pick_device(settings: Settings) -> str:
-    """`device` from the settings or PROMPTEHR_DEVICE when given, else cuda when torch sees one, else cpu."""
-    wanted = getattr(settings, "device", None) or os.environ.get("PROMPTEHR_DEVICE")
+    """`device` (settings or PROMPTEHR_DEVICE) when given, else cuda when torch sees one, else cpu."""
+    wanted = worker_setting(settings, "device", cast=str)
     if wanted:
         return str(wanted)
     import torch
