@@ -43,7 +43,7 @@ pytestmark = [pytest.mark.services, pytest.mark.slow, pytest.mark.timeout(600)]
 MIMIC_FILES = ("PATIENTS.csv", "ADMISSIONS.csv", "DIAGNOSES_ICD.csv")
 # 80 training patients in batches of 40: 2 steps an epoch, a resume snapshot at each epoch end.
 STEPS_PER_EPOCH = 2
-TRAINING = {"preset": "tiny", "mode": "hierarchical", "epochs": 3, "seed": 0, "batch_size": 40,
+TRAINING = {"preset": "tiny", "mode": "hierarchical", "epochs": 5, "seed": 0, "batch_size": 40,
             "early_stopping_patience": 100}
 COHORT = {"n_patients": 40, "seed": 5, "age": {"distribution": "normal", "mean": 65, "sd": 12, "min": 18, "max": 90},
           "sex": {"female": 0.5}}
@@ -89,11 +89,12 @@ class Stack:
         self.workers.extend(procs)
         return procs
 
-    def worker_running(self, claimed_by: str) -> Process:
-        """The worker whose pool child holds a claim (claimed_by is host:pid:start.token)."""
+    def worker_running(self, claimed_by: str) -> Process | None:
+        """The worker whose pool child holds a claim (claimed_by is host:pid:start.token); None when
+        that child is gone already."""
         pid = int(claimed_by.split(":")[1])
-        (found,) = [w for w in self.workers if w.proc.poll() is None and pid in pool_children(w.pid)]
-        return found
+        found = [w for w in self.workers if w.proc.poll() is None and pid in pool_children(w.pid)]
+        return found[0] if found else None
 
     def kill_worker(self, worker: Process) -> None:
         kill_group(worker)  # SIGKILL the master and its pool child together
@@ -158,12 +159,15 @@ def killed_training(stack):
         row = stack.row(TrainingJob, job_id)
         assert row["status"] in ("queued", "running"), dict(row)
         progress = row["progress"] or {}
-        return (resume_dir(out) / "state.pt").is_file() and progress.get("unit") == "steps" \
-            and progress["done"] > STEPS_PER_EPOCH and row
+        if (resume_dir(out) / "state.pt").is_file() and progress.get("unit") == "steps" \
+                and progress["done"] > STEPS_PER_EPOCH:
+            worker = stack.worker_running(row["claimed_by"])
+            return worker is not None and (row, worker)
+        return None
 
     t0 = time.monotonic()
-    first = wait_until(past_first_snapshot, timeout=240, interval=0.05, what="training past its first snapshot")
-    running = stack.worker_running(first["claimed_by"])
+    first, running = wait_until(past_first_snapshot, timeout=240, interval=0.05,
+                                what="training past its first snapshot")
     standby = [w for w in stack.workers if w is not running]
     stack.kill_worker(running)
     killed = stack.row(TrainingJob, job_id)
@@ -277,10 +281,13 @@ def killed_cohort(stack, killed_training):
                 CohortPatient.__table__.c.cohort_id == cohort_id,
                 CohortPatient.__table__.c.index >= shard["start_index"],
                 CohortPatient.__table__.c.index < shard["start_index"] + shard["count"]))
-        return 0 < n < shard["count"] and shard
+        if not 0 < n < shard["count"]:
+            return None
+        worker = stack.worker_running(shard["claimed_by"])
+        return worker is not None and (shard, worker)
 
-    shard = wait_until(mid_shard, timeout=300, interval=0.02, what="a shard half stored")
-    stack.kill_worker(stack.worker_running(shard["claimed_by"]))
+    shard, worker = wait_until(mid_shard, timeout=300, interval=0.02, what="a shard half stored")
+    stack.kill_worker(worker)
     stored_at_kill = stored()
     final, _ = stack.api.poll(f"/cohorts/{cohort_id}", timeout=300, interval=0.3)
     patients = stack.api.all_patients(cohort_id, limit=5)
