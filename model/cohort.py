@@ -231,19 +231,15 @@ def generate_cohort(model_bundle, spec: CohortSpec | dict, n_patients: int, seed
     sampler = sampler or Sampler.from_bundle(model_bundle, device=device)
     forced = sampler.required_prefix(spec.required_codes)
     limits = sampler.limits(spec.max_visits, spec.max_codes_per_visit, n_forced=len(spec.required_codes))
-    out: list[Patient] = []
-    total = stop - start
-    for lo in range(start, stop, batch_size):
-        idx = list(range(lo, min(lo + batch_size, stop)))
-        demo = [demographics(spec, seed, i) for i in idx]
-        ages = [a for a, _ in demo]
-        sexes = [s for _, s in demo]
-        keys = [sampler_row_key(seed, i) for i in idx]
-        visits = sampler.generate(ages, sexes, keys, spec.sampling, forced=[forced] * len(idx), limits=limits)
-        out += [Patient(id=patient_id(seed, i), age=a, sex=s, visits=v) for i, a, s, v in zip(idx, ages, sexes, visits)]
-        if progress is not None:
-            progress(len(out), total)
-    return out
+    idx = list(range(start, stop))
+    demo = [demographics(spec, seed, i) for i in idx]
+    ages, sexes = [a for a, _ in demo], [s for _, s in demo]
+    keys = [sampler_row_key(seed, i) for i in idx]
+    report = (lambda done: progress(done, len(idx))) if progress is not None else None
+    seqs = sampler.generate_many(ages, sexes, keys, spec.sampling, forced=[forced] * len(idx), limits=limits,
+                                 batch_size=batch_size, progress=report)
+    visits = [sampler.visits_of(t) for t in seqs]
+    return [Patient(id=patient_id(seed, i), age=a, sex=s, visits=v) for i, a, s, v in zip(idx, ages, sexes, visits)]
 
 
 def sampler_row_key(seed: int, index: int) -> int:

@@ -242,22 +242,66 @@ class Sampler:
                 out.append(self.layout.visit_close)
         return out
 
-    def generate(self, ages, sexes, keys, opts: SamplingOptions, forced=None, limits: Limits | None = None) -> list[list[list[str]]]:
+    def generate(self, ages, sexes, keys, opts: SamplingOptions, forced=None, limits: Limits | None = None,
+                 batch_size: int = 256) -> list[list[list[str]]]:
         """Visits (code strings) of one generated record per row."""
-        seqs = self.generate_tokens(ages, sexes, keys, opts, forced, limits)
-        return [tokens_to_visits(s, self.layout, self.vocab.tokens) for s in seqs]
+        seqs = self.generate_many(ages, sexes, keys, opts, forced, limits, batch_size=batch_size)
+        return [self.visits_of(s) for s in seqs]
+
+    def visits_of(self, tokens: list[int]) -> list[list[str]]:
+        return tokens_to_visits(tokens, self.layout, self.vocab.tokens)
+
+    def generate_tokens(self, ages, sexes, keys, opts: SamplingOptions, forced=None, limits: Limits | None = None) -> list[list[int]]:
+        """Token ids after <s> up to and including </s>, one list per row, all rows in one batch.
+        `keys` are row_key()s; `forced` (optional) per row: token ids that must follow <s>."""
+        return self._run_batch(ages, sexes, keys, opts, forced, limits)[0]
+
+    def generate_many(self, ages, sexes, keys, opts: SamplingOptions, forced=None, limits: Limits | None = None,
+                      batch_size: int = 256, progress=None) -> list[list[int]]:
+        """Like generate_tokens for any number of rows, batch_size at a time, without the long tail.
+
+        A batch runs until fewer than an eighth of its rows are live; while more rows wait, those
+        stragglers leave and join the next batch with their tokens so far as forced tokens. Replaying
+        them costs little (that batch runs those steps anyway), the draws sit at the same positions of
+        the same streams and the cache rows are recomputed the same way, so every record is the one an
+        uninterrupted run gives. `progress(done)` after each batch.
+        """
+        n = len(ages)
+        forced = [list(f) for f in forced] if forced is not None else [[] for _ in range(n)]
+        results: list[list[int] | None] = [None] * n
+        carry: list[tuple[int, list[int]]] = []  # (row, tokens after <s> so far)
+        nxt = done = 0
+        while nxt < n or carry:
+            take = max(0, batch_size - len(carry))
+            rows = [i for i, _ in carry] + list(range(nxt, min(nxt + take, n)))
+            prefixes = [t for _, t in carry] + [forced[i] for i in range(nxt, min(nxt + take, n))]
+            nxt = min(nxt + take, n)
+            more = nxt < n
+            seqs, finished = self._run_batch([ages[i] for i in rows], [sexes[i] for i in rows], [keys[i] for i in rows],
+                                             opts, prefixes, limits, stop_below=len(rows) // 8 if more else 0)
+            carry = []
+            for i, seq, fin in zip(rows, seqs, finished):
+                if fin:
+                    results[i] = seq
+                    done += 1
+                else:
+                    carry.append((i, seq))
+            if progress is not None:
+                progress(done)
+        return results
 
     @torch.inference_mode()
-    def generate_tokens(self, ages, sexes, keys, opts: SamplingOptions, forced=None, limits: Limits | None = None) -> list[list[int]]:
-        """Token ids after <s> up to and including </s>, one list per row. `keys` are row_key()s;
-        `forced` (optional) per row: token ids that must follow <s> (required codes, a prefix)."""
+    def _run_batch(self, ages, sexes, keys, opts: SamplingOptions, forced=None, limits: Limits | None = None,
+                   stop_below: int = 0) -> tuple[list[list[int]], list[bool]]:
+        """One batch. With stop_below > 0 it stops once fewer real rows are live: unfinished rows come
+        back as their tokens so far (finished False)."""
         from model.promptbart import demographics_to_tensors
 
         L, m, dev = self.layout, self.model, self.device
         limits = limits or self.limits()
         n_real = len(ages)
         if n_real == 0:
-            return []
+            return [], []
         forced = [list(f) for f in forced] if forced is not None else [[] for _ in range(n_real)]
         # pad the batch to MIN_ROWS with copies of row 0 (outputs dropped): see the module docstring
         pad = max(0, MIN_ROWS - n_real)
@@ -287,19 +331,23 @@ class Sampler:
         steps: list[tuple[torch.Tensor, torch.Tensor]] = []  # per step: (original rows, their tokens)
         pos = 1 + common  # index of the token being chosen (same for every row in the batch)
         longest = max(len(f) for f in forced)
+        table = torch.full((n, max(longest, 1)), -1, dtype=torch.long)  # (n, longest): forced token or -1
+        for i, f in enumerate(forced):
+            table[i, : len(f)] = torch.tensor(f, dtype=torch.long)
+        table = table.to(dev)
         while True:
             ok = allowed_next(state, L, limits)
             u = torch.from_numpy(uniforms(keys[rows.cpu().numpy()], pos))
             tok = choose(logits, ok, L, u, opts, self.freq_logits, state.phase == CATEGORY)
             if pos - 1 < longest:
-                tok = self._apply_forced(tok, ok, rows, forced, pos - 1, state)
+                tok = self._apply_forced(tok, ok, rows, table[rows, pos - 1])
             emitting = state.phase != DONE  # rows kept as padding emit <pad>: not part of their record
             state = advance(state, tok, L, limits, check=False)
             steps.append((rows[emitting], tok[emitting]))
             pos += 1
             done = state.phase == DONE
-            real_live = (~done) & (rows < n_real)
-            if not bool(real_live.any()):
+            real_live = int(((~done) & (rows < n_real)).sum())
+            if real_live == 0 or real_live < stop_below:
                 break
             keep = self._rows_to_keep(done)
             if keep is not None:
@@ -317,7 +365,8 @@ class Sampler:
             toks = t[order].tolist()
             for i in range(n_real):
                 out[i] += toks[bounds[i]:bounds[i + 1]]
-        return out[:n_real]
+        finished = [bool(o) and o[-1] == L.eos for o in out[:n_real]]
+        return out[:n_real], finished
 
     @staticmethod
     def _rows_to_keep(done: torch.Tensor) -> torch.Tensor | None:
@@ -333,17 +382,16 @@ class Sampler:
         filler = done.nonzero().squeeze(1)[: MIN_ROWS - live.numel()]
         return torch.sort(torch.cat([live, filler])).values
 
-    def _apply_forced(self, tok, ok, rows, forced, j, state):
-        """Replace draws by forced tokens where a row still has some (index j after <s>)."""
-        need = [(i, forced[r][j]) for i, r in enumerate(rows.tolist()) if j < len(forced[r])]
-        if not need:
+    def _apply_forced(self, tok, ok, rows, col):
+        """Replace draws by forced tokens `col` (B,) where >= 0; a forced token must be allowed too."""
+        idx = (col >= 0).nonzero().squeeze(1)
+        if idx.numel() == 0:
             return tok
-        idx = torch.tensor([i for i, _ in need], device=tok.device)
-        val = torch.tensor([t for _, t in need], device=tok.device)
+        val = col[idx]
         if not bool(ok[idx, val].all()):
-            bad = int(idx[~ok[idx, val]][0])
-            raise ValueError(f"forced token {self.vocab.tokens[int(val[idx == bad][0])]!r} breaks the grammar or a rule "
-                             f"for row {int(rows[bad])}")
+            bad = int((~ok[idx, val]).nonzero()[0, 0])
+            raise ValueError(f"forced token {self.vocab.tokens[int(val[bad])]!r} breaks the grammar or a rule "
+                             f"for row {int(rows[idx[bad]])}")
         tok = tok.clone()
         tok[idx] = val
         return tok
