@@ -129,9 +129,9 @@ async def run_load(base: str, seeded: dict, clients: int, duration: float, rng_s
                 elif op == "post_cohort":
                     cohorts.append(r.json()["id"])
 
-        t0 = time.monotonic()
+        t0, cpu0 = time.monotonic(), time.process_time()
         await asyncio.gather(*(one_client(i) for i in range(clients)))
-        elapsed = time.monotonic() - t0
+        elapsed, client_cpu = time.monotonic() - t0, time.process_time() - cpu0
 
     def summary(values: list[float]) -> dict:
         ms = [v * 1000 for v in values]
@@ -150,7 +150,22 @@ async def run_load(base: str, seeded: dict, clients: int, duration: float, rng_s
         "overall": summary(every),
         "by_operation": {name: summary(values) for name, values in latencies.items()},
         "cohorts_created": len(cohorts) - len(seeded["cohorts"]),
+        "client_cpu_s": round(client_cpu, 1),  # CPU the load generator itself used (same machine)
     }
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process `pid` and its children (uvicorn's worker processes)."""
+    from tests.reliability_support import pool_children
+
+    total = 0.0
+    for p in [pid, *pool_children(pid)]:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_bytes().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def _r(x: float | None) -> float | None:
@@ -182,7 +197,9 @@ def bench(clients: int = 50, duration: float = 60, *, api_workers: int = 1, data
                       WEB_CONCURRENCY=str(api_workers))
         api, base = start_api(env, Path(tmp) / "api.log")
         try:
+            api_cpu0 = cpu_seconds(api.pid)
             result = asyncio.run(run_load(base, seeded, clients, duration))
+            result["api_cpu_s"] = round(cpu_seconds(api.pid) - api_cpu0, 1)  # CPU the API used during the load
         finally:
             api.stop()
         log = (Path(tmp) / "api.log").read_text(errors="replace")

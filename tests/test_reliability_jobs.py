@@ -435,6 +435,8 @@ def test_bad_data_fails_the_training_job_with_a_reason_naming_the_file(bad_data_
 
 
 def test_worker_stays_up_after_bad_data_and_runs_the_next_job(bad_data_runs):
+    for case, job in bad_data_runs["results"].items():
+        print(f"\n{case}: {job['status']}: {job['error']}"[:300])
     assert bad_data_runs["alive_after_bad"] and bad_data_runs["alive_after_good"]
     assert bad_data_runs["good"]["status"] == "succeeded", bad_data_runs["good"]
 

@@ -73,6 +73,7 @@ def test_postgres_down_is_503_and_the_api_recovers_without_a_restart(outage):
             body = is_problem(r, 503)
             assert body["type"].endswith("/database-unavailable") and r.headers.get("retry-after"), body
         assert elapsed < 30, f"503s took {elapsed:.1f} s: they must fail fast"
+        print(f"\nPostgreSQL down: {len(requests)} requests answered 503 in {elapsed:.2f} s")
         ready = c.get("/readyz")
         assert is_problem(ready, 503)["checks"]["database"].startswith("unreachable"), ready.text
         assert c.get("/healthz").status_code == 200
@@ -84,9 +85,11 @@ def test_postgres_down_is_503_and_the_api_recovers_without_a_restart(outage):
     finally:
         pg.start()
     # Back: both processes answer, neither was restarted.
+    t0 = time.monotonic()
     for client in (c, late_client.client):
         assert client.get("/readyz").status_code == 200
         assert client.get(f"/datasets/{dataset['id']}").json()["id"] == dataset["id"]
+    print(f"PostgreSQL back: both API processes answered 200 within {time.monotonic() - t0:.2f} s of its start")
     job = api.post("/training-jobs", _training(dataset["id"]), 202)
     assert late_client.get(f"/training-jobs/{job['id']}").json()["status"] == "queued"
     late_client.close()
@@ -129,6 +132,7 @@ def test_redis_down_is_503_on_enqueue_and_works_again_after(outage):
         body = is_problem(refused, 503)
         assert body["type"].endswith("/queue-unavailable"), body
         assert elapsed < 30, f"the 503 took {elapsed:.1f} s: it must fail fast"
+        print(f"\nRedis down: POST /training-jobs answered 503 in {elapsed:.2f} s")
         # Reads do not need the broker.
         assert c.get(f"/datasets/{dataset['id']}").status_code == 200
         listed = c.get("/training-jobs", params={"limit": 500}).json()["items"]
