@@ -3,7 +3,7 @@
 N clients (default 50) for D seconds (default 60) each loop over a weighted mix of requests:
 POST /cohorts (20%: a cohort row, its shard rows and a message to the broker), GET /cohorts/{id}
 (40%: a random cohort, seeded or created during the run) and GET /reports/{id} (40%: a stored
-report of ~30 KB of JSON). Every answer must be the expected status (202 / 200); anything else, or
+report of ~40 KB of JSON). Every answer must be the expected status (202 / 200); anything else, or
 a transport error, counts as an error. Prints JSON: requests, errors, throughput and latency
 percentiles per operation and overall; exits 1 when there were errors.
 
@@ -36,7 +36,7 @@ COHORT_BODY = {"n_patients": 50, "seed": 7, "age": {"distribution": "normal", "m
 
 
 def fake_report(cohort_id: str) -> dict:
-    """A report-shaped document (four sections of measures, plus curve data) of about 30 KB."""
+    """A report-shaped document (four sections of measures, plus curve data) of about 40 KB."""
     rng = random.Random(cohort_id)
     section = {f"measure_{i}": {"value": rng.random(), "limit": rng.random(), "threshold": 0.5, "pass": True}
                for i in range(25)}
