@@ -47,9 +47,7 @@ def cohort_inputs(n: int, seed: int):
 
 def batched(sampler: Sampler, ages, sexes, keys, opts, batch: int) -> tuple[list[list[int]], float]:
     t = time.perf_counter()
-    out = []
-    for lo in range(0, len(ages), batch):
-        out += sampler.generate_tokens(ages[lo:lo + batch], sexes[lo:lo + batch], keys[lo:lo + batch], opts)
+    out = sampler.generate_many(ages, sexes, keys, opts, batch_size=batch)
     return out, time.perf_counter() - t
 
 
@@ -87,15 +85,18 @@ def naive_one(sampler: Sampler, age: float, sex: str, key: int, opts: SamplingOp
             return history
 
 
-def matmul_peak(device, n: int = 2048, reps: int = 10) -> float:
+def matmul_peak(device, n: int = 2048, reps: int = 4) -> float:
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     a @ b
     sync(device)
-    t = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    sync(device)
-    return 2 * n ** 3 * reps / (time.perf_counter() - t)
+    best = float("inf")
+    for _ in range(5):  # best of 5 rounds: the peak is what the machine can do when undisturbed
+        t = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        sync(device)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 * reps / best
 
 
 def sync(device) -> None:
@@ -129,16 +130,21 @@ def cpu_bench(args) -> dict:
     opts = SamplingOptions()
     ages, sexes, keys = cohort_inputs(args.n, args.seed)
     batched(sampler, ages[:32], sexes[:32], keys[:32], opts, 32)  # warm-up
-    seqs, t_batched = batched(sampler, ages, sexes, keys, opts, args.batch)
-    t = time.perf_counter()
-    naive = [naive_one(sampler, a, s, k, opts, r) for a, s, k, r in zip(ages, sexes, keys, seqs[:args.naive_n])]
-    assert naive == seqs[:args.naive_n]
-    t_naive = time.perf_counter() - t
+    # alternate the two and keep each one's best round: on a shared machine the minimum is the
+    # least disturbed measurement, and alternating exposes both to the same load
+    t_batched = t_naive = float("inf")
+    for _ in range(args.repeats):
+        seqs, t = batched(sampler, ages, sexes, keys, opts, args.batch)
+        t_batched = min(t_batched, t)
+        t = time.perf_counter()
+        naive = [naive_one(sampler, a, s, k, opts, r) for a, s, k, r in zip(ages, sexes, keys, seqs[:args.naive_n])]
+        t_naive = min(t_naive, time.perf_counter() - t)
+        assert naive == seqs[:args.naive_n]
     flops = count_flops(sampler, ages, sexes, keys, opts, args.batch)
     peak = matmul_peak("cpu")
     cfg = bundle[3]
     return {
-        "device": "cpu", "threads": torch.get_num_threads(), "model": str(args.model or f"small preset, {args.train_steps} training steps"),
+        "device": "cpu", "threads": torch.get_num_threads(), "repeats": args.repeats, "timing": "best of repeats", "model": str(args.model or f"small preset, {args.train_steps} training steps"),
         "preset_dims": {"d_model": cfg.d_model, "layers": [cfg.encoder_layers, cfg.decoder_layers], "vocab": cfg.vocab_size},
         "batched": {"patients": args.n, "batch_size": args.batch, "seconds": t_batched, "patients_per_s": args.n / t_batched,
                     **record_stats(seqs, sampler.layout)},
@@ -170,9 +176,7 @@ def cuda_bench(args) -> dict | None:
     sampler.generate_tokens(ages[:64], sexes[:64], keys[:64], opts, limits=limits)
     torch.cuda.synchronize()
     t = time.perf_counter()
-    seqs = []
-    for lo in range(0, len(ages), 1024):
-        seqs += sampler.generate_tokens(ages[lo:lo + 1024], sexes[lo:lo + 1024], keys[lo:lo + 1024], opts, limits=limits)
+    seqs = sampler.generate_many(ages, sexes, keys, opts, limits=limits, batch_size=1024)
     torch.cuda.synchronize()
     dt = time.perf_counter() - t
     return {"device": torch.cuda.get_device_name(0), "preset": "base (random weights, limits 3 visits x 10 codes)",
@@ -185,11 +189,12 @@ def main() -> None:
     p.add_argument("--model", default=None, help="trained checkpoint (default: train the small preset briefly)")
     p.add_argument("--train-steps", type=int, default=150)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 on a shared machine)")
-    p.add_argument("--n", type=int, default=256)
+    p.add_argument("--n", type=int, default=1024, help="patients for the batched sampler (several batches: stragglers carry over)")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--naive-n", type=int, default=16)
     p.add_argument("--cuda-n", type=int, default=4096)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--repeats", type=int, default=3, help="alternating rounds; the best of each is reported")
     p.add_argument("--cpu", action=argparse.BooleanOptionalAction, default=True, help="run the CPU comparison")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
