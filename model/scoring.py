@@ -8,10 +8,11 @@ Perplexity is model/perplexity.py's standard exp(mean NLL) over masked codes and
 
 Reconstruction completes each given partial record with the batched sampler: the prefix is forced as
 decoder tokens (closed visits, the last visit left open), the encoder sees the demographics only, as
-for generation, and the model continues the open visit and the rest of the record. Prefix codes the
-model cannot emit are left out of the forcing (and out of the result's prefix): codes outside the
-vocabulary, and codes a rule forbids for the patient (real data has a few). Limits are raised to fit
-the prefix, and prefixes longer than the model's max_length lose their oldest visits first.
+for generation, and the model continues the open visit and the rest of the record. The result starts
+with the prefix exactly as given (same visits, same codes, same order) and continues it. Prefix codes
+the model cannot emit are left out of the forcing only: codes outside the vocabulary, and codes a rule
+forbids for the patient (real data has a few). Limits are raised to fit the prefix, and prefixes longer
+than the model's max_length lose their oldest visits from the forcing first.
 """
 from __future__ import annotations
 
@@ -45,14 +46,18 @@ class Scorer:
     def model(self):
         return self.sampler.model
 
-    def perplexity(self, patients, *, seed: int = 1234, batch_size: int = 32) -> dict:
-        """{"masked": ppl, "next_visit": ppl, "all": ppl, "baseline": {...}, "n_scored": ...} on held-out patients."""
+    def perplexity(self, patients, *, seed: int = 1234, batch_size: int = 32) -> dict[str, float]:
+        """Flat {name: float} on held-out patients: "masked", "next_visit", "all" (exp(mean NLL)), the
+        unigram baseline's "baseline_masked", "baseline_next_visit", "baseline_all", and "n_scored_*"."""
         from model.perplexity import heldout_perplexity
 
         r = heldout_perplexity(self.model, self.sampler.vocab, self.tokenizer, patients, seed=seed, batch_size=batch_size,
                                device=self.device)
-        return {"masked": r.get("ppl_masked"), "next_visit": r.get("ppl_next_visit"), "all": r.get("ppl"),
-                "baseline": {k: v for k, v in r.items() if k.startswith("baseline")}, "details": r}
+        out = {"masked": r.get("ppl_masked"), "next_visit": r.get("ppl_next_visit"), "all": r.get("ppl"),
+               "baseline_masked": r.get("baseline_ppl_masked"), "baseline_next_visit": r.get("baseline_ppl_next_visit"),
+               "baseline_all": r.get("baseline_ppl")}
+        out.update({k: v for k, v in r.items() if k.startswith("n_scored")})
+        return {k: float(v) for k, v in out.items() if v is not None}
 
     def _usable_prefix(self, p: Patient) -> list[list[str]]:
         vocab, rules = self.sampler.vocab, self.sampler.rules
@@ -89,9 +94,32 @@ class Scorer:
             )
             forced = [self.sampler.record_prefix(v) for v in prefixes]
             keys = [row_key(seed, lo + i) for i in range(len(chunk))]
-            visits = self.sampler.generate([p.age for p in chunk], [p.sex for p in chunk], keys, opts, forced=forced, limits=limits)
-            out += [Patient(id=p.id, age=p.age, sex=p.sex, visits=v) for p, v in zip(chunk, visits)]
+            seqs = self.sampler.generate_many([p.age for p in chunk], [p.sex for p in chunk], keys, opts, forced=forced,
+                                              limits=limits, batch_size=batch_size)
+            out += [self._complete(p, s[len(f):]) for p, s, f in zip(chunk, seqs, forced)]
         return out
+
+    def _complete(self, prefix: Patient, continuation: list[int]) -> Patient:
+        """The prefix exactly as given (codes the forcing left out included) followed by what the model
+        added: codes before the first <v> continue the prefix's last visit, then the new visits."""
+        L, tokens = self.sampler.layout, self.sampler.vocab.tokens
+        visits = [list(v) for v in prefix.visits]
+        tail = list(visits[-1]) if visits else []
+        cur: list[str] | None = tail if visits else None
+        for t in continuation:
+            if t == L.visit_open:
+                cur = []
+            elif t == L.visit_close:
+                if cur is tail:
+                    visits[-1] = tail
+                elif cur:
+                    visits.append(cur)
+                cur = None
+            elif t == L.eos:
+                break
+            elif t >= L.code_offset and cur is not None and tokens[t] not in cur:
+                cur.append(tokens[t])
+        return Patient(id=prefix.id, age=prefix.age, sex=prefix.sex, visits=visits)
 
 
 def load_scorer(model_dir, device: str = "cpu") -> Scorer:

@@ -99,8 +99,16 @@ def test_reconstruction_keeps_the_prefix(sampler):
         assert (d.id, d.age, d.sex) == (h.id, h.age, h.sex)
         for k, visit in enumerate(h.visits):
             assert d.visits[k][: len(visit)] == visit
-    assert "650" not in [c for v in done[-1].visits for c in v] and done[-1].visits[0][0] == "4019"
+    # 650 is kept from the given prefix (the result starts with the prefix as given) but never generated
+    assert done[-1].visits[0][:2] == ["650", "4019"] and [c for v in done[-1].visits for c in v].count("650") == 1
+    for h, d in zip(halves, done):  # the evaluation's contract: the flat codes start with the prefix's
+        flat = [c for v in d.visits for c in v]
+        assert flat[: h.n_codes] == [c for v in h.visits for c in v]
+        assert all(len(v) == len(set(v)) for v in d.visits)
     assert done == scorer.reconstruct(halves, seed=1)
+    unknown = Patient("u", 50.0, "F", [["99999", "4019"], ["4280"]])
+    (u,) = scorer.reconstruct([unknown], seed=2)
+    assert u.visits[:1] == [["99999", "4019"]] and u.visits[1][0] == "4280"
 
 
 def test_perplexity_is_finite(sampler):
@@ -111,3 +119,4 @@ def test_perplexity_is_finite(sampler):
     pats = [Patient(f"p{i}", 60.0, "F", [CODES[i:i + 4], CODES[i + 2:i + 5]]) for i in range(8)]
     r = scorer.perplexity(pats)
     assert np.isfinite(r["masked"]) and np.isfinite(r["next_visit"]) and r["masked"] > 1
+    assert all(isinstance(v, float) for v in r.values())  # the report converts every value with float()
