@@ -13,6 +13,7 @@ MIMIC-III demo copied into a data root of the test's own.
 """
 from __future__ import annotations
 
+import re
 import shutil
 import time
 import uuid
@@ -199,6 +200,7 @@ def killed_training(stack):
                what="every message of the job consumed and acknowledged")
     logs = {p.log_path.name: p.log() for p in [*standby, replacement]}
     return {"job_id": job_id, "first": dict(first), "killed": dict(killed), "state": state,
+            "killed_log": running.log(),
             "broker_after_kill": broker_after_kill, "samples": samples, "final": dict(final),
             "models": [dict(m) for m in models], "logs": logs, "seconds": round(time.monotonic() - t0, 1)}
 
@@ -209,7 +211,10 @@ def test_training_killed_with_sigkill_is_redelivered_and_resumed_from_its_snapsh
     assert k["killed"]["progress"]["done"] < k["killed"]["progress"]["total"], "killed before the end"
     # The killed worker had not acknowledged the message: it was still in the broker...
     assert k["broker_after_kill"]["unacked"] >= 1, k["broker_after_kill"]
-    # ...and it was delivered again (visibility timeout) and acknowledged: nothing is left.
+    # ...and that very message (same Celery task id) was delivered again once its visibility timeout
+    # was over, and acknowledged: nothing is left in the broker (checked by the fixture).
+    (task_id,) = re.findall(r"Task promptehr\.train\[([0-9a-f-]+)\] received", k["killed_log"])
+    assert any(f"Task promptehr.train[{task_id}] received" in text for text in k["logs"].values()), k["logs"]
     state = k["state"]
     assert state is not None and state["step"] >= STEPS_PER_EPOCH and state["step"] % STEPS_PER_EPOCH == 0
     assert k["final"]["status"] == "succeeded", k["final"]
