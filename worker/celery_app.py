@@ -17,7 +17,8 @@ runs it (worker.claims), so a message delivered twice is harmless and one lost i
   outlives (with the solo pool the job's crash would be the worker's crash, and its message would
   wait for the visibility timeout), and every job starts in a fresh process (GPU memory and
   whatever a job leaked go back to the system). torch and model/ are imported by the master once,
-  so a fresh child costs a fork, not an import;
+  so a fresh child costs a fork, not an import (PROMPTEHR_WORKER_MAX_TASKS_PER_CHILD=0 keeps children:
+  on a GPU it saves the CUDA start-up of every shard, at the price of the isolation);
 - visibility_timeout (Redis): how long an unacknowledged message stays with a worker before Redis
   gives it to another; it must exceed the longest job, or a long training would be delivered
   again while it runs (harmless, the claim refuses it, but wasteful);
@@ -46,6 +47,15 @@ def visibility_timeout(settings) -> int:
     return int(worker_setting(settings, "celery_visibility_timeout_seconds", DEFAULT_VISIBILITY_TIMEOUT))
 
 
+def max_tasks_per_child(settings) -> int | None:
+    """settings.worker_max_tasks_per_child (PROMPTEHR_WORKER_MAX_TASKS_PER_CHILD): 1, a fresh child per
+    job, unless configured; 0 means never recycle (saves a CUDA start-up per shard, keeps what jobs leak)."""
+    from worker.context import worker_setting
+
+    n = int(worker_setting(settings, "worker_max_tasks_per_child", 1))
+    return n if n > 0 else None
+
+
 def celery_config() -> dict:
     from service.settings import get_settings
 
@@ -67,7 +77,7 @@ def celery_config() -> dict:
         "worker_prefetch_multiplier": 1,
         "worker_concurrency": 1,
         "worker_pool": "prefork",
-        "worker_max_tasks_per_child": 1,
+        "worker_max_tasks_per_child": max_tasks_per_child(settings),
         "worker_send_task_events": False,
         "worker_hijack_root_logger": True,
     }
