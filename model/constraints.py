@@ -101,6 +101,18 @@ def _category_index(layout: TokenLayout, device) -> torch.Tensor:
     return torch.as_tensor(cc, dtype=torch.long, device=device)
 
 
+def category_windows(layout: TokenLayout) -> tuple[np.ndarray, int] | None:
+    """(first code token id per category token id (V,), widest category) when every category's codes
+    are contiguous token ids (codes are sorted and a category is a code prefix, so they are); else None."""
+    cc = layout.code_category[layout.code_offset:]
+    if len(cc) == 0 or (np.diff(cc) < 0).any():
+        return None
+    cats, first, counts = np.unique(cc, return_index=True, return_counts=True)
+    lo = np.zeros(layout.vocab_size, dtype=np.int64)
+    lo[cats] = layout.code_offset + first
+    return lo, int(counts.max())
+
+
 _CODE_CATEGORY: dict[tuple[int, str], torch.Tensor] = {}
 
 
@@ -185,12 +197,13 @@ def allowed_next(state: RowState, layout: TokenLayout, limits: Limits) -> torch.
     return out
 
 
-def mask_logits(logits: torch.Tensor, allowed: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
+def mask_logits(logits: torch.Tensor, allowed: torch.Tensor, layout: TokenLayout, closing: bool = True) -> torch.Tensor:
     """Float32 logits with disallowed tokens at -inf; safe for any input (NaN, +-inf, huge values).
 
     NaN counts as -inf. A row with +inf on allowed tokens becomes uniform over those tokens. A row
     whose allowed logits are all -inf falls back to closing: `</s>` if allowed, else `</v>`, else
     uniform over the allowed tokens. Every row of the result has at least one finite entry.
+    `closing=False` for column windows that hold no special tokens (uniform fallback only).
     """
     x = logits.float().masked_fill(~allowed, -torch.inf)
     top = x.amax(1)  # (B,): NaN rows and +inf rows need care, -inf rows are dead
@@ -204,7 +217,7 @@ def mask_logits(logits: torch.Tensor, allowed: torch.Tensor, layout: TokenLayout
     dead = top == -torch.inf
     if bool(dead.any()):
         fb = allowed[dead].float()  # uniform over allowed ...
-        for tok in (layout.visit_close, layout.eos):  # ... unless we can close: </s> wins over </v>
+        for tok in (layout.visit_close, layout.eos) if closing else ():  # ... unless we can close: </s> wins over </v>
             can = allowed[dead, tok]
             one = torch.zeros_like(fb)
             one[:, tok] = 1.0

@@ -33,6 +33,7 @@ from model.constraints import (
     TokenLayout,
     advance,
     allowed_next,
+    category_windows,
     init_state,
     layout_from_vocab,
     mask_logits,
@@ -170,16 +171,46 @@ def _nucleus_draw(probs: torch.Tensor, u: torch.Tensor, top_p: float) -> torch.T
 
 
 def choose(logits: torch.Tensor, allowed: torch.Tensor, layout: TokenLayout, u: torch.Tensor, opts: SamplingOptions,
-           freq_logits: torch.Tensor | None = None, in_category: torch.Tensor | None = None) -> torch.Tensor:
-    """One constrained draw per row. With `freq_logits` (V,) and `in_category` (B,) bool, rows that are
-    picking a code inside a chosen category draw from training frequencies instead of the model."""
+           freq_logits: torch.Tensor | None = None, in_category: torch.Tensor | None = None,
+           category: torch.Tensor | None = None, windows: tuple[torch.Tensor, int] | None = None) -> torch.Tensor:
+    """One constrained draw per row. `in_category` (B,) bool marks rows picking a code inside the
+    category they just chose (`category` (B,) its token id); with code_sampler="frequency" those draw
+    from training frequencies `freq_logits` (V,) instead of the model, plainly (no temperature/top-p).
+
+    Hierarchical speed-up (`windows` = first code id per category, widest category): the category
+    step only needs the specials and categories (ids < code_offset), a code step only its category's
+    contiguous codes, so each row is drawn over that slice, not the whole vocabulary. Every row takes
+    the same path whatever its neighbours, so this keeps batch independence.
+    """
     u = u.to(logits.device)
-    masked = mask_logits(logits, allowed, layout)
-    tok = sample_from_logits(masked, u, opts.temperature, opts.top_k, opts.top_p)
-    if opts.code_sampler == "frequency" and freq_logits is not None and in_category is not None and bool(in_category.any()):
-        rows = in_category.nonzero().squeeze(1)
-        fm = mask_logits(freq_logits.expand(rows.numel(), -1), allowed[rows], layout)
-        tok[rows] = sample_from_logits(fm, u[rows], 1.0, 0, 1.0)
+    if windows is None or in_category is None or category is None or not layout.hierarchical:
+        masked = mask_logits(logits, allowed, layout)
+        tok = sample_from_logits(masked, u, opts.temperature, opts.top_k, opts.top_p)
+        if opts.code_sampler == "frequency" and freq_logits is not None and in_category is not None and bool(in_category.any()):
+            rows = in_category.nonzero().squeeze(1)
+            fm = mask_logits(freq_logits.expand(rows.numel(), -1), allowed[rows], layout)
+            tok[rows] = sample_from_logits(fm, u[rows], 1.0, 0, 1.0)
+        return tok
+    co = layout.code_offset
+    tok = torch.empty(logits.shape[0], dtype=torch.long, device=logits.device)
+    a = (~in_category).nonzero().squeeze(1)
+    if a.numel():  # specials and categories: columns [0, code_offset)
+        masked = mask_logits(logits[a, :co], allowed[a, :co], layout)
+        tok[a] = sample_from_logits(masked, u[a], opts.temperature, opts.top_k, opts.top_p)
+    b = in_category.nonzero().squeeze(1)
+    if b.numel():  # the chosen category's codes: a window of `width` columns from its first code
+        lo, width = windows
+        idx = lo[category[b]][:, None] + torch.arange(width, device=logits.device)  # (nb, width)
+        inside = idx < logits.shape[1]
+        idx = idx.clamp(max=logits.shape[1] - 1)
+        ok = allowed[b].gather(1, idx) & inside  # columns past the category are not allowed codes of it
+        if opts.code_sampler == "frequency" and freq_logits is not None:
+            masked = mask_logits(freq_logits[idx], ok, layout, closing=False)
+            col = sample_from_logits(masked, u[b], 1.0, 0, 1.0)
+        else:
+            masked = mask_logits(logits[b].gather(1, idx), ok, layout, closing=False)
+            col = sample_from_logits(masked, u[b], opts.temperature, opts.top_k, opts.top_p)
+        tok[b] = idx.gather(1, col[:, None]).squeeze(1)
     return tok
 
 
@@ -199,6 +230,8 @@ class Sampler:
         freq = torch.full((len(vocab),), -torch.inf)
         freq[vocab.code_offset:] = torch.log(counts)  # zero counts -> -inf (never drawn)
         self.freq_logits = freq.to(self.device)
+        w = category_windows(self.layout)
+        self.windows = (torch.as_tensor(w[0], device=self.device), w[1]) if w is not None else None
 
     @classmethod
     def from_bundle(cls, bundle, device="cpu") -> Sampler:
@@ -338,7 +371,7 @@ class Sampler:
         while True:
             ok = allowed_next(state, L, limits)
             u = torch.from_numpy(uniforms(keys[rows.cpu().numpy()], pos))
-            tok = choose(logits, ok, L, u, opts, self.freq_logits, state.phase == CATEGORY)
+            tok = choose(logits, ok, L, u, opts, self.freq_logits, state.phase == CATEGORY, state.category, self.windows)
             if pos - 1 < longest:
                 tok = self._apply_forced(tok, ok, rows, table[rows, pos - 1])
             emitting = state.phase != DONE  # rows kept as padding emit <pad>: not part of their record

@@ -13,6 +13,7 @@ from model.constraints import (
     TokenLayout,
     advance,
     allowed_next,
+    category_windows,
     init_state,
     mask_logits,
 )
@@ -75,13 +76,16 @@ def decode(layout, limits, allowed, logits_fn, opts, forced=None):
     seqs = [[layout.bos] for _ in range(B)]
     keys = np.arange(B, dtype=np.uint64) * np.uint64(7919) + np.uint64(1)
     freq = torch.log(torch.arange(layout.vocab_size, dtype=torch.float32) % 5)
+    w = category_windows(layout)  # sorted layouts take the sliced (windowed) path, shuffled ones the full one
+    windows = (torch.as_tensor(w[0]), w[1]) if w is not None else None
     for step in range(limits.max_length + 2):
         if bool((state.phase == DONE).all()):
             break
         ok = allowed_next(state, layout, limits)
         assert ok.any(1).all()
         u = torch.as_tensor(uniforms(keys, step))
-        tok = choose(logits_fn(step, B), ok, layout, u, opts, freq_logits=freq, in_category=state.phase == 2)
+        tok = choose(logits_fn(step, B), ok, layout, u, opts, freq_logits=freq, in_category=state.phase == 2,
+                     category=state.category, windows=windows)
         assert ok.gather(1, tok[:, None]).all()
         state = advance(state, tok, layout, limits, allowed=ok)
         for i in range(B):
@@ -95,6 +99,8 @@ def decode(layout, limits, allowed, logits_fn, opts, forced=None):
 def problems(draw):
     n_cat = draw(st.integers(1, 6))
     code_cats = draw(st.lists(st.integers(0, n_cat - 1), min_size=1, max_size=14))
+    if draw(st.booleans()):
+        code_cats = sorted(code_cats)  # contiguous categories, as the real vocabulary has them
     hier = draw(st.booleans())
     layout = make_layout(n_cat, code_cats, hier)
     limits = Limits(max_visits=draw(st.integers(1, 4)), max_codes_per_visit=draw(st.integers(1, 5)),
