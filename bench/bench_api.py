@@ -203,6 +203,7 @@ def main() -> int:
     p.add_argument("--broker-url", default=os.environ.get("PROMPTEHR_BENCH_REDIS", "redis://127.0.0.1:6379/14"))
     p.add_argument("--shared-data", type=Path, default=Path(os.environ.get(
         "PROMPTEHR_SHARED_DATA", REPO.parent / "shared" / "data")))
+    p.add_argument("--only", choices=["post_cohorts", "get_report"], help="measure one endpoint")
     p.add_argument("--out", type=Path, help="also write the JSON here")
     args = p.parse_args()
     if 4 * (args.seconds + args.warmup) > 45:
@@ -226,6 +227,8 @@ def main() -> int:
                         "get_report": (lambda c: c.get(report_path), 200)}
             results = {}
             for name, (request, expect) in requests.items():
+                if args.only and name != args.only:
+                    continue
                 results[name] = {
                     mode: asyncio.run(phase(base, ids["key"], args.clients, args.warmup, args.seconds, request, expect,
                                             rate))
