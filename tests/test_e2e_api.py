@@ -24,7 +24,8 @@ from tests.test_worker_support import (
     Api,
     app_env,
     create_api_key,
-    flush_redis,
+    delete_queue,
+    private_queue,
     start_api,
     start_celery_worker,
     throwaway_database,
@@ -103,10 +104,10 @@ def run_flow(api: Api, home: Path, timings: dict, *, on_training_running=None) -
 def celery_flow(tmp_path_factory, shared_data, redis_url, postgres_url):
     home = tmp_path_factory.mktemp("celery-home")
     timings: dict = {}
-    flush_redis(redis_url)
+    queue = private_queue()
     with throwaway_database() as db:
         env = app_env(home=home, data_root=shared_data, database_url=db, broker_url=redis_url,
-                      PROMPTEHR_COHORT_SHARD_SIZE=SHARD_SIZE)
+                      PROMPTEHR_COHORT_SHARD_SIZE=SHARD_SIZE, PROMPTEHR_CELERY_QUEUE=queue)
         worker = start_celery_worker(env, home / "worker.log")
         api_proc = None
         try:
@@ -145,6 +146,7 @@ def celery_flow(tmp_path_factory, shared_data, redis_url, postgres_url):
             if api_proc is not None:
                 api_proc.stop()
             worker.stop()
+            delete_queue(redis_url, queue)
 
 
 @pytest.fixture(scope="module")

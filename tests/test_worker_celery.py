@@ -25,7 +25,8 @@ from tests.test_worker_support import (
     Api,
     app_env,
     create_api_key,
-    flush_redis,
+    delete_queue,
+    private_queue,
     pool_children,
     start_api,
     start_celery_worker,
@@ -41,9 +42,10 @@ def stack(tmp_path_factory, shared_data, redis_url, postgres_url):
     data = home / "data"
     for name in ("m3", "m3-bad"):
         shutil.copytree(shared_data / "mimic3-demo", data / name)
-    flush_redis(redis_url)
+    queue = private_queue()
     with throwaway_database() as db:
-        env = app_env(home=home, data_root=data, database_url=db, broker_url=redis_url)
+        env = app_env(home=home, data_root=data, database_url=db, broker_url=redis_url,
+                      PROMPTEHR_CELERY_QUEUE=queue)
         worker = start_celery_worker(env, home / "worker.log")
         api_proc = None
         engine = sa.create_engine(db)
@@ -58,6 +60,7 @@ def stack(tmp_path_factory, shared_data, redis_url, postgres_url):
             if api_proc is not None:
                 api_proc.stop()
             worker.stop()
+            delete_queue(redis_url, queue)
 
 
 def job_row(stack, job_id: str) -> dict:

@@ -46,12 +46,18 @@ def throwaway_database() -> Iterator[str]:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-def flush_redis(url: str) -> None:
+def private_queue() -> str:
+    """A queue name of the test's own: the shared test Redis may serve other workers at the same time,
+    and a worker must not take (and drop, as unknown) another test's messages."""
+    return f"gpu-test-{uuid.uuid4().hex[:10]}"
+
+
+def delete_queue(url: str, queue: str) -> None:
     import redis
 
     client = redis.Redis.from_url(url)
     try:
-        client.flushdb()
+        client.delete(queue, f"_kombu.binding.{queue}")
     finally:
         client.close()
 
@@ -132,9 +138,11 @@ class Process:
 
 
 def start_celery_worker(env: dict[str, str], log_path: Path, *, name: str | None = None) -> Process:
-    """`celery -A worker.celery_app worker -Q gpu -c 1`, waiting until it consumes."""
+    """`celery -A worker.celery_app worker -Q gpu -c 1` (the queue: PROMPTEHR_CELERY_QUEUE of `env`,
+    as the API sends to), waiting until it consumes."""
     name = name or f"test-{uuid.uuid4().hex[:8]}@%h"
-    worker = Process([CELERY, "-A", "worker.celery_app", "worker", "-Q", "gpu", "-c", "1", "-P", "prefork",
+    queue = env.get("PROMPTEHR_CELERY_QUEUE", "gpu")
+    worker = Process([CELERY, "-A", "worker.celery_app", "worker", "-Q", queue, "-c", "1", "-P", "prefork",
                       "--loglevel", "info", "--without-gossip", "--without-mingle", "-n", name], env, log_path)
     worker.wait_for_log(" ready.", timeout=90)
     return worker
