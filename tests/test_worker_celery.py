@@ -92,7 +92,9 @@ def test_cancel_stops_a_running_training_job(stack):
                                       "batch_size": 4, "early_stopping_patience": 1000}, 202)
     running, _ = api.poll(f"/training-jobs/{job['id']}", until=("running", "succeeded", "failed"), interval=0.1)
     assert running["status"] == "running"
-    while api.get(f"/training-jobs/{job['id']}").json()["progress"]["done"] < 2:
+    deadline = time.monotonic() + 120
+    while (now := api.get(f"/training-jobs/{job['id']}").json())["progress"]["done"] < 2:
+        assert now["status"] == "running" and time.monotonic() < deadline, now
         time.sleep(0.1)
     asked = time.monotonic()
     api.post(f"/training-jobs/{job['id']}/cancel", {}, 202)
