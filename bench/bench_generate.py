@@ -73,7 +73,8 @@ def naive_one(sampler: Sampler, age: float, sex: str, key: int, opts: SamplingOp
             logits, _ = m.decode(torch.tensor([dec], device=dev), enc, age_t, sex_t)  # full prefix, no cache
             ok = allowed_next(state, L, limits)
             # the draw is computed (it is part of the work compared) and then replaced by the replayed token
-            choose(logits[:, -1], ok, L, torch.from_numpy(uniforms(keys, pos)), opts, sampler.freq_logits, state.phase == 2)
+            choose(logits[:, -1], ok, L, torch.from_numpy(uniforms(keys, pos)), opts, sampler.freq_logits, state.phase == 2,
+                   state.category, sampler.windows)
             t = replay[pos - 1]
             state = advance(state, torch.tensor([t], device=dev), L, limits, check=False)
             dec.append(t)
