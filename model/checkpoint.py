@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, save_file
 
 from model.config import ModelConfig, TrainConfig, load_json, save_json
 from model.errors import CheckpointError
@@ -44,6 +44,20 @@ def _replace(path: Path, write) -> None:
     os.replace(tmp, path)
 
 
+def _unique_tensors(model) -> dict[str, torch.Tensor]:
+    """The state dict with tied aliases dropped, keeping the first name in sorted order: the same bytes in
+    every process (safetensors' own save_model records aliases in set order, which varies per process)."""
+    sd = model.state_dict()
+    seen, out = set(), {}
+    for name in sorted(sd):
+        t = sd[name]
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()))
+        if key not in seen:
+            seen.add(key)
+            out[name] = t.detach().cpu().contiguous()
+    return out
+
+
 def write_manifest(directory: str | Path) -> None:
     d = Path(directory)
     files = {name: sha256_of(d / name) for name in FILES}
@@ -58,7 +72,7 @@ def save_checkpoint(directory: str | Path, model, vocab: Vocabulary, model_confi
                     train_config: TrainConfig | None, log: list[dict], extra: dict | None = None) -> None:
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
-    _replace(d / WEIGHTS, lambda p: save_model(model, str(p), metadata={"format": "pt"}))
+    _replace(d / WEIGHTS, lambda p: save_file(_unique_tensors(model), str(p), metadata={"format": "pt"}))
     _replace(d / CONFIG, lambda p: save_json(p, model_config, train_config, extra))
     _replace(d / VOCAB, lambda p: vocab.save(p))
     write_log(d, log)
@@ -112,7 +126,17 @@ def load_checkpoint(directory: str | Path, device="cpu"):
     if model_config.vocab_size != len(vocab):
         raise CheckpointError(f"{d / CONFIG}: vocab_size {model_config.vocab_size} != {len(vocab)} tokens in vocab.json")
     model = PromptBart(model_config)
-    missing, unexpected = load_model(model, str(d / WEIGHTS), strict=False, device=str(device))
+    expected = set(_unique_tensors(model))  # tied aliases are loaded through their one stored name
+    try:
+        tensors = load_file(str(d / WEIGHTS))
+    except Exception as e:  # a safetensors header that does not parse
+        raise CheckpointError(f"{d / WEIGHTS}: unreadable safetensors file ({e})") from None
+    missing, unexpected = expected - set(tensors), set(tensors) - expected
+    if not missing and not unexpected:
+        try:
+            model.load_state_dict(tensors, strict=False)
+        except RuntimeError as e:  # shape mismatch
+            raise CheckpointError(f"{d / WEIGHTS}: weights do not fit the config ({str(e)[:200]})") from None
     if missing or unexpected:
         raise CheckpointError(f"{d / WEIGHTS}: weights do not fit the config (missing {sorted(missing)[:3]}, "
                               f"unexpected {sorted(unexpected)[:3]})")

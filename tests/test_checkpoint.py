@@ -76,3 +76,34 @@ def test_missing_file_and_bad_manifest(saved):
     (d / MANIFEST).unlink()
     with pytest.raises(CheckpointError, match="manifest.json"):
         load_checkpoint(d)
+
+
+SAVE_SCRIPT = """
+import sys, torch
+from model.checkpoint import save_checkpoint
+from model.config import model_config
+from model.promptbart import PromptBart
+from model.vocab import Vocabulary
+from tests.test_vocab import toy_patients
+v = Vocabulary.build(toy_patients(20))
+torch.manual_seed(0)
+cfg = model_config("tiny", vocab_size=len(v), code_offset=v.code_offset)
+save_checkpoint(sys.argv[1], PromptBart(cfg), v, cfg, None, [])
+"""
+
+
+def test_same_bytes_in_every_process(tmp_path):
+    import hashlib
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    digests = []
+    for seed in ("1", "2"):  # different string-hash seeds: set and dict orders differ between the processes
+        out = tmp_path / seed
+        env = {**os.environ, "PYTHONHASHSEED": seed, "OMP_NUM_THREADS": "1"}
+        subprocess.run([sys.executable, "-c", SAVE_SCRIPT, str(out)], cwd=repo, env=env, check=True)
+        digests.append(hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest())
+    assert digests[0] == digests[1]
