@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from model.config import ModelConfig, TrainConfig, load_json, save_json
@@ -129,7 +130,7 @@ def load_checkpoint(directory: str | Path, device="cpu"):
     expected = set(_unique_tensors(model))  # tied aliases are loaded through their one stored name
     try:
         tensors = load_file(str(d / WEIGHTS))
-    except Exception as e:  # a safetensors header that does not parse
+    except (SafetensorError, OSError) as e:  # a safetensors header that does not parse
         raise CheckpointError(f"{d / WEIGHTS}: unreadable safetensors file ({e})") from None
     missing, unexpected = expected - set(tensors), set(tensors) - expected
     if not missing and not unexpected:
