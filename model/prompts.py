@@ -4,6 +4,10 @@ Each feature goes through a small "reparameterised" network (a hidden bottleneck
 128 in the reference) that outputs `prompt_length` vectors; as in the reference the feature prompts are
 concatenated along the sequence, giving `2 * prompt_length` vectors that are prepended to the token
 embeddings. PromptBart holds two of these, one for the encoder and one for the decoder.
+
+Caveat of the reference's age network: LayerNorm right after Linear(1, hidden) sees a*w + b, which for
+large |a| normalises to about sign(a) * w: the age must be standardised (config.age_mean/age_sd from the
+training split, as demographics_to_tensors does) or the prompt hardly changes with age.
 """
 from __future__ import annotations
 
