@@ -6,7 +6,8 @@ registered):
   worker process goes on to the next job;
 - a cancel request stops a running training job (status cancelled, no model);
 - when the pool child running a training job is killed (SIGKILL, as the OOM killer would), the
-  message comes back, the next child takes the job over and resumes from the last snapshot.
+  message comes back, the next child takes the job over and resumes from the last snapshot, ending
+  with exactly the weights of an uninterrupted run.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from tests.test_worker_support import (
     start_api,
     start_celery_worker,
     throwaway_database,
+    torch_threads,
 )
 
 pytestmark = [pytest.mark.services, pytest.mark.timeout(600)]
@@ -138,3 +140,18 @@ def test_a_killed_worker_child_is_taken_over_and_training_resumes(stack):
     assert stack.worker.proc.poll() is None  # the master outlived its child
     load_checkpoint(checkpoint)  # the checkpoint verifies against its manifest
     assert not snapshot.parent.exists()  # resume state removed once training finished
+
+    # Resumed, it ends with the very weights an uninterrupted run of the same job trains.
+    from model.checkpoint import sha256_of
+    from model.data import load_patients
+    from model.split import split_patients
+    from model.train import train
+    from worker.train_task import _train_config
+
+    train_patients, val_patients, _ = split_patients(load_patients(stack.data / "m3", format="mimic3"), 3)
+    config = _train_config(SimpleNamespace(preset="tiny", epochs=12, seed=3, mode="hierarchical",
+                                           options={"batch_size": 4, "early_stopping_patience": 1000}))
+    reference = stack.home / "reference"
+    with torch_threads():
+        train(train_patients, val_patients, config, reference, device="cpu")
+    assert sha256_of(checkpoint / "model.safetensors") == sha256_of(reference / "model.safetensors")
