@@ -25,7 +25,8 @@ runs it (worker.claims), so a message delivered twice is harmless and one lost i
 - JSON only: no pickle in either direction.
 
 Recovery that needs no message: a timer in the master sends again, every few minutes and at start,
-the jobs nobody is working on (running with a stale heartbeat or a dead claimant on this host).
+the jobs nobody is working on: running with a stale heartbeat or a dead claimant on this host, and
+queued ones whose message the broker no longer holds.
 """
 from __future__ import annotations
 
@@ -113,22 +114,41 @@ def _fresh_child(**_):
     forget_process_context()
 
 
+def sweep_interval(settings) -> float:
+    return max(5.0, min(300.0, settings.job_stale_after_seconds / 2))
+
+
 def send_orphans() -> int:
-    """Send again the jobs nobody works on; returns how many. Runs in the master, with an engine of
-    its own that is disposed before returning (a later fork must not inherit its connections)."""
-    from worker.claims import orphaned_jobs
+    """Send again the jobs nobody works on; returns how many. Two kinds:
+    - running, with a stale heartbeat or a claimant process that is gone on this host;
+    - queued for longer than a sweep interval with no message naming them in the broker (it was
+      lost: Redis restarted empty or was flushed).
+    Runs in the master, with an engine of its own that is disposed before returning (a later fork
+    must not inherit its connections). A job sent twice runs once: the claim decides."""
+    from datetime import timedelta
+
+    from service.models.base import utcnow
+    from worker.broker import messages_naming
+    from worker.claims import orphaned_jobs, queued_jobs
     from worker.context import make_context
     from worker.dispatch import TASK_OF_KIND
 
     ctx = make_context()
     try:
         orphans = orphaned_jobs(ctx, include_queued=False)
+        waiting = queued_jobs(ctx, created_before=utcnow() - timedelta(seconds=sweep_interval(ctx.settings)))
     finally:
         ctx.close()
-    for kind, job_id in orphans:
-        log.warning("%s %s has no live worker: sending it again", kind, job_id)
-        app.send_task(TASK_OF_KIND[kind], args=[job_id], queue=app.conf.task_default_queue)
-    return len(orphans)
+    queue = app.conf.task_default_queue
+    resend = [(kind, job_id, "has no live worker") for kind, job_id in orphans]
+    if waiting:
+        present = messages_naming(app.conf.broker_url, queue, [job_id for _, job_id in waiting])
+        resend += [(kind, job_id, "is queued but the broker holds no message for it")
+                   for kind, job_id in waiting if job_id not in present]
+    for kind, job_id, why in resend:
+        log.warning("%s %s %s: sending it again", kind, job_id, why)
+        app.send_task(TASK_OF_KIND[kind], args=[job_id], queue=queue)
+    return len(resend)
 
 
 def _sweep_safely() -> None:
@@ -150,7 +170,7 @@ class OrphanSweep(bootsteps.StartStopStep):
     def start(self, worker):
         from service.settings import get_settings
 
-        interval = max(5.0, min(300.0, get_settings().job_stale_after_seconds / 2))
+        interval = sweep_interval(get_settings())
         self.tref = worker.timer.call_repeatedly(interval, _sweep_safely, (), priority=10)
 
     def stop(self, worker):

@@ -17,7 +17,8 @@ import os
 import socket
 import threading
 import time
-from datetime import timedelta
+from collections.abc import Iterable
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -72,15 +73,17 @@ def _stale_after(ctx: WorkerContext) -> timedelta:
     return timedelta(seconds=ctx.settings.job_stale_after_seconds)
 
 
-def claim(ctx: WorkerContext, kind: str, job_id: str, worker_id: str) -> bool:
-    """Take job `job_id`; False when it is someone else's (alive), finished, cancelled or unknown."""
+def claim(ctx: WorkerContext, kind: str, job_id: str, worker_id: str, *, released: Iterable[str] = ()) -> bool:
+    """Take job `job_id`; False when it is someone else's (alive), finished, cancelled or unknown.
+    `released`: claimant ids known to have stopped working on it (this process's earlier attempt that
+    lost the database), taken over like dead ones."""
     with ctx.session() as session:
         if store.claim_job(session, kind, job_id, worker_id, stale_after=_stale_after(ctx)):
             return True
         row = session.get(store.JOB_KINDS[kind], job_id)
         if row is None or row.status != JobStatus.running.value or row.heartbeat_at is None:
             return False
-        if not claimant_is_dead(row.claimed_by):
+        if row.claimed_by not in set(released) and not claimant_is_dead(row.claimed_by):
             return False
         # Compare-and-set on the dead claimant's last heartbeat: claimable only while heartbeat_at is
         # still (within a millisecond) what we just read; anyone who claims first moves it to now.
@@ -180,4 +183,24 @@ def orphaned_jobs(ctx: WorkerContext, *, include_queued: bool) -> list[tuple[str
     return [(kind, job_id) for _, kind, job_id in found]
 
 
-__all__ = ["MAX_ATTEMPTS", "Lease", "claim", "claimant_is_dead", "new_worker_id", "orphaned_jobs"]
+def queued_jobs(ctx: WorkerContext, *, created_before: datetime) -> list[tuple[str, str]]:
+    """(kind, id) of jobs still queued that were created before `created_before` (their message should
+    have been taken long ago), in the order of orphaned_jobs."""
+    found: list[tuple[Any, str, str]] = []
+    with ctx.session() as session:
+        for kind, m in (("train", TrainingJob), ("generate", CohortShard), ("evaluate", Report)):
+            stmt = sa.select(m.id, m.created_at).where(
+                m.status == JobStatus.queued.value, m.cancel_requested.is_(False), m.created_at < created_before
+            )
+            if kind != "train":
+                stmt = stmt.join(Cohort, Cohort.id == m.cohort_id).where(
+                    Cohort.status.in_([JobStatus.queued.value, JobStatus.running.value]),
+                    Cohort.cancel_requested.is_(False),
+                )
+            found.extend((created_at, kind, job_id) for job_id, created_at in session.execute(stmt))
+    order = {"train": 0, "generate": 1, "evaluate": 2}
+    found.sort(key=lambda t: (order[t[1]], t[0]))
+    return [(kind, job_id) for _, kind, job_id in found]
+
+
+__all__ = ["MAX_ATTEMPTS", "Lease", "claim", "claimant_is_dead", "new_worker_id", "orphaned_jobs", "queued_jobs"]

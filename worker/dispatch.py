@@ -14,9 +14,9 @@ KIND_OF_TASK = {TRAIN: "train", GENERATE: "generate", EVALUATE: "evaluate"}
 TASK_OF_KIND = {v: k for k, v in KIND_OF_TASK.items()}
 
 
-def run_task(task_name: str, job_id: str, ctx: WorkerContext) -> str:
+def run_task(task_name: str, job_id: str, ctx: WorkerContext, **claim) -> str:
     """Run task `task_name` on job `job_id`. Returns the outcome (see worker.execution.run_job);
-    never raises for a job's own failure."""
+    never raises for a job's own failure. `claim`: worker_id / released, passed to run_job."""
     if task_name == TRAIN:
         from worker.train_task import run_train as fn
     elif task_name == GENERATE:
@@ -26,4 +26,4 @@ def run_task(task_name: str, job_id: str, ctx: WorkerContext) -> str:
     else:
         log.error("unknown task %r for job %s: dropped", task_name, job_id)
         return "skipped"
-    return fn(str(job_id), ctx)
+    return fn(str(job_id), ctx, **claim)

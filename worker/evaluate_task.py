@@ -98,5 +98,5 @@ def evaluate_report(ctx: WorkerContext, lease: Lease) -> None:
         store.mark_succeeded(session, KIND, report_id, worker_id=lease.worker_id)
 
 
-def run_evaluate(report_id: str, ctx: WorkerContext) -> str:
-    return run_job(ctx, KIND, report_id, evaluate_report)
+def run_evaluate(report_id: str, ctx: WorkerContext, **claim) -> str:
+    return run_job(ctx, KIND, report_id, evaluate_report, **claim)

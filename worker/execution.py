@@ -9,6 +9,10 @@ How a job ends:
 - `Stopped` because the user cancelled: mark_cancelled;
 - `Stopped` because the claim was lost (another worker took over) or the process is shutting down:
   nothing is written; the row stays running and is resumed by whoever claims it next;
+- the database went away (connection refused or dropped): nothing can be written, and the job is not
+  at fault, so it is not failed: "retry" is returned, the row stays running, and the job is resumed
+  (the embedded runner tries again itself; under Celery the child exits and the sweep resends the
+  job of a claimant that is gone);
 - bad data (DataError), a checkpoint that fails its manifest (CheckpointError) or any other error:
   mark_failed with a one-line reason (a DataError names the file). Never re-raised: a broken job
   must not take the worker process down with it.
@@ -16,7 +20,9 @@ How a job ends:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+
+from sqlalchemy import exc as sa_exc
 
 from model.errors import CheckpointError, DataError
 from service import store
@@ -42,12 +48,22 @@ def _reason(e: BaseException) -> str:
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
-def run_job(ctx: WorkerContext, kind: str, job_id: str, body: Body) -> str:
+def is_database_outage(e: BaseException) -> bool:
+    """The database could not be reached or dropped the connection (not a problem of the job's)."""
+    if isinstance(e, sa_exc.DBAPIError) and e.connection_invalidated:
+        return True
+    return isinstance(e, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError))
+
+
+def run_job(ctx: WorkerContext, kind: str, job_id: str, body: Body, *, worker_id: str | None = None,
+            released: Iterable[str] = ()) -> str:
     """Run `body` on job `job_id` if this process can claim it. Returns what happened:
-    "skipped" (not claimed), "succeeded", "cancelled", "failed" or "stopped" (left to be resumed)."""
-    worker_id = new_worker_id()
+    "skipped" (not claimed), "succeeded", "cancelled", "failed", "stopped" (left to be resumed) or
+    "retry" (the database went away; left running, to be resumed). `worker_id`: the claimant id to
+    use (new by default); `released`: earlier claimant ids of this caller that may be taken over."""
+    worker_id = worker_id or new_worker_id()
     try:
-        if not claim(ctx, kind, job_id, worker_id):
+        if not claim(ctx, kind, job_id, worker_id, released=released):
             log.info("%s %s: not claimed (running elsewhere, finished, cancelled or unknown)", kind, job_id)
             return "skipped"
         with ctx.session() as session:
@@ -55,11 +71,15 @@ def run_job(ctx: WorkerContext, kind: str, job_id: str, body: Body) -> str:
             if attempt > MAX_ATTEMPTS:
                 store.mark_failed(
                     session, kind, job_id,
-                    f"gave up after {attempt - 1} attempts: the worker process died during each of them",
+                    f"gave up after {attempt - 1} attempts: each ended without finishing "
+                    "(the worker process died or lost the database)",
                     worker_id=worker_id,
                 )
                 return "failed"
-    except Exception:
+    except Exception as e:
+        if is_database_outage(e):
+            log.warning("%s %s: database unreachable while claiming (%s)", kind, job_id, type(e).__name__)
+            return "retry"
         log.exception("%s %s: could not claim", kind, job_id)
         return "skipped"
 
@@ -73,6 +93,10 @@ def run_job(ctx: WorkerContext, kind: str, job_id: str, body: Body) -> str:
         except Exception as e:
             if lease.cancelled.is_set():
                 return _stopped(ctx, kind, job_id, worker_id, lease)
+            if is_database_outage(e):
+                log.warning("%s %s: lost the database (%s); left running, to be resumed", kind, job_id,
+                            type(e).__name__)
+                return "retry"
             if isinstance(e, (DataError, CheckpointError)):
                 log.warning("%s %s failed: %s", kind, job_id, e)
             else:

@@ -72,5 +72,5 @@ def generate_shard(ctx: WorkerContext, lease: Lease) -> None:
         jobs.enqueue("evaluate", report_id, ctx.settings)
 
 
-def run_generate(shard_id: str, ctx: WorkerContext) -> str:
-    return run_job(ctx, KIND, shard_id, generate_shard)
+def run_generate(shard_id: str, ctx: WorkerContext, **claim) -> str:
+    return run_job(ctx, KIND, shard_id, generate_shard, **claim)

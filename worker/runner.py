@@ -7,8 +7,10 @@ Celery worker runs. Claims work the same way too, so an id queued twice runs onc
 
 At start the runner queues every job left queued, and every job left running by a process that is
 gone (a previous `promptehr serve` that was stopped or killed): training resumes from its last
-snapshot, generation from the last stored patient. When the process exits the running job is asked
-to stop (training writes a snapshot) and stays `running`, to be resumed by the next start.
+snapshot, generation from the last stored patient; while idle it looks again every few minutes for
+running jobs nobody heartbeats. A job that lost the database is tried again (after 1, 2, 4, ... 30 s)
+and resumes where it stopped. When the process exits the running job is asked to stop (training
+writes a snapshot) and stays `running`, to be resumed by the next start.
 """
 from __future__ import annotations
 
@@ -19,17 +21,19 @@ import threading
 
 from service.settings import Settings, get_settings
 from worker.claims import orphaned_jobs
-from worker.context import WorkerContext, make_context
+from worker.context import WorkerContext, make_context, new_worker_id
 from worker.dispatch import TASK_OF_KIND, run_task
 
 log = logging.getLogger(__name__)
 
 _STOP = object()
+DB_RETRIES = 6  # after 1, 2, 4, 8, 16 and 30 s: about a minute of database outage
 
 
 class LocalRunner:
-    def __init__(self, ctx: WorkerContext, *, recover: bool = True):
+    def __init__(self, ctx: WorkerContext, *, recover: bool = True, sweep_every: float | None = None):
         self.ctx = ctx
+        self.sweep_every = sweep_every or max(5.0, min(300.0, ctx.settings.job_stale_after_seconds / 2))
         self._queue: queue.Queue = queue.Queue()
         self._idle = threading.Condition()
         self._pending = 0  # queued + running
@@ -61,14 +65,18 @@ class LocalRunner:
         from worker.model_loading import clear_cache
 
         while True:
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=self.sweep_every)
+            except queue.Empty:
+                self._sweep()
+                continue
             if item is _STOP:
                 return
             task_name, job_id = item
             try:
                 if self.ctx.shutdown.is_set():
                     continue  # left queued in the database; the next start picks it up
-                outcome = run_task(task_name, job_id, self.ctx)
+                outcome = self._run(task_name, job_id)
                 self.outcomes.append((task_name, job_id, outcome))
             except Exception:  # run_task records job failures itself; this is a bug, not the job's
                 log.exception("embedded runner: %s %s raised", task_name, job_id)
@@ -78,6 +86,30 @@ class LocalRunner:
                     if self._pending == 0:
                         clear_cache()
                         self._idle.notify_all()
+
+    def _run(self, task_name: str, job_id: str) -> str:
+        """Run one job; when it lost the database, wait and take it up again (it resumes)."""
+        released: list[str] = []
+        outcome = "retry"
+        for attempt in range(DB_RETRIES + 1):
+            worker_id = new_worker_id()
+            outcome = run_task(task_name, job_id, self.ctx, worker_id=worker_id, released=released)
+            if outcome != "retry":
+                return outcome
+            released.append(worker_id)
+            if attempt < DB_RETRIES:
+                log.warning("embedded runner: %s %s lost the database; trying again", task_name, job_id)
+                if self.ctx.shutdown.wait(min(30.0, 2.0**attempt)):
+                    return "stopped"
+        return outcome
+
+    def _sweep(self) -> None:
+        """Queue running jobs whose worker is gone (stale heartbeat, dead process)."""
+        try:
+            for kind, job_id in orphaned_jobs(self.ctx, include_queued=False):
+                self(TASK_OF_KIND[kind], job_id)
+        except Exception:
+            log.exception("embedded runner: sweep for orphaned jobs failed")
 
     # -- control ----------------------------------------------------------------------------------
 

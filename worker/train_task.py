@@ -147,5 +147,5 @@ def train_job(ctx: WorkerContext, lease: Lease) -> None:
     log.info("train %s: model %s registered (%s)", job_id, model_id, result.status)
 
 
-def run_train(job_id: str, ctx: WorkerContext) -> str:
-    return run_job(ctx, KIND, job_id, train_job)
+def run_train(job_id: str, ctx: WorkerContext, **claim) -> str:
+    return run_job(ctx, KIND, job_id, train_job, **claim)
