@@ -5,6 +5,7 @@ registered):
 - a dataset whose file went bad fails its training job with a reason naming the file, and the same
   worker process goes on to the next job;
 - a cancel request stops a running training job (status cancelled, no model);
+- a queued job whose message the broker lost is sent again by the worker's sweep and runs;
 - when the pool child running a training job is killed (SIGKILL, as the OOM killer would), the
   message comes back, the next child takes the job over and resumes from the last snapshot, ending
   with exactly the weights of an uninterrupted run.
@@ -46,8 +47,9 @@ def stack(tmp_path_factory, shared_data, redis_url, postgres_url):
         shutil.copytree(shared_data / "mimic3-demo", data / name)
     queue = private_queue()
     with throwaway_database() as db:
+        # Stale after 12 s: heartbeats every 3 s, the sweep every 6 s.
         env = app_env(home=home, data_root=data, database_url=db, broker_url=redis_url,
-                      PROMPTEHR_CELERY_QUEUE=queue)
+                      PROMPTEHR_CELERY_QUEUE=queue, PROMPTEHR_JOB_STALE_AFTER_SECONDS="12")
         worker = start_celery_worker(env, home / "worker.log")
         api_proc = None
         engine = sa.create_engine(db)
@@ -155,3 +157,26 @@ def test_a_killed_worker_child_is_taken_over_and_training_resumes(stack):
     with torch_threads():
         train(train_patients, val_patients, config, reference, device="cpu")
     assert sha256_of(checkpoint / "model.safetensors") == sha256_of(reference / "model.safetensors")
+
+
+def test_a_queued_job_whose_message_was_lost_is_sent_again_and_runs(stack):
+    from datetime import timedelta
+
+    from service import store
+    from service.db import make_sessionmaker
+    from service.models import TrainingJob
+    from service.models.base import utcnow
+
+    # The row as the API writes it, but its message never reached the broker (or Redis lost it).
+    with make_sessionmaker(stack.engine)() as session:
+        job = store.create_training_job(session, dataset_id=stack.good["id"], preset="tiny", mode="hierarchical",
+                                        epochs=1, seed=0)
+        session.execute(sa.update(TrainingJob).where(TrainingJob.id == job.id)
+                        .values(created_at=utcnow() - timedelta(minutes=1)))
+        session.commit()
+    t0 = time.monotonic()
+    done, _ = stack.api.poll(f"/training-jobs/{job.id}", timeout=120)
+    assert done["status"] == "succeeded", done
+    assert time.monotonic() - t0 < 60
+    assert "broker holds no message for it: sending it again" in stack.worker.log()
+    assert job_row(stack, job.id)["attempt"] == 1

@@ -223,3 +223,47 @@ def test_runner_runs_jobs_one_at_a_time_in_order(ctx, tmp_path):
         ctx.shutdown.clear()
     assert [(name, i) for name, i, _ in runner.outcomes] == [(GENERATE, i) for i in ids]
     assert {o for _, _, o in runner.outcomes} == {"failed"}
+
+
+def test_losing_the_database_leaves_the_job_running_to_be_resumed(ctx):
+    from sqlalchemy import exc as sa_exc
+
+    from worker.execution import run_job
+
+    job = training_job(ctx)
+
+    def body(_ctx, _lease):
+        raise sa_exc.OperationalError("SELECT 1", {}, ConnectionRefusedError("connection refused"))
+
+    first = new_worker_id()
+    assert run_job(ctx, "train", job.id, body, worker_id=first) == "retry"
+    with ctx.session() as s:
+        row = store.get_training_job(s, job.id)
+    assert (row.status, row.claimed_by, row.error) == ("running", first, None)  # not failed: not its fault
+    assert not claim(ctx, "train", job.id, new_worker_id())  # still looks held by a live process...
+    second = new_worker_id()
+    assert claim(ctx, "train", job.id, second, released=[first])  # ...until its holder says it let go
+    with ctx.session() as s:
+        assert store.get_training_job(s, job.id).attempt == 2
+        store.mark_cancelled(s, "train", job.id)
+
+
+def test_the_runner_takes_a_job_up_again_after_a_database_outage(ctx, monkeypatch):
+    import worker.runner
+
+    calls = []
+
+    def fake_run_task(task_name, job_id, _ctx, *, worker_id, released):
+        calls.append((worker_id, list(released)))
+        return "retry" if len(calls) == 1 else "succeeded"
+
+    monkeypatch.setattr(worker.runner, "run_task", fake_run_task)
+    runner = LocalRunner(ctx, recover=False)
+    try:
+        runner(TRAIN, "some-job")
+        assert runner.wait_idle(30)
+    finally:
+        runner.stop()
+        ctx.shutdown.clear()
+    assert runner.outcomes == [(TRAIN, "some-job", "succeeded")]
+    assert len(calls) == 2 and calls[1][1] == [calls[0][0]]  # the second try may take over the first's claim
