@@ -87,10 +87,6 @@ def lost_message(stack):
     return stack.api.poll(f"/training-jobs/{job['id']}", timeout=120)[0] if body["status"] != "queued" else body
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "worker.celery_app's sweep resends only *running* orphans (orphaned_jobs(include_queued=False)): a job whose "
-    "message the broker lost (Redis restarted or flushed without it) stays queued for ever; reported to the worker "
-    "owner (resend queued jobs older than a threshold; a duplicate is refused by the claim)"))
 def test_a_queued_job_whose_message_redis_lost_still_runs(lost_message):
     assert lost_message["status"] == "succeeded", lost_message
 
