@@ -17,6 +17,11 @@ from importlib import resources
 from typing import NamedTuple
 
 RESOURCE = "resources/icd9_hierarchy.csv.gz"
+# The shape of an undotted ICD-9-CM diagnosis code, the form every loader keeps: 3-5 digits,
+# V + 2-4 digits or E + 3-4 digits. [0-9] rather than \d, which some regex engines read as any
+# Unicode digit. For re.fullmatch / pandas str.fullmatch (grouped, so an engine that adds anchors
+# around it still anchors every alternative).
+CODE_PATTERN = r"(?:[0-9]{3,5}|V[0-9]{2,4}|E[0-9]{3,4})"
 # Node types that are codes; chapters ("001-139") and sections ("401-405") are ranges, not codes.
 CODE_TYPES = frozenset({"category", "subcategory", "subclassification"})
 

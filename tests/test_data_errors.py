@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -169,3 +170,83 @@ def test_long_format_errors(tmp_path):
     pd.DataFrame({"patient_id": ["1"], "visit_id": ["1"], "visit_time": [1.0]}).to_parquet(pq)
     e = error(pq)
     assert e.column == "code" and "x.parquet" in str(e)
+
+
+# --- diagnosis codes: undotted ICD-9-CM only ------------------------------------------------------
+
+# Not ICD-9-CM shaped after stripping blanks: dotted, lower case, too short or long, a wrong letter,
+# non-ASCII digits (Arabic-Indic 4019), a blank inside.
+BAD_CODES = ["XYZ!!", "250.00", "v5861", "40", "123456", "V1", "V12345", "E12", "E12345", "X123", "4019A",
+             "\u0664\u0660\u0661\u0669", "40 19"]
+# Every accepted shape: 3, 4 and 5 digits (leading zero kept), V + 2 and 4 digits, E + 3 and 4 digits.
+GOOD_CODES = ["401", "4019", "40191", "0389", "V12", "V5861", "E849", "E8889"]
+
+
+@pytest.mark.parametrize("code", BAD_CODES)
+def test_mimic3_code_not_icd9_shaped_names_file_line_column_and_value(demo, code):
+    edit_line(demo / "DIAGNOSES_ICD.csv", 7, lambda s: s.rsplit(",", 1)[0] + "," + code)
+    e = error(demo)
+    assert (Path(e.path).name, e.line, e.column) == ("DIAGNOSES_ICD.csv", 7, "icd9_code")
+    assert "DIAGNOSES_ICD.csv, line 7, column 'icd9_code'" in str(e) and f"(got {code!r})" in str(e)
+    assert "not an ICD-9-CM diagnosis code" in str(e)
+
+
+def test_every_icd9_shape_loads_as_given(tmp_path):
+    path = tmp_path / "x.csv"
+    rows = "".join(f"p1,v{i},2020-01-{i + 1:02d},{c}\n" for i, c in enumerate(GOOD_CODES))
+    path.write_text("patient_id,visit_id,visit_time,code\n" + rows + "p1,v0,2020-01-01, 4019 \n")
+    (p,) = load_patients(path)
+    assert p.visits == [["401", "4019"]] + [[c] for c in GOOD_CODES[1:]]
+
+
+def test_mimic4_checks_icd9_rows_only(shared_data, tmp_path):
+    hosp = tmp_path / "m4" / "hosp"
+    hosp.mkdir(parents=True)
+    for t in ("patients", "admissions", "diagnoses_icd"):
+        shutil.copy(shared_data / "mimic4-demo" / "hosp" / f"{t}.csv.gz", hosp)
+    path = hosp / "diagnoses_icd.csv.gz"
+    lines = gzip.decompress(path.read_bytes()).decode().split("\n")
+    assert lines[0] == "subject_id,hadm_id,seq_num,icd_code,icd_version" and lines[1].endswith(",9")
+    ten = next(i for i, s in enumerate(lines) if s.endswith(",10"))
+    lines[ten] = lines[ten].rsplit(",", 2)[0] + ",NOT-ICD9!,10"  # an ICD-10 row is not checked
+    path.write_bytes(gzip.compress("\n".join(lines).encode()))
+    assert len(load_patients(tmp_path / "m4")) == 76
+    lines[1] = lines[1].rsplit(",", 2)[0] + ",413.9,9"
+    path.write_bytes(gzip.compress("\n".join(lines).encode()))
+    e = error(tmp_path / "m4")
+    assert (Path(e.path).name, e.line, e.column) == ("diagnoses_icd.csv.gz", 2, "icd_code") and "'413.9'" in str(e)
+
+
+def test_desynpuf_bad_code_names_its_slot_column(shared_data, tmp_path):
+    folder = copy_test0(shared_data, tmp_path / "a")
+
+    def slot_3(s: str) -> str:
+        fields = s.split(",")
+        assert fields[22] == "4019"  # ICD9_DGNS_CD_3 of the second claim
+        fields[22] = "401.9"
+        return ",".join(fields)
+
+    edit_line(folder / CLAIMS, 3, slot_3)
+    e = error(folder)
+    assert (Path(e.path).name, e.line, e.column) == (CLAIMS, 3, "icd9_dgns_cd_3") and "(got '401.9')" in str(e)
+
+
+def test_long_format_bad_code_in_csv_and_parquet(tmp_path):
+    csv = tmp_path / "x.csv"
+    csv.write_text("patient_id,visit_id,visit_time,code\n1,1,2020-01-01,4019\n1,1,2020-01-01,XYZ!!\n")
+    e = error(csv)
+    assert (e.line, e.column) == (3, "code") and "(got 'XYZ!!')" in str(e)
+    pq = tmp_path / "x.parquet"
+    pd.DataFrame({"patient_id": ["1", "1"], "visit_id": ["1", "1"], "visit_time": [1.0, 1.0],
+                  "code": ["4019", "XYZ!!"]}).to_parquet(pq)
+    e = error(pq)
+    assert (e.line, e.column) == (None, "code") and "row 2:" in str(e) and "'XYZ!!'" in str(e)
+    pd.DataFrame({"patient_id": ["1"], "visit_id": ["1"], "visit_time": [1.0], "code": [4019.0]}).to_parquet(pq)
+    assert "(got '4019.0')" in str(error(pq))  # a float column: the code lost its form
+
+
+def test_a_huge_bad_value_is_shown_shortened(tmp_path):
+    csv = tmp_path / "x.csv"
+    csv.write_text("patient_id,visit_id,visit_time,code\n1,1,2020-01-01," + "4" * 100_000 + "\n")
+    e = error(csv)
+    assert (e.line, e.column) == (2, "code") and "100,000 characters" in str(e) and len(str(e)) < 400

@@ -1,7 +1,8 @@
 """CMS DE-SynPUF folder: beneficiary summary file(s) + inpatient claims; or a parent folder of samples.
 
 - A visit is an inpatient claim (CLM_ID) at CLM_ADMSN_DT, or CLM_FROM_DT where that is empty.
-- Its codes are ICD9_DGNS_CD_1..10 in that order, empty slots skipped.
+- Its codes are ICD9_DGNS_CD_1..10 in that order, empty slots skipped; a code that is not ICD-9-CM
+  shaped is an error naming its file, line and slot column.
 - ADMTNG_ICD9_DGNS_CD (the admitting diagnosis) is NOT included. It is a separate field, the reason
   for admission rather than a diagnosis of the stay, and the agreed counts decide it: sample 1 has
   2,806 distinct codes without it and 2,923 with it; samples 1-6 have 4,626 without and 4,752 with.
@@ -30,7 +31,9 @@ from model.data.assemble import (
     whole_years,
 )
 from model.data.reading import (
+    BAD_CODE,
     CSV_SUFFIXES,
+    bad_codes,
     fail,
     parse_numbers,
     parse_sex,
@@ -96,6 +99,10 @@ def read_claims(paths: list[Path]) -> pd.DataFrame:
         }))
     rows = pd.concat(frames, ignore_index=True)
     rows["code"] = clean_codes(rows["code"].astype("str"))
+    bad = bad_codes(rows["code"])
+    if bad.any():  # name the slot column the code came from: seq k is ICD9_DGNS_CD_k
+        slot = int(rows["seq"].iat[int(np.flatnonzero(bad)[0])])
+        fail(paths, rows, bad, BAD_CODE, column="code", name=DX_COLUMNS[slot - 1])
     # A claim id listed twice with different dates stays one visit, at its earliest date.
     rows["time"] = rows.groupby(["patient_id", "visit_id"], sort=False)["time"].transform("min")
     return rows

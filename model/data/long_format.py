@@ -3,7 +3,8 @@
 One row per diagnosis, the interchange format of other EHR tools (and our own long CSV export).
 - visit_time: ISO dates/datetimes, or plain numbers (e.g. days since an index date); one kind per
   data set. A visit's time is the earliest time given on its rows.
-- codes keep the order of the file within a visit (there is no seq column).
+- codes keep the order of the file within a visit (there is no seq column); each must be an undotted
+  ICD-9-CM code (4019, V5861, E8889), else an error names its file, line (or Parquet row) and value.
 - age is the patient's age at the first visit: the first non-empty value in time order; capped at 90.
 - sex accepts M/F and male/female in any case; a patient's first non-empty value is used.
 - age and sex are optional columns. Without them a patient gets age NaN and sex "U" (unknown); the
@@ -19,6 +20,7 @@ import pandas as pd
 from model.data.assemble import cap_age, clean_codes, order_rows, to_patients
 from model.data.reading import (
     TABLE_SUFFIXES,
+    check_codes,
     fail,
     is_table,
     parse_numbers,
@@ -79,6 +81,7 @@ def read_long(paths: list[Path]) -> pd.DataFrame:
         raise DataError(paths[0], "visit_time is a date in some files and a number in others: expected one kind", column="visit_time")
     rows = pd.concat(frames, ignore_index=True)
     rows["code"] = clean_codes(rows["code"].astype("str"))
+    check_codes(paths, rows)
     rows["time"] = rows.groupby(["patient_id", "visit_id"], sort=False)["time"].transform("min")
     rows["seq"] = np.nan  # file order decides within a visit (order_rows breaks ties by row position)
     return rows

@@ -3,7 +3,8 @@
 A visit is an admission (HADM_ID) at ADMITTIME; its codes are DIAGNOSES_ICD.ICD9_CODE in SEQ_NUM
 order. Age is whole years from DOB to the first admission that has a diagnosis; MIMIC shifts the DOB
 of patients over 89 so that they compute to about 300, hence the cap at 90. Rows with an empty
-ICD9_CODE (full MIMIC-III has a few) are skipped; admissions without diagnoses are not visits.
+ICD9_CODE (full MIMIC-III has a few) are skipped; admissions without diagnoses are not visits. A
+code that is not ICD-9-CM shaped (undotted: 4019, V5861, E8889) is an error naming its line.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from model.data.assemble import (
     whole_years,
 )
 from model.data.reading import (
+    check_codes,
     fail,
     find_table,
     parse_numbers,
@@ -101,6 +103,7 @@ def load_mimic3(folder: Path) -> list[Patient]:
     pat = read_patients(pat_path)
     adm = read_admissions(adm_path)
     diag = read_diagnoses(diag_path)
+    check_codes([diag_path], diag, name="icd9_code")
     rows = order_rows(join_admissions(diag, adm, diag_path, adm_path))
     age, sex = demographics(rows, pat, pat_path, diag_path)
     return to_patients(rows, age, sex, diag_path)

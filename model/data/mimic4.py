@@ -1,7 +1,7 @@
 """MIMIC-IV folder (the folder holding hosp/, or hosp/ itself): patients, admissions, diagnoses_icd.
 
 Only ICD-9 rows (icd_version 9) are kept, so an admission coded in ICD-10 is not a visit and a patient
-with only ICD-10 admissions is dropped. MIMIC-IV has no date of birth: age at an admission is
+with only ICD-10 admissions is dropped; an ICD-9 row's code must be ICD-9-CM shaped. MIMIC-IV has no date of birth: age at an admission is
 anchor_age + (year(admittime) - anchor_year), taken at the first ICD-9 admission and capped at 90.
 """
 from __future__ import annotations
@@ -13,6 +13,7 @@ import pandas as pd
 from model.data.assemble import cap_age, first_visits, order_rows, to_patients
 from model.data.mimic3 import join_admissions, read_admissions, read_diagnoses
 from model.data.reading import (
+    check_codes,
     fail,
     find_table,
     parse_numbers,
@@ -51,6 +52,7 @@ def load_mimic4(folder: Path) -> list[Patient]:
     adm = read_admissions(adm_path)
     diag = read_diagnoses(diag_path, code_column="icd_code", extra=("icd_version",))
     diag = diag[(parse_numbers([diag_path], diag, "icd_version") == 9).to_numpy()]
+    check_codes([diag_path], diag, name="icd_code")  # after the filter: ICD-10 rows are not checked
     rows = order_rows(join_admissions(diag, adm, diag_path, adm_path))
     first = first_visits(rows)
     unknown = pat.index.get_indexer(first.index) < 0  # (isin on arrow strings loops in Python)

@@ -22,6 +22,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from model.errors import DataError
+from model.icd9 import CODE_PATTERN
 
 CSV_SUFFIXES = (".csv", ".csv.gz")
 TABLE_SUFFIXES = (".csv", ".csv.gz", ".parquet")
@@ -162,6 +163,11 @@ def read_table(path: Path, columns: list[str], *, file_index: int = 0, optional:
     return df
 
 
+def _shown(text: str, limit: int = 60) -> str:
+    # A bad value can be megabytes long (one runaway field); the message stays one short line.
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text):,} characters)"
+
+
 def fail(paths: list[Path], df: pd.DataFrame, bad: pd.Series | np.ndarray, expected: str, column: str | None = None, *, name: str | None = None):
     """Raise a DataError at the first row where `bad` is true, naming its file, line and value.
 
@@ -173,7 +179,7 @@ def fail(paths: list[Path], df: pd.DataFrame, bad: pd.Series | np.ndarray, expec
     value = df[column].iat[i] if column is not None and column in df else None
     if isinstance(value, pd.Timestamp):
         value = value.isoformat(sep=" ")
-    got = f" (got {str(value)!r})" if value is not None else ""
+    got = f" (got {_shown(str(value))})" if value is not None else ""
     column = name or column
     if path.name.lower().endswith(".parquet"):
         raise DataError(path, f"row {line}: {expected}{got}", column=column)
@@ -211,6 +217,24 @@ def parse_numbers(paths: list[Path], df: pd.DataFrame, column: str) -> pd.Series
     if bad.any():
         fail(paths, df, bad, "not a number: expected a number", column=column)
     return out
+
+
+BAD_CODE = ("not an ICD-9-CM diagnosis code: expected an undotted code such as 4019, 0389, V5861 or E8889 "
+            "(3-5 digits, V + 2-4 digits or E + 3-4 digits)")
+
+
+def bad_codes(codes: pd.Series) -> np.ndarray:
+    """True where a code is present but not ICD-9-CM shaped (model.icd9.CODE_PATTERN); one regex
+    match over the whole column, no row loop. Missing codes are not bad: loaders skip them."""
+    return (codes.notna() & ~codes.str.fullmatch(CODE_PATTERN, na=False)).to_numpy(dtype=bool)
+
+
+def check_codes(paths: list[Path], df: pd.DataFrame, column: str = "code", *, name: str | None = None) -> None:
+    """Refuse the first code that is not ICD-9-CM shaped, naming its file, line, column and value.
+    Run it on codes already cleaned (clean_codes) and on the rows the loader keeps."""
+    bad = bad_codes(df[column])
+    if bad.any():
+        fail(paths, df, bad, BAD_CODE, column=column, name=name)
 
 
 def parse_sex(paths: list[Path], df: pd.DataFrame, column: str, mapping: dict[str, str]) -> pd.Series:
