@@ -74,6 +74,14 @@ def test_cohort_is_queued_as_shards(client_for, auth, body, runner):
         ({"age": {"distribution": "histogram", "bins": [0, 18, 45], "weights": [0, 0]}}, "body.age.histogram"),
         ({"age": {"distribution": "histogram", "bins": [0, 18, 45], "weights": [1, -1]}}, "body.age.histogram.weights"),
         ({"age": {"distribution": "fixed", "value": -3}}, "body.age.fixed.value"),
+        # Over the model's age limit (90, model/cohort.py): refused here, not by a failed job.
+        ({"age": {"distribution": "fixed", "value": 91}}, "body.age.fixed.value"),
+        ({"age": {"distribution": "fixed", "value": 120}}, "body.age.fixed.value"),
+        ({"age": {**NORMAL, "max": 120}}, "body.age.normal.max"),
+        ({"age": {**NORMAL, "min": 95, "max": 100}}, "body.age.normal.min"),
+        ({"age": {**NORMAL, "mean": 100}}, "body.age.normal.mean"),
+        ({"age": {"distribution": "histogram", "bins": [0, 50, 120], "weights": [1, 1]}}, "body.age.histogram.bins.2"),
+        ({"age": {"distribution": "histogram", "bins": [0, 50, 91.5], "weights": [1, 1]}}, "body.age.histogram.bins.2"),
         ({"age": {"distribution": "poisson", "value": 3}}, "body.age"),
         ({"sex": {"female": 1.5}}, "body.sex.female"),
         ({"sex": {"female": -0.1}}, "body.sex.female"),
@@ -101,6 +109,44 @@ def test_valid_age_forms(client, auth, body, runner):
                 {"distribution": "fixed", "value": 40}, NORMAL):
         r = client.post("/cohorts", json={**body, "age": age}, headers=auth)
         assert r.status_code == 202, r.text
+
+
+# The edges of what the model takes (model.cohort.AgeSpec) and just past them.
+AGES_AT_THE_LIMIT = [
+    {"distribution": "fixed", "value": 0},
+    {"distribution": "fixed", "value": 90},
+    {"distribution": "normal", "mean": 90, "sd": 5, "min": 0, "max": 90},
+    {"distribution": "normal", "mean": 0, "sd": 5, "min": 0, "max": 1},
+    {"distribution": "histogram", "bins": [0, 91], "weights": [1]},  # [90, 91) is age 90
+    {"distribution": "histogram", "bins": [0, 65, 85, 91], "weights": [1, 1, 1]},
+]
+AGES_PAST_THE_LIMIT = [
+    {"distribution": "fixed", "value": 90.5},
+    {"distribution": "fixed", "value": -0.5},
+    {"distribution": "normal", "mean": 60, "sd": 5, "min": 18, "max": 90.01},
+    {"distribution": "normal", "mean": 60, "sd": 5, "min": -1, "max": 90},
+    {"distribution": "histogram", "bins": [0, 91.01], "weights": [1]},
+    {"distribution": "histogram", "bins": [-1, 50], "weights": [1]},
+]
+
+
+def test_age_limits_are_the_models(client, auth, body, runner):
+    """What POST /cohorts accepts the generating worker accepts too (model.cohort.AgeSpec), and an age
+    the model would refuse is a 422 naming the age field at POST time rather than a failed job."""
+    from model.cohort import MAX_AGE, AgeSpec
+    from service.schemas import cohorts as schema
+
+    assert schema.MAX_AGE == MAX_AGE
+    for age in AGES_AT_THE_LIMIT:
+        r = client.post("/cohorts", json={**body, "age": age}, headers=auth)
+        assert r.status_code == 202, (age, r.text)
+        AgeSpec.from_dict(r.json()["spec"]["age"])  # the spec as stored, as the worker reads it
+    for age in AGES_PAST_THE_LIMIT:
+        with pytest.raises(ValueError):
+            AgeSpec.from_dict(age)
+        assert_problem(client.post("/cohorts", json={**body, "age": age}, headers=auth), 422,
+                       f"body.age.{age['distribution']}")
+    assert len(runner) == len(AGES_AT_THE_LIMIT)
 
 
 def _cohort_with_patients(session, n: int) -> str:

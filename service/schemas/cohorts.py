@@ -6,7 +6,13 @@ from pydantic import ConfigDict, Field, StringConstraints, model_validator
 
 from service.schemas.common import JobPublic, StrictModel
 
-Age = Annotated[float, Field(ge=0, le=120)]
+# The model's limits (model/cohort.py, MAX_AGE): ages are whole years in [0, 90], as every loader caps
+# them (MIMIC shifts ages over 89); a histogram's last edge may be 91, since bin [90, 91) is age 90.
+# Checked here so that an age the model would refuse is a 422 at POST time, not a failed job.
+# (service/ does not import model.cohort, which pulls in torch; a test keeps the two in step.)
+MAX_AGE = 90
+Age = Annotated[float, Field(ge=0, le=MAX_AGE)]
+BinEdge = Annotated[float, Field(ge=0, le=MAX_AGE + 1)]
 # Undotted ICD-9-CM diagnosis codes: 3-5 digits, V + 2-4 digits, E + 3-4 digits.
 ICD9Code = Annotated[str, StringConstraints(pattern=r"^(?:\d{3,5}|V\d{2,4}|E\d{3,4})$")]
 
@@ -27,7 +33,8 @@ class NormalAge(StrictModel):
 
 class HistogramAge(StrictModel):
     distribution: Literal["histogram"]
-    bins: list[Age] = Field(min_length=2, max_length=200, description="Bin edges, strictly increasing.")
+    bins: list[BinEdge] = Field(min_length=2, max_length=200, description=(
+        f"Bin edges in years, strictly increasing, in [0, {MAX_AGE + 1}]: bin [a, b) draws whole years a..b-1."))
     weights: list[Annotated[float, Field(ge=0)]] = Field(min_length=1, max_length=199)
 
     @model_validator(mode="after")
