@@ -1,7 +1,9 @@
 """Service settings: one class, read from the environment, built lazily by `get_settings()`.
 
 Environment variables: `DATABASE_URL`, `CELERY_BROKER_URL`, `PROMPTEHR_HOME`, `PROMPTEHR_DATA_ROOT`,
-`PROMPTEHR_MODEL_ROOT` and `PROMPTEHR_<FIELD>` for the limits (for example `PROMPTEHR_MAX_EPOCHS`).
+`PROMPTEHR_MODEL_ROOT` and `PROMPTEHR_<FIELD>` for the limits (for example `PROMPTEHR_MAX_EPOCHS`) and
+for the workers' settings (`PROMPTEHR_DEVICE`, `PROMPTEHR_WORKER_MAX_TASKS_PER_CHILD`, ...): worker/
+reads every setting through this class, never from the environment itself.
 
 With no `DATABASE_URL` the service runs embedded: a SQLite file under `PROMPTEHR_HOME`
 (`database_is_embedded` is then true) and, with no `CELERY_BROKER_URL`, an in-process job runner.
@@ -11,7 +13,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, PrivateAttr, model_validator
+from pydantic import AliasChoices, Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -58,10 +60,27 @@ class Settings(BaseSettings):
     # A running job whose heartbeat is older than this may be claimed again (the worker died).
     job_stale_after_seconds: int = Field(default=600, ge=1)
     export_chunk_rows: int = Field(default=500, ge=1)
+
+    # Workers (worker/; the API ignores these).
     # Patients a worker generates (and stores) at a time within a shard (None: the worker's default).
     generation_batch_size: int | None = Field(default=None, ge=1)
+    # Jobs a Celery pool child runs before it is replaced: 1, a fresh process per job (what a job
+    # leaked, GPU memory included, goes back); 0 never replaces it (saves a CUDA start-up per shard).
+    worker_max_tasks_per_child: int = Field(default=1, ge=0)
+    # torch device of the jobs: cpu, cuda, cuda:N or mps; None (unset, empty or "auto"): cuda when
+    # torch sees one, else cpu.
+    device: str | None = Field(default=None, pattern=r"^(?:cpu|cuda(?::[0-9]+)?|mps)$")
 
     _embedded: bool = PrivateAttr(default=False)
+
+    @field_validator("device", mode="before")
+    @classmethod
+    def _auto_device(cls, value):
+        if isinstance(value, str):
+            value = value.strip().lower()
+            if value in ("", "auto"):
+                return None
+        return value
 
     @model_validator(mode="after")
     def _fill_paths(self) -> Settings:

@@ -70,3 +70,87 @@ def test_worker_command_arguments():
     assert build_argv(args, "gpu")[:8] == ["worker", "--queues", "gpu", "--concurrency", "1", "--loglevel", "info",
                                            "--pool"]
     assert "prefork" in build_argv(args, "gpu")
+
+
+# --- worker settings come from service.settings.Settings, validated -------------------------------
+
+WORKER_DIR = REPO / "worker"
+
+
+def _settings(monkeypatch, tmp_path, **env: str):
+    from service.settings import Settings
+
+    monkeypatch.setenv("PROMPTEHR_HOME", str(tmp_path))
+    for name in ("PROMPTEHR_DEVICE", "PROMPTEHR_WORKER_MAX_TASKS_PER_CHILD", "PROMPTEHR_GENERATION_BATCH_SIZE",
+                 "PROMPTEHR_CELERY_VISIBILITY_TIMEOUT_SECONDS"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return Settings()
+
+
+def test_max_tasks_per_child_from_the_environment(monkeypatch, tmp_path):
+    from worker.celery_app import max_tasks_per_child
+
+    assert max_tasks_per_child(_settings(monkeypatch, tmp_path)) == 1  # a fresh child per job
+    assert max_tasks_per_child(_settings(monkeypatch, tmp_path, PROMPTEHR_WORKER_MAX_TASKS_PER_CHILD="3")) == 3
+    assert max_tasks_per_child(_settings(monkeypatch, tmp_path, PROMPTEHR_WORKER_MAX_TASKS_PER_CHILD="0")) is None
+
+
+def test_device_from_the_environment(monkeypatch, tmp_path):
+    from worker.context import pick_device
+
+    for given, device in (("cpu", "cpu"), ("cuda:1", "cuda:1"), (" CUDA ", "cuda"), ("mps", "mps")):
+        settings = _settings(monkeypatch, tmp_path, PROMPTEHR_DEVICE=given)
+        assert settings.device == device and pick_device(settings) == device
+    for unset in ("", "auto"):
+        assert _settings(monkeypatch, tmp_path, PROMPTEHR_DEVICE=unset).device is None
+    assert _settings(monkeypatch, tmp_path).device is None
+
+
+@pytest.mark.parametrize("name, value", [
+    ("PROMPTEHR_WORKER_MAX_TASKS_PER_CHILD", "-1"),
+    ("PROMPTEHR_WORKER_MAX_TASKS_PER_CHILD", "many"),
+    ("PROMPTEHR_DEVICE", "gpu"),
+    ("PROMPTEHR_DEVICE", "cuda:x"),
+    ("PROMPTEHR_GENERATION_BATCH_SIZE", "0"),
+    ("PROMPTEHR_CELERY_VISIBILITY_TIMEOUT_SECONDS", "0"),
+    ("PROMPTEHR_CELERY_VISIBILITY_TIMEOUT_SECONDS", "a week"),
+])
+def test_bad_worker_settings_are_refused_naming_the_field(monkeypatch, tmp_path, name, value):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError) as info:
+        _settings(monkeypatch, tmp_path, **{name: value})
+    assert name.removeprefix("PROMPTEHR_").lower() in str(info.value)
+
+
+def test_worker_reads_no_environment_variable_itself():
+    """Every setting goes through Settings (validated, one place): worker/ has no os.environ/getenv."""
+    offenders = [f"{p.name}:{i}" for p in sorted(WORKER_DIR.glob("*.py"))
+                 for i, line in enumerate(p.read_text().splitlines(), 1)
+                 if "os.environ" in line or "getenv" in line]
+    assert not offenders, offenders
+
+
+def test_every_variable_the_worker_names_is_a_setting():
+    """The PROMPTEHR_* names worker/ documents (code and README) are Settings fields."""
+    import re
+
+    from service.settings import Settings
+
+    named = {m for p in [*WORKER_DIR.glob("*.py"), WORKER_DIR / "README.md"]
+             for m in re.findall(r"PROMPTEHR_([A-Z0-9_]+)", p.read_text())}
+    fields = {n.upper() for n in Settings.model_fields} | {"HOME"}  # promptehr_home: PROMPTEHR_HOME
+    assert {"DEVICE", "WORKER_MAX_TASKS_PER_CHILD", "GENERATION_BATCH_SIZE"} <= named
+    assert named <= fields, named - fields
+
+
+def test_settings_are_not_built_at_import(tmp_path):
+    """An invalid worker setting fails when the worker starts using settings, not on import."""
+    code = ("import worker.celery_app as m, worker.tasks, worker.context, worker.generate_task; "
+            "from service.settings import get_settings; print(get_settings.cache_info().currsize)")
+    env = app_env(home=tmp_path, data_root=tmp_path, broker_url="redis://127.0.0.1:1/0", PROMPTEHR_DEVICE="gpu")
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True,
+                         timeout=60, check=True)
+    assert out.stdout.split() == ["0"]

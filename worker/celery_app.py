@@ -43,18 +43,14 @@ DEFAULT_VISIBILITY_TIMEOUT = 7 * 24 * 3600
 
 def visibility_timeout(settings) -> int:
     """settings.celery_visibility_timeout_seconds (PROMPTEHR_CELERY_VISIBILITY_TIMEOUT_SECONDS)."""
-    from worker.context import worker_setting
-
-    return int(worker_setting(settings, "celery_visibility_timeout_seconds", DEFAULT_VISIBILITY_TIMEOUT))
+    configured = settings.celery_visibility_timeout_seconds
+    return DEFAULT_VISIBILITY_TIMEOUT if configured is None else configured
 
 
 def max_tasks_per_child(settings) -> int | None:
     """settings.worker_max_tasks_per_child (PROMPTEHR_WORKER_MAX_TASKS_PER_CHILD): 1, a fresh child per
-    job, unless configured; 0 means never recycle (saves a CUDA start-up per shard, keeps what jobs leak)."""
-    from worker.context import worker_setting
-
-    n = int(worker_setting(settings, "worker_max_tasks_per_child", 1))
-    return n if n > 0 else None
+    job, by default; 0 means never recycle (saves a CUDA start-up per shard, keeps what jobs leak)."""
+    return settings.worker_max_tasks_per_child or None
 
 
 def celery_config() -> dict:

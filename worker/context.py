@@ -35,22 +35,10 @@ def new_worker_id() -> str:
     return f"{socket.gethostname()}:{pid}:{process_start_ticks(pid)}.{uuid.uuid4().hex[:8]}"
 
 
-def worker_setting(settings: Settings, name: str, default=None, cast=int):
-    """A worker setting: the Settings field `name` where the service defines it, else the environment
-    variable PROMPTEHR_<NAME> (read the same way Settings reads its own), else `default`."""
-    value = getattr(settings, name, None)
-    if value is None:
-        raw = os.environ.get(f"PROMPTEHR_{name.upper()}", "").strip()
-        if raw:
-            value = cast(raw)
-    return default if value is None else value
-
-
 def pick_device(settings: Settings) -> str:
-    """`device` (settings or PROMPTEHR_DEVICE) when given, else cuda when torch sees one, else cpu."""
-    wanted = worker_setting(settings, "device", cast=str)
-    if wanted:
-        return str(wanted)
+    """settings.device (PROMPTEHR_DEVICE) when given, else cuda when torch sees one, else cpu."""
+    if settings.device:
+        return settings.device
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"

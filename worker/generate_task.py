@@ -12,7 +12,7 @@ import logging
 
 from service import jobs, store
 from worker.claims import Lease
-from worker.context import WorkerContext, worker_setting
+from worker.context import WorkerContext
 from worker.execution import Stopped, run_job
 from worker.model_loading import load_model_bundle
 
@@ -48,7 +48,7 @@ def generate_shard(ctx: WorkerContext, lease: Lease) -> None:
     device = ctx.get_device()
     bundle = load_model_bundle(ctx.model_root, model_row, device)
     spec = CohortSpec.from_dict(cohort.spec or {})
-    batch = int(worker_setting(ctx.settings, "generation_batch_size", DEFAULT_BATCH))
+    batch = ctx.settings.generation_batch_size or DEFAULT_BATCH
     stop = shard.start_index + shard.count
     lease.progress(done, shard.count, "patients", force=True)
 
