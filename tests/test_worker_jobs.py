@@ -155,6 +155,45 @@ def test_a_missing_dataset_file_fails_the_job_naming_it(ctx, tmp_path):
     assert row.status == "failed" and str(tmp_path / "gone") in row.error and "Traceback" not in row.error
 
 
+def test_bad_data_under_the_data_root_fails_the_job_naming_the_file_relative_to_it(database_url, tmp_path,
+                                                                                    shared_data):
+    """The stored error names the file as the user registered it (relative to the data root), with
+    line, column and value, and shows nothing of the server's folders."""
+    from tests.test_data_mimic3 import copy_demo
+
+    root = tmp_path / "srv" / "data"
+    folder = copy_demo(shared_data / "mimic3-demo", root / "hospital" / "m3")
+    lines = (folder / "DIAGNOSES_ICD.csv").read_text().split("\n")
+    lines[6] = lines[6].rsplit(",", 1)[0] + ",XYZ!!"
+    (folder / "DIAGNOSES_ICD.csv").write_text("\n".join(lines))
+    settings = Settings(database_url=database_url, promptehr_home=tmp_path, data_root=root,
+                        model_root=tmp_path / "models")
+    c = make_context(settings, device="cpu")
+    try:
+        job = training_job(c, path="hospital/m3")
+        assert run_task(TRAIN, job.id, c) == "failed"
+        with c.session() as s:
+            error = store.get_training_job(s, job.id).error
+    finally:
+        c.close()
+    assert error.startswith("hospital/m3/DIAGNOSES_ICD.csv, line 7, column 'icd9_code': not an ICD-9-CM"), error
+    assert "(got 'XYZ!!')" in error and str(tmp_path) not in error and "srv" not in error
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("/srv/data/m3/X.csv, line 7: bad", "m3/X.csv, line 7: bad"),
+    ("missing file: expected X.csv in /srv/data/m3", "missing file: expected X.csv in m3"),
+    ("No such file: '/srv/data/a/b'", "No such file: 'a/b'"),
+    ("/srv/data: no files", ".: no files"),
+    *[(other, other) for other in ("/srv/data2/x", "/srv/database", "/srv/data.old/x", "/backup/srv/data/x")],
+    ("/elsewhere/x.csv: no such file", "/elsewhere/x.csv: no such file"),
+])
+def test_paths_under_the_data_root_are_made_relative(text, expected):
+    from worker.execution import relative_to_data_root
+
+    assert relative_to_data_root(text, "/srv/data/") == relative_to_data_root(text, Path("/srv/data")) == expected
+
+
 def test_a_checkpoint_not_matching_the_registered_manifest_fails_the_cohort(ctx, tmp_path):
     directory = tmp_path / "ckpt"
     fake_checkpoint(directory)

@@ -15,12 +15,16 @@ How a job ends:
   job of a claimant that is gone);
 - bad data (DataError), a checkpoint that fails its manifest (CheckpointError) or any other error:
   mark_failed with a one-line reason (a DataError names the file). Never re-raised: a broken job
-  must not take the worker process down with it.
+  must not take the worker process down with it. Paths under the data root are written relative to
+  it, as the user registered the dataset: a stored error never shows the server's folders.
 """
 from __future__ import annotations
 
 import logging
+import os
+import re
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 from sqlalchemy import exc as sa_exc
 
@@ -46,6 +50,26 @@ def _reason(e: BaseException) -> str:
         return "out of memory"
     text = str(e).strip().replace("\n", " ")
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def relative_to_data_root(text: str, data_root: str | Path | None) -> str:
+    """`text` with every path under the data root written relative to it ("/srv/data/m3/X.csv" ->
+    "m3/X.csv"; the root itself -> "."), for the configured root and the one it resolves to. A path
+    that merely starts with the same letters ("/srv/data2") or holds the root inside it is left alone."""
+    if data_root is None:
+        return text
+    roots = {str(Path(data_root))}
+    try:
+        roots.add(str(Path(data_root).resolve()))
+    except (OSError, RuntimeError):
+        pass
+    sep = re.escape(os.sep)
+    for root in sorted((r.rstrip(os.sep) for r in roots), key=len, reverse=True):
+        if not root:  # a data root of "/": every path is under it; nothing to shorten
+            continue
+        pattern = rf"(?<![\w.{sep}-]){re.escape(root)}(?:({sep})+|(?![\w.{sep}-]))"
+        text = re.sub(pattern, lambda m: "" if m.group(1) else ".", text)
+    return text
 
 
 def is_database_outage(e: BaseException) -> bool:
@@ -103,7 +127,8 @@ def run_job(ctx: WorkerContext, kind: str, job_id: str, body: Body, *, worker_id
                 log.exception("%s %s failed", kind, job_id)
             try:
                 with ctx.session() as session:
-                    store.mark_failed(session, kind, job_id, _reason(e), worker_id=worker_id)
+                    store.mark_failed(session, kind, job_id, relative_to_data_root(_reason(e), ctx.data_root),
+                                      worker_id=worker_id)
             except Exception:
                 log.exception("%s %s: could not record the failure", kind, job_id)
             return "failed"
