@@ -63,27 +63,39 @@ def load_model_scorer(model_dir: str, device: str):
     return load_scorer(model_dir, device)
 
 
-def evaluate(args: argparse.Namespace) -> int:
-    from model.data import load_patients
-    from model.evaluation import EvaluationConfig, build_report
+def train_and_holdout(real: list, split_seed: int) -> tuple[list, list]:
+    """The real data's train and holdout splits (model/split.py); both must hold patients."""
     from model.split import split_patients
 
-    scorer = load_model_scorer(args.model, args.device) if args.model else None  # fail before the slow part
-    synthetic = read_synthetic(Path(args.synthetic))
-    train, _, holdout = split_patients(load_patients(args.real, format=args.format), args.split_seed)
+    train, _, holdout = split_patients(real, split_seed)
     if not train or not holdout:
         from cli.main import UsageError
 
         raise UsageError(f"the real data split into {len(train)} train and {len(holdout)} holdout patients: need both")
+    return train, holdout
+
+
+def write_report(report, out, html=None) -> None:
+    """The report's JSON to `out` and, when `html` is given, its self-contained page there."""
+    Path(out).write_text(report.to_json(indent=2))
+    if html:
+        from model.evaluation.html import render_html
+
+        Path(html).write_text(render_html(report), encoding="utf-8")
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    from model.data import load_patients
+    from model.evaluation import EvaluationConfig, build_report
+
+    scorer = load_model_scorer(args.model, args.device) if args.model else None  # fail before the slow part
+    synthetic = read_synthetic(Path(args.synthetic))
+    train, holdout = train_and_holdout(load_patients(args.real, format=args.format), args.split_seed)
     generator = read_generator(Path(args.generator)) if args.generator else None
     config = EvaluationConfig(seed=args.seed, n_subsamples=args.subsamples)
     report = build_report(synthetic, train, holdout, config=config, model_scorer=scorer,
                           generator=generator, split_seed=args.split_seed)
-    Path(args.out).write_text(report.to_json(indent=2))
-    if args.html:
-        from model.evaluation.html import render_html
-
-        Path(args.html).write_text(render_html(report), encoding="utf-8")
+    write_report(report, args.out, args.html)
     print(json.dumps({"out": args.out, "html": args.html, "passed": report.passed}))
     return 0
 

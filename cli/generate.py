@@ -68,8 +68,47 @@ def output_format(args: argparse.Namespace) -> str:
     return "jsonl"
 
 
-def run(args: argparse.Namespace) -> int:
+def set_threads(threads: int | None) -> None:
+    """torch's CPU threads; None or 0 leaves torch's own choice (its physical core count)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def load_sampler(model_dir, device_name: str):
+    """(Sampler, torch.device) for a checkpoint directory; a device that is not there is a usage error."""
+    from cli.main import UsageError
+    from model.checkpoint import load_checkpoint
+    from model.sample import Sampler
+    from model.train import resolve_device
+
+    try:
+        device = resolve_device(device_name)
+    except (ValueError, RuntimeError) as e:
+        raise UsageError(f"--device {device_name}: {e}") from None
+    return Sampler.from_bundle(load_checkpoint(model_dir, device), device), device
+
+
+def generate_with_progress(sampler, spec, n: int, seed: int, *, batch_size: int, device) -> tuple[list, float]:
+    """model.cohort.generate_cohort with a progress bar on stderr; returns (patients, seconds)."""
     import time
+
+    from tqdm import tqdm
+
+    from model.cohort import generate_cohort
+
+    t0 = time.time()
+    with tqdm(total=n, unit="patient", dynamic_ncols=True, file=sys.stderr) as bar:
+        def progress(done: int, total: int) -> None:
+            bar.update(done - bar.n)
+            bar.set_postfix(patients_s=f"{done / max(time.time() - t0, 1e-9):.1f}")
+
+        patients = generate_cohort(sampler, spec, n, seed, batch_size=batch_size, device=device, progress=progress)
+    return patients, time.time() - t0
+
+
+def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from cli.main import UsageError
@@ -88,41 +127,23 @@ def run(args: argparse.Namespace) -> int:
     if args.max_codes_per_visit is not None:
         body["max_codes_per_visit"] = args.max_codes_per_visit
 
-    import torch
-    from tqdm import tqdm
-
-    from model.checkpoint import load_checkpoint
-    from model.cohort import CohortSpec, check_feasible, generate_cohort
+    from model.cohort import CohortSpec, check_feasible
     from model.export import write_export
-    from model.sample import Sampler
-    from model.train import resolve_device
 
     try:
         spec = CohortSpec.from_dict(body)
         check_feasible(spec)
     except (TypeError, ValueError) as e:
         raise UsageError(str(e)) from None
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
-        device = resolve_device(args.device)
-    except (ValueError, RuntimeError) as e:
-        raise UsageError(f"--device {args.device}: {e}") from None
-    sampler = Sampler.from_bundle(load_checkpoint(args.model, device), device)
+    set_threads(args.threads)
+    sampler, device = load_sampler(args.model, args.device)
     try:
         sampler.required_prefix(spec.required_codes)  # codes outside the vocabulary: a usage error, before any work
     except ValueError as e:
         raise UsageError(str(e)) from None
 
     fmt = output_format(args)
-    t0 = time.time()
-    with tqdm(total=args.n, unit="patient", dynamic_ncols=True, file=sys.stderr) as bar:
-        def progress(done: int, total: int) -> None:
-            bar.update(done - bar.n)
-            bar.set_postfix(patients_s=f"{done / max(time.time() - t0, 1e-9):.1f}")
-
-        patients = generate_cohort(sampler, spec, args.n, args.seed, batch_size=args.batch_size, device=device, progress=progress)
-    seconds = time.time() - t0
+    patients, seconds = generate_with_progress(sampler, spec, args.n, args.seed, batch_size=args.batch_size, device=device)
     size = write_export(patients, out, fmt)
     print(f"{len(patients)} patients in {seconds:.1f} s ({len(patients) / max(seconds, 1e-9):.1f} patients/s), "
           f"seed {args.seed} -> {out} ({fmt}, {size} bytes)", file=sys.stderr)

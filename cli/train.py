@@ -27,20 +27,11 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def train_with_progress(train_set, val_set, cfg, out, *, resume: bool = False, device: str = "auto"):
+    """model.train.train with a progress bar and one line per epoch on stderr; returns its TrainResult."""
     from tqdm import tqdm
 
-    from model.config import train_config
-    from model.data import load_patients
-    from model.split import split_patients
     from model.train import train
-
-    patients = load_patients(args.data, format=args.format)
-    train_set, val_set, holdout = split_patients(patients, args.split_seed)
-    cfg = train_config(args.preset, mode=args.mode, epochs=args.epochs, max_steps=args.max_steps,
-                       batch_size=args.batch_size, lr=args.lr, seed=args.seed, init_from=args.init_from)
-    print(f"promptehr train: {len(patients)} patients -> train {len(train_set)}, validation {len(val_set)}, "
-          f"holdout {len(holdout)} (split seed {args.split_seed}); preset {args.preset}, {args.mode}", file=sys.stderr)
 
     bar = None
 
@@ -58,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         bar.refresh()
 
     try:
-        result = train(train_set, val_set, cfg, args.out, progress=progress, resume=args.resume, device=args.device)
+        return train(train_set, val_set, cfg, out, progress=progress, resume=resume, device=device)
     except FileExistsError as e:
         from cli.main import UsageError
 
@@ -66,10 +57,30 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
+
+
+def result_line(result) -> str:
+    """One line: status, epochs, steps, the best epoch's validation figures, time and directory."""
     last = next((r for r in result.log if r["epoch"] == result.best_epoch), result.log[-1] if result.log else {})
-    print(f"{result.status}: {result.epochs_run} epochs, {result.steps} steps, best epoch {result.best_epoch} "
-          f"(val_loss {last.get('val_loss', float('nan')):.4f}, val_ppl {last.get('val_ppl', float('nan')):.2f}, "
-          f"unigram {last.get('baseline_ppl', float('nan')):.2f}) in {result.seconds:.1f} s -> {result.out_dir}")
+    return (f"{result.status}: {result.epochs_run} epochs, {result.steps} steps, best epoch {result.best_epoch} "
+            f"(val_loss {last.get('val_loss', float('nan')):.4f}, val_ppl {last.get('val_ppl', float('nan')):.2f}, "
+            f"unigram {last.get('baseline_ppl', float('nan')):.2f}) in {result.seconds:.1f} s -> {result.out_dir}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from model.config import train_config
+    from model.data import load_patients
+    from model.split import split_patients
+
+    patients = load_patients(args.data, format=args.format)
+    train_set, val_set, holdout = split_patients(patients, args.split_seed)
+    cfg = train_config(args.preset, mode=args.mode, epochs=args.epochs, max_steps=args.max_steps,
+                       batch_size=args.batch_size, lr=args.lr, seed=args.seed, init_from=args.init_from)
+    print(f"promptehr train: {len(patients)} patients -> train {len(train_set)}, validation {len(val_set)}, "
+          f"holdout {len(holdout)} (split seed {args.split_seed}); preset {args.preset}, {args.mode}", file=sys.stderr)
+
+    result = train_with_progress(train_set, val_set, cfg, args.out, resume=args.resume, device=args.device)
+    print(result_line(result))
     if args.eval_holdout and result.status != "stopped":
         import json
 
