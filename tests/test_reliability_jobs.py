@@ -426,10 +426,7 @@ def bad_data_runs(stack, shared_data, killed_cohort):
             "good": good, "master": master, "alive_after_good": worker.proc.poll() is None}
 
 
-@pytest.mark.parametrize("case", [c for c in BAD_DATA if c != "unknown-codes"] + [
-    pytest.param("unknown-codes", marks=pytest.mark.xfail(strict=True, reason=(
-        "model/data loaders keep any code string (here 'XYZ!!') and training runs on it; the loader should "
-        "refuse codes that are not ICD-9-CM shaped, naming file, line and column (reported to the model owner)")))])
+@pytest.mark.parametrize("case", list(BAD_DATA))
 def test_bad_data_fails_the_training_job_with_a_reason_naming_the_file(bad_data_runs, case):
     name = BAD_DATA[case][0]
     job = bad_data_runs["results"][case]
@@ -437,6 +434,14 @@ def test_bad_data_fails_the_training_job_with_a_reason_naming_the_file(bad_data_
     assert name in job["error"] and "Traceback" not in job["error"], job["error"]
     registration = bad_data_runs["registration"][case]
     assert registration.status_code == 422 and name in registration.text, registration.text
+
+
+def test_unknown_codes_are_refused_naming_line_column_and_value_relative_to_the_data_root(stack, bad_data_runs):
+    errors = {case: job["error"] for case, job in bad_data_runs["results"].items()}
+    assert errors["unknown-codes"].startswith("unknown-codes/DIAGNOSES_ICD.csv, line 2, column 'icd9_code': "
+                                              "not an ICD-9-CM diagnosis code"), errors["unknown-codes"]
+    assert "(got 'XYZ!!')" in errors["unknown-codes"]
+    assert not [e for e in errors.values() if str(stack.data) in e], errors  # the server's folders stay private
 
 
 def test_worker_stays_up_after_bad_data_and_runs_the_next_job(bad_data_runs):
