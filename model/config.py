@@ -42,7 +42,8 @@ class ModelConfig:
 
 def _default_objectives() -> dict[str, float]:
     # Share of training examples per objective (normalised). "empty": no encoder input, so generating
-    # from demographics alone is in-distribution; "next_visit": encoder = earlier visits.
+    # from demographics alone is in-distribution; "next_visit": encoder = earlier visits and a
+    # closing <mask>, target = the whole record.
     return {"mask": 0.35, "delete": 0.1, "replace": 0.1, "next_visit": 0.25, "empty": 0.2}
 
 

@@ -89,8 +89,8 @@ def test_next_visit_and_empty():
     s = multi[0]
     visits = split_visits(s)
     ex = next_visit(s, rng, layout, k=1)
-    assert ex.encoder == [BOS] + visits[0] + [EOS]
-    assert ex.target == [BOS] + [t for v in visits[1:] for t in v] + [EOS]
+    assert ex.encoder == [BOS] + visits[0] + [MASK, EOS]
+    assert ex.target == s
     scored_tokens = [t for t, f in zip(ex.target, ex.scored) if f]
     assert scored_tokens == [t for t in visits[1] if t >= layout.code_offset]
     e = empty_encoder(s)
