@@ -32,17 +32,21 @@ def _check_outputs(out: Path, stdout: str, n: int) -> dict:
 
     lines = stdout.splitlines()
     assert lines[-1] == f"report: {(out / 'report.html').resolve()}"
-    assert lines[0].split() == ["section", "measure", "value", "limit", "pass"]
+    assert lines[0].split() == ["section", "measure", "value", "limit", "pass", "limit", "passes"]
     for section in SECTIONS:
         assert report[section], section
         for name, m in report[section].items():
             row = next((line.split() for line in lines if line.split()[:2] == [section, name]), None)
             assert row is not None, f"{section} {name} missing from the summary"
             assert row[4] == {None: "n/a", True: "pass", False: "FAIL"}[m["pass"]]
+            assert row[5] == {None: "n/a", True: "pass", False: "FAIL"}[m.get("limit_pass")]
             if m["value"] is not None:
                 assert float(row[2]) == float(f"{m['value']:.4g}")
     assert f"sections: {', '.join(f'{s} ' + ('pass' if ok else 'FAIL') for s, ok in report['passed'].items())}" in lines
     assert any(line.startswith("model: held-out perplexity ") for line in lines), "the model's scores are summarised"
+    unjudgeable = sum(m.get("limit_pass") is False for s in SECTIONS for m in report[s].values())
+    assert any(line.startswith(f"{unjudgeable} measure(s) fail even for the real holdout") for line in lines) \
+        == (unjudgeable > 0)
     return report
 
 
