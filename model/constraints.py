@@ -153,17 +153,45 @@ def init_state(layout: TokenLayout, allowed: torch.Tensor) -> RowState:
 def allowed_next(state: RowState, layout: TokenLayout, limits: Limits) -> torch.Tensor:
     """(B, V) bool: the tokens the grammar and the rules allow next for each row. Never all False."""
     B, V = state.used.shape
-    dev = state.used.device
+    co = layout.code_offset
+    out = torch.zeros(B, V, dtype=torch.bool, device=state.used.device)
+    add = _fill_head(out, state, layout, limits)
+    avail_code = state.allowed[:, co:] & ~state.used[:, co:]  # (B, n_codes)
+    if not layout.hierarchical:
+        out[:, co:] |= avail_code & add[:, None]
+    cat = state.phase == CATEGORY
+    if cat.any():
+        code_cat = _code_category(layout, out.device)[co:]  # (n_codes,)
+        out[:, co:] |= avail_code & (code_cat[None, :] == state.category[:, None]) & cat[:, None]
+    return out
+
+
+def allowed_head(state: RowState, layout: TokenLayout, limits: Limits) -> torch.Tensor:
+    """(B, code_offset) bool: allowed_next's columns before the codes (specials and categories), without
+    building the code columns. Hierarchical layouts only (flat ones put a visit's codes right after <v>)."""
+    assert layout.hierarchical
+    out = torch.zeros(state.used.shape[0], layout.code_offset, dtype=torch.bool, device=state.used.device)
+    _fill_head(out, state, layout, limits)
+    return out
+
+
+def allowed_at(state: RowState, rows: torch.Tensor, idx: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
+    """(n, w) bool: allowed_next[rows].gather(1, idx) for rows in phase CATEGORY, where idx (n, w) holds
+    code token ids (< vocab_size): a not-yet-used allowed code of the row's category."""
+    cc = _code_category(layout, idx.device)
+    return (state.allowed[rows].gather(1, idx) & ~state.used[rows].gather(1, idx)
+            & (cc[idx] == state.category[rows][:, None]))
+
+
+def _fill_head(out: torch.Tensor, state: RowState, layout: TokenLayout, limits: Limits) -> torch.Tensor:
+    """Set allowed_next's columns below code_offset into `out` (zeros, B x >= code_offset); returns the
+    rows that may add a code to their open visit (flat layouts allow the codes themselves there)."""
     left = limits.max_length - state.length  # tokens that may still be emitted, this one included
     # shortest completions: a new visit is <v> [K] c </v> </s>, a new code in a visit is [K] c </v> </s>
     unit = 2 if layout.hierarchical else 1
     can_open = (state.n_visits < limits.max_visits) & (left >= unit + 3)
     can_add = (state.n_in_visit < limits.max_codes_per_visit) & (left >= unit + 2)
     has_any = state.cat_full.sum(1) > 0  # the patient has at least one allowed code at all
-
-    out = torch.zeros(B, V, dtype=torch.bool, device=dev)
-    co = layout.code_offset
-    avail_code = state.allowed[:, co:] & ~state.used[:, co:]  # (B, n_codes)
     ph = state.phase
 
     start = ph == START
@@ -176,25 +204,17 @@ def allowed_next(state: RowState, layout: TokenLayout, limits: Limits) -> torch.
     opn = ph == OPEN
     add = opn & can_add
     if layout.hierarchical:
-        cats = (state.cat_left > 0) & add[:, None]
-        out[:, layout.category_offset: layout.code_offset] |= cats
-    else:
-        out[:, co:] |= avail_code & add[:, None]
+        out[:, layout.category_offset: layout.code_offset] |= (state.cat_left > 0) & add[:, None]
     nonempty = state.n_in_visit > 0
     out[:, layout.visit_close] |= opn & nonempty
     # an empty open visit with nothing to add cannot happen (a visit opens only when a code fits)
-
-    cat = ph == CATEGORY
-    if cat.any():
-        code_cat = _code_category(layout, dev)[co:]  # (n_codes,)
-        out[:, co:] |= avail_code & (code_cat[None, :] == state.category[:, None]) & cat[:, None]
 
     closed = ph == CLOSED
     out[:, layout.visit_open] |= closed & can_open & has_any
     out[:, layout.eos] |= closed
 
     out[:, layout.pad] |= ph == DONE
-    return out
+    return add
 
 
 def mask_logits(logits: torch.Tensor, allowed: torch.Tensor, layout: TokenLayout, closing: bool = True) -> torch.Tensor:

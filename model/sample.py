@@ -32,6 +32,8 @@ from model.constraints import (
     Limits,
     TokenLayout,
     advance,
+    allowed_at,
+    allowed_head,
     allowed_next,
     category_windows,
     init_state,
@@ -41,6 +43,8 @@ from model.constraints import (
 )
 
 MIN_ROWS = 32  # batch floor for bit-identical kernels on CPU (measured: paths differ up to 15 rows)
+LINEAR_ROWS = 16  # nn.Linear's kernels give a row the same bits in any matmul of at least this many rows
+BMM_MIN_MACS = 512  # per-row products of fewer multiply-adds go through torch's plain bmm loop (other rounding)
 TOPK_PROBE = 64  # top-p first looks at the best 64 tokens; rows needing more fall back to a full sort
 
 _M64 = (1 << 64) - 1
@@ -195,23 +199,37 @@ def choose(logits: torch.Tensor, allowed: torch.Tensor, layout: TokenLayout, u: 
     tok = torch.empty(logits.shape[0], dtype=torch.long, device=logits.device)
     a = (~in_category).nonzero().squeeze(1)
     if a.numel():  # specials and categories: columns [0, code_offset)
-        masked = mask_logits(logits[a, :co], allowed[a, :co], layout)
-        tok[a] = sample_from_logits(masked, u[a], opts.temperature, opts.top_k, opts.top_p)
+        tok[a] = draw_head(logits[a, :co], allowed[a, :co], layout, u[a], opts)
     b = in_category.nonzero().squeeze(1)
     if b.numel():  # the chosen category's codes: a window of `width` columns from its first code
-        lo, width = windows
-        idx = lo[category[b]][:, None] + torch.arange(width, device=logits.device)  # (nb, width)
-        inside = idx < logits.shape[1]
-        idx = idx.clamp(max=logits.shape[1] - 1)
+        idx, inside = window_index(windows, category[b], logits.shape[1])
         ok = allowed[b].gather(1, idx) & inside  # columns past the category are not allowed codes of it
-        if opts.code_sampler == "frequency" and freq_logits is not None:
-            masked = mask_logits(freq_logits[idx], ok, layout, closing=False)
-            col = sample_from_logits(masked, u[b], 1.0, 0, 1.0)
-        else:
-            masked = mask_logits(logits[b].gather(1, idx), ok, layout, closing=False)
-            col = sample_from_logits(masked, u[b], opts.temperature, opts.top_k, opts.top_p)
-        tok[b] = idx.gather(1, col[:, None]).squeeze(1)
+        tok[b] = draw_codes(logits[b].gather(1, idx), ok, idx, layout, u[b], opts, freq_logits)
     return tok
+
+
+def window_index(windows: tuple[torch.Tensor, int], category: torch.Tensor, vocab_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, width) token ids of each row's window (its category's first code onwards, clamped to the
+    vocabulary) and (n, width) bool: the id is really in the vocabulary."""
+    lo, width = windows
+    idx = lo[category][:, None] + torch.arange(width, device=category.device)
+    return idx.clamp(max=vocab_size - 1), idx < vocab_size
+
+
+def draw_head(logits: torch.Tensor, ok: torch.Tensor, layout: TokenLayout, u: torch.Tensor, opts: SamplingOptions) -> torch.Tensor:
+    """Hierarchical draw over the columns before the codes (specials, categories): (n, code_offset) -> token ids."""
+    return sample_from_logits(mask_logits(logits, ok, layout), u, opts.temperature, opts.top_k, opts.top_p)
+
+
+def draw_codes(logits: torch.Tensor | None, ok: torch.Tensor, idx: torch.Tensor, layout: TokenLayout, u: torch.Tensor,
+               opts: SamplingOptions, freq_logits: torch.Tensor | None = None) -> torch.Tensor:
+    """Hierarchical draw of a code in each row's window idx (n, w): `logits` (n, w) of those ids (unused,
+    may be None, with code_sampler="frequency"), `ok` (n, w) which of them are allowed -> token ids."""
+    if opts.code_sampler == "frequency" and freq_logits is not None:
+        col = sample_from_logits(mask_logits(freq_logits[idx], ok, layout, closing=False), u, 1.0, 0, 1.0)
+    else:
+        col = sample_from_logits(mask_logits(logits, ok, layout, closing=False), u, opts.temperature, opts.top_k, opts.top_p)
+    return idx.gather(1, col[:, None]).squeeze(1)
 
 
 class Sampler:
@@ -232,6 +250,18 @@ class Sampler:
         self.freq_logits = freq.to(self.device)
         w = category_windows(self.layout)
         self.windows = (torch.as_tensor(w[0], device=self.device), w[1]) if w is not None else None
+        # sliced LM head (hierarchical, contiguous categories): codes in each category (by category token id)
+        # and the window widths its code steps are grouped by (powers of two, then the widest category)
+        self.sliced = self.windows is not None and self.layout.hierarchical
+        if self.sliced:
+            cc = self.layout.code_category[self.layout.code_offset:]
+            self.cat_sizes = torch.as_tensor(np.bincount(cc, minlength=len(vocab)), device=self.device)
+            width, b = self.windows[1], max(4, -(-BMM_MIN_MACS // config.d_model))
+            self.buckets: list[tuple[int, int]] = []  # (largest category of the group, columns computed)
+            while b < width:
+                self.buckets.append((b, b))
+                b *= 2
+            self.buckets.append((width, max(width, b)))
 
     @classmethod
     def from_bundle(cls, bundle, device="cpu") -> Sampler:
@@ -356,24 +386,28 @@ class Sampler:
         for t in prefix:  # forced tokens must respect the grammar and the rules too
             state = advance(state, torch.full((n,), t, dtype=torch.long, device=dev), L, limits)
         out = [list(prefix) for _ in range(n)]
+        longest = max(len(f) for f in forced)
         first = torch.tensor([[L.bos] + prefix] * n, dtype=torch.long, device=dev)  # (n, 1 + common)
-        logits, past = m.decode(first, enc, age_t, sex_t)
-        logits = logits[:, -1]  # (n, V)
+        # room for the prompts, <s>, the forced tokens and some more in the self-attention cache (it grows)
+        hidden, past = m.decoder_hidden(first, enc, age_t, sex_t, cache_capacity=m.n_prompts + 1 + longest + 32)
+        h = hidden[:, -1]  # (n, D)
 
         rows = torch.arange(n, device=dev)  # batch position -> original row
         steps: list[tuple[torch.Tensor, torch.Tensor]] = []  # per step: (original rows, their tokens)
         pos = 1 + common  # index of the token being chosen (same for every row in the batch)
-        longest = max(len(f) for f in forced)
         table = torch.full((n, max(longest, 1)), -1, dtype=torch.long)  # (n, longest): forced token or -1
         for i, f in enumerate(forced):
             table[i, : len(f)] = torch.tensor(f, dtype=torch.long)
         table = table.to(dev)
         while True:
-            ok = allowed_next(state, L, limits)
-            u = torch.from_numpy(uniforms(keys[rows.cpu().numpy()], pos))
-            tok = choose(logits, ok, L, u, opts, self.freq_logits, state.phase == CATEGORY, state.category, self.windows)
+            u = torch.from_numpy(uniforms(keys[rows.cpu().numpy()], pos)).to(dev)
+            if self.sliced:
+                tok, ok = self._choose_sliced(h, state, limits, u, opts), None
+            else:
+                ok = allowed_next(state, L, limits)
+                tok = choose(m.lm_head(h), ok, L, u, opts, self.freq_logits, state.phase == CATEGORY, state.category, self.windows)
             if pos - 1 < longest:
-                tok = self._apply_forced(tok, ok, rows, table[rows, pos - 1])
+                tok = self._apply_forced(tok, rows, table[rows, pos - 1], state, limits, ok)
             emitting = state.phase != DONE  # rows kept as padding emit <pad>: not part of their record
             state = advance(state, tok, L, limits, check=False)
             steps.append((rows[emitting], tok[emitting]))
@@ -387,8 +421,8 @@ class Sampler:
                 rows, state = rows[keep], state.select(keep)
                 past, enc = m.select(past, enc, keep)
                 age_t, sex_t, tok = age_t[keep], sex_t[keep], tok[keep]
-            logits, past = m.decode(tok[:, None], enc, age_t, sex_t, past)  # (b, 1, V)
-            logits = logits[:, -1]
+            hidden, past = m.decoder_hidden(tok[:, None], enc, age_t, sex_t, past)  # (b, 1, D)
+            h = hidden[:, -1]
         # assemble records once: rows emit in step order, so a stable sort by row keeps each record's order
         if steps:
             r = torch.cat([a for a, _ in steps]).cpu().numpy()
@@ -415,14 +449,66 @@ class Sampler:
         filler = done.nonzero().squeeze(1)[: MIN_ROWS - live.numel()]
         return torch.sort(torch.cat([live, filler])).values
 
-    def _apply_forced(self, tok, ok, rows, col):
-        """Replace draws by forced tokens `col` (B,) where >= 0; a forced token must be allowed too."""
+    def _choose_sliced(self, h: torch.Tensor, state, limits: Limits, u: torch.Tensor, opts: SamplingOptions) -> torch.Tensor:
+        """choose() for hierarchical layouts from decoder hidden states h (b, D), computing only the logits
+        and masks the draws read: columns [0, code_offset) for rows choosing a special or a category, the
+        category's window for rows choosing a code. Each row gets the bits the full LM head gives it (the
+        column slice and the per-row products are the same sums, see _window_logits), so the records
+        are those of the full-vocabulary path."""
+        L, m = self.layout, self.model
+        co = L.code_offset
+        in_cat = state.phase == CATEGORY
+        tok = torch.empty(h.shape[0], dtype=torch.long, device=h.device)
+        a = (~in_cat).nonzero().squeeze(1)
+        if a.numel():
+            if a.numel() >= LINEAR_ROWS:
+                logits = m.lm_head_columns(h[a], co)
+            else:  # too few rows for the kernels' usual path: compute all rows, keep these
+                logits = m.lm_head_columns(h, co)[a]
+            tok[a] = draw_head(logits, allowed_head(state, L, limits)[a], L, u[a], opts)
+        b = in_cat.nonzero().squeeze(1)
+        if b.numel():
+            cat = state.category[b]
+            idx, inside = window_index(self.windows, cat, L.vocab_size)
+            ok = allowed_at(state, b, idx, L) & inside
+            logits = None if opts.code_sampler == "frequency" else self._window_logits(h[b], cat, idx)
+            tok[b] = draw_codes(logits, ok, idx, L, u[b], opts, self.freq_logits)
+        return tok
+
+    def _window_logits(self, h: torch.Tensor, cat: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """(n, width) logits of each row's window idx (columns past the row's category hold anything: no draw
+        reads them, they are never allowed).
+
+        Rows are grouped by the smallest power-of-two width covering their category, so a step reads a
+        fraction of the weights a full-width window would. The per-row products (bmm) give the bits of the
+        full head on CPU when a group has at least 2 rows (one matrix takes another kernel: a lone row is
+        computed twice) and at least BMM_MIN_MACS multiply-adds per row (columns are added for that)."""
+        V, width = self.layout.vocab_size, idx.shape[1]
+        out = torch.full(idx.shape, -torch.inf, device=h.device)
+        size, first = self.cat_sizes[cat], idx[:, 0]
+        lo = 0
+        for top, cols in self.buckets:
+            sel = ((size > lo) & (size <= top)).nonzero().squeeze(1)
+            lo = top
+            if sel.numel() == 0:
+                continue
+            pick = sel.repeat(2) if sel.numel() == 1 else sel
+            ids = (first[pick][:, None] + torch.arange(cols, device=h.device)).clamp(max=V - 1)
+            keep = min(cols, width)
+            out[sel, :keep] = self.model.lm_head_at(h[pick], ids)[: sel.numel(), :keep]
+        return out
+
+    def _apply_forced(self, tok, rows, col, state, limits, ok=None):
+        """Replace draws by forced tokens `col` (B,) where >= 0; a forced token must be allowed too
+        (`ok`: this step's allowed_next, or None to work it out for the forced rows only)."""
         idx = (col >= 0).nonzero().squeeze(1)
         if idx.numel() == 0:
             return tok
         val = col[idx]
-        if not bool(ok[idx, val].all()):
-            bad = int((~ok[idx, val]).nonzero()[0, 0])
+        ok = ok[idx] if ok is not None else allowed_next(state.select(idx), self.layout, limits)
+        good = ok.gather(1, val[:, None]).squeeze(1)
+        if not bool(good.all()):
+            bad = int((~good).nonzero()[0, 0])
             raise ValueError(f"forced token {self.vocab.tokens[int(val[bad])]!r} breaks the grammar or a rule "
                              f"for row {int(rows[idx[bad]])}")
         tok = tok.clone()

@@ -12,12 +12,14 @@ from model.constraints import (
     Limits,
     TokenLayout,
     advance,
+    allowed_at,
+    allowed_head,
     allowed_next,
     category_windows,
     init_state,
     mask_logits,
 )
-from model.sample import SamplingOptions, choose, uniforms
+from model.sample import SamplingOptions, choose, uniforms, window_index
 
 N_SPECIAL = 7
 
@@ -83,6 +85,7 @@ def decode(layout, limits, allowed, logits_fn, opts, forced=None):
             break
         ok = allowed_next(state, layout, limits)
         assert ok.any(1).all()
+        check_sliced_masks(state, layout, limits, ok, windows)
         u = torch.as_tensor(uniforms(keys, step))
         tok = choose(logits_fn(step, B), ok, layout, u, opts, freq_logits=freq, in_category=state.phase == 2,
                      category=state.category, windows=windows)
@@ -93,6 +96,19 @@ def decode(layout, limits, allowed, logits_fn, opts, forced=None):
                 seqs[i].append(int(tok[i]))
     assert bool((state.phase == DONE).all()), "did not terminate within max_length"
     return seqs
+
+
+def check_sliced_masks(state, layout, limits, ok, windows):
+    """The sampler's sliced masks (head columns; a category's window) are allowed_next's, cut."""
+    if not layout.hierarchical:
+        return
+    assert torch.equal(allowed_head(state, layout, limits), ok[:, : layout.code_offset])
+    rows = (state.phase == 2).nonzero().squeeze(1)
+    if windows is not None and rows.numel():
+        idx, inside = window_index(windows, state.category[rows], layout.vocab_size)
+        assert torch.equal(allowed_at(state, rows, idx, layout) & inside, ok[rows].gather(1, idx) & inside)
+        # nothing of the category lies outside its window
+        assert int(ok[rows, layout.code_offset:].sum()) == int((ok[rows].gather(1, idx) & inside).sum())
 
 
 @st.composite
@@ -191,3 +207,15 @@ def test_forced_token_that_breaks_a_rule_raises():
     s = advance(s, torch.tensor([layout.visit_open]), layout, limits)
     with pytest.raises(ValueError):
         advance(s, torch.tensor([layout.code_offset]), layout, limits)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_sliced_masks_on_a_wide_layout(seed):
+    # categories of 1-5 codes, long visits: codes already used in the visit sit inside the windows
+    layout = make_layout(3, [0, 0, 0, 0, 1, 1, 1, 1, 1, 2], hierarchical=True)
+    limits = Limits(max_visits=3, max_codes_per_visit=6, max_length=60)
+    allowed = np.random.default_rng(seed).random((5, layout.vocab_size)) < 0.8
+    allowed[:, :N_SPECIAL] = True
+    seqs = decode(layout, limits, allowed, logits_maker("normal", seed, layout, allowed), SamplingOptions())  # checks the masks
+    for seq, row in zip(seqs, allowed):
+        check_sequence(seq, layout, limits, row)

@@ -37,6 +37,25 @@ def sampler():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(scope="module")
+def wide_sampler():
+    """Categories of up to 14 codes: code steps take windows of several widths."""
+    from model.config import model_config
+    from model.promptbart import PromptBart
+    from model.vocab import Vocabulary
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    codes = [f"250{i:02d}" for i in range(0, 40, 3)] + [f"428{i}" for i in range(10)] + CODES
+    vocab = Vocabulary.build([Patient("a", 50, "F", [codes])])
+    cfg = model_config("tiny", vocab_size=len(vocab), code_offset=vocab.code_offset, max_length=64)
+    torch.manual_seed(0)
+    s = Sampler(PromptBart(cfg).eval(), vocab, cfg)
+    assert s.sliced and s.windows[1] >= 10 and len(s.buckets) >= 2
+    yield s
+    torch.set_num_threads(before)
+
+
 def test_streams_are_per_patient_and_stable():
     keys = np.array([row_key(7, i) for i in range(5)], dtype=np.uint64)
     u = uniforms(keys, 3)
@@ -120,3 +139,82 @@ def test_perplexity_is_finite(sampler):
     r = scorer.perplexity(pats)
     assert np.isfinite(r["masked"]) and np.isfinite(r["next_visit"]) and r["masked"] > 1
     assert all(isinstance(v, float) for v in r.values())  # the report converts every value with float()
+
+
+def test_sliced_head_gives_the_full_heads_records(wide_sampler):
+    # the sampler computes only the logits a draw reads (head columns, a category's window): on CPU the
+    # same bits as the full LM head, so the same records as the full-vocabulary path
+    n = 70
+    ages = [float(10 + i) for i in range(n)]
+    sexes = ["F" if i % 3 else "M" for i in range(n)]
+    keys = [row_key(5, i) for i in range(n)]
+    forced = [wide_sampler.required_prefix(["4280"]) if i % 4 == 0 else [] for i in range(n)]
+    for opts in (SamplingOptions(), SamplingOptions(temperature=1.7, top_p=1.0), SamplingOptions(top_k=3),
+                 SamplingOptions(code_sampler="frequency")):
+        sliced = wide_sampler.generate_tokens(ages, sexes, keys, opts, forced)
+        wide_sampler.sliced = False
+        try:
+            full = wide_sampler.generate_tokens(ages, sexes, keys, opts, forced)
+        finally:
+            wide_sampler.sliced = True
+        assert sliced == full
+        assert sum(len(t) for t in sliced) > 10 * n
+
+
+def test_wide_rows_do_not_depend_on_batch(wide_sampler):
+    n = MIN_ROWS + 20
+    ages = [float(15 + i) for i in range(n)]
+    sexes = ["M" if i % 2 else "F" for i in range(n)]
+    keys = [row_key(8, i) for i in range(n)]
+    whole = wide_sampler.generate_tokens(ages, sexes, keys, SamplingOptions())
+    for lo, hi in ((0, 1), (7, 9), (2, n)):
+        assert wide_sampler.generate_tokens(ages[lo:hi], sexes[lo:hi], keys[lo:hi], SamplingOptions()) == whole[lo:hi]
+    assert wide_sampler.generate_many(ages, sexes, keys, SamplingOptions(), batch_size=17) == whole
+
+
+def test_preallocated_cache_gives_the_dynamic_caches_states(wide_sampler):
+    # in-place KV cache (room 4: grows twice) against transformers' concatenating one, with rows dropped
+    from model.promptbart import demographics_to_tensors
+
+    m = wide_sampler.model
+    B = 20
+    age, sex = demographics_to_tensors([30.0 + i for i in range(B)], ["MF"[i % 2] for i in range(B)], m.config)
+    enc = m.encode(torch.zeros(B, 0, dtype=torch.long), None, age, sex)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(4, len(wide_sampler.vocab), (B, 12), generator=g)
+    with torch.inference_mode():
+        out = []
+        for cap in (4, None):
+            h, past = m.decoder_hidden(ids[:, :2], enc, age, sex, cache_capacity=cap)
+            hs, e, a, s, keep = [h], enc, age, sex, torch.arange(B)
+            for t in range(2, 12):
+                if t in (5, 9):  # drop rows
+                    sub = torch.arange(0, keep.numel(), 2 if t == 5 else 3)
+                    keep = keep[sub]
+                    past, e = m.select(past, e, sub)
+                    a, s = a[sub], s[sub]
+                h, past = m.decoder_hidden(ids[keep, t:t + 1], e, a, s, past)
+                hs.append(h)
+            assert past.get_seq_length() == m.n_prompts + 12
+            out.append(hs)
+    for x, y in zip(*out):
+        assert torch.equal(x, y)
+
+
+def test_window_logits_are_the_full_heads_for_any_group_size(wide_sampler):
+    from model.sample import window_index
+
+    s = wide_sampler
+    L = s.layout
+    g = torch.Generator().manual_seed(1)
+    h = torch.randn(40, s.config.d_model, generator=g)
+    cat = torch.randint(L.category_offset, L.code_offset, (40,), generator=g)
+    cat[:20] = int(s.vocab.category_token_of(s.vocab.code_id("25000")))  # the widest category
+    idx, _ = window_index(s.windows, cat, L.vocab_size)
+    with torch.inference_mode():
+        full = s.model.lm_head(h).gather(1, idx)
+        for rows in (slice(0, 1), slice(0, 2), slice(19, 21), slice(0, 40)):
+            got = s._window_logits(h[rows], cat[rows], idx[rows])
+            n_codes = s.cat_sizes[cat[rows]][:, None]
+            real = torch.arange(idx.shape[1])[None, :] < n_codes  # the category's own columns
+            assert torch.equal(torch.where(real, got, 0.0), torch.where(real, full[rows], 0.0))
