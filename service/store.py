@@ -78,12 +78,16 @@ def _update(session: Session, stmt) -> int:
 
 
 def _start_write(session: Session) -> None:
-    """End the caller's open transaction so that the one that follows begins with a write.
+    """On SQLite, end the caller's open transaction so that the one that follows begins with a write.
 
     On SQLite (WAL) a transaction that reads first and writes later fails at once with "database is
     locked" when another connection wrote in between; one that begins with its write waits for the
-    lock (busy timeout) instead. On PostgreSQL this only shortens transactions."""
-    session.commit()
+    lock (busy timeout) instead. PostgreSQL has no such problem (row locks, and each statement of a
+    READ COMMITTED transaction sees what was committed before it began), so there the caller's reads
+    and the write share one transaction: a request that checks a row and then writes costs one
+    connection check-out and one COMMIT instead of two (POST /cohorts: see docs/performance.md)."""
+    if session.get_bind().dialect.name == "sqlite":
+        session.commit()
 
 
 def _now_literal(now: datetime):

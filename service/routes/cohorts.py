@@ -29,10 +29,14 @@ from service.schemas.common import problem_responses
 router = APIRouter(prefix="/cohorts", tags=["cohorts"])
 
 
-def to_public(session, cohort) -> dict:
+def to_public(session, cohort, *, just_created: bool = False) -> dict:
+    """The cohort as the API shows it; progress counts the patients stored (none yet when
+    `just_created`: the answer to POST, which then needs no query)."""
     data = CohortPublic.model_validate(cohort).model_dump(mode="json")
     if cohort.status == JobStatus.succeeded.value:
         data["progress"] = {"done": cohort.n_patients, "total": cohort.n_patients, "unit": "patients"}
+    elif just_created:
+        data["progress"] = {"done": 0, "total": cohort.n_patients, "unit": "patients"}
     else:
         data["progress"] = store.cohort_progress(session, cohort)
     return data
@@ -59,6 +63,9 @@ def create_cohort(request: Request, body: CohortCreate, session: SessionDep, set
         )
 
     def create():
+        # On PostgreSQL the model check, the cohort and its shards are one transaction (one COMMIT);
+        # the rows are committed as queued before any message is sent, so a message lost after this
+        # point is resent by the worker's sweep of queued jobs.
         if store.get_model(session, body.model_id) is None:
             raise validation_problem([field_error(["body", "model_id"], "no such model")])
         cohort, shards = store.create_cohort(
@@ -67,8 +74,8 @@ def create_cohort(request: Request, body: CohortCreate, session: SessionDep, set
         )
         for shard in shards:
             enqueue_or_fail(session, settings, "generate", shard.id)
-        cohort = store.get_cohort(session, cohort.id)
-        return 202, to_public(session, cohort), str(request.url_for("get_cohort", cohort_id=cohort.id))
+        return 202, to_public(session, cohort, just_created=True), \
+            str(request.url_for("get_cohort", cohort_id=cohort.id))
 
     return idempotent_create(request, session, settings, api_key, body, create)
 
