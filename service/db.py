@@ -1,7 +1,7 @@
 """Engines and sessions. Nothing is built at import time: the app factory and the worker call these."""
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated
 
@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from fastapi import Depends, Request
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
 
 def make_engine(url: str, **kwargs) -> sa.Engine:
@@ -49,10 +50,21 @@ def make_sessionmaker(engine: sa.Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    """FastAPI dependency: one session per request, from the app's session factory."""
-    with request.app.state.sessionmaker() as session:
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    """FastAPI dependency: one session per request, from the app's session factory.
+
+    Async so that FastAPI runs it on the event loop rather than sending its set-up and its clean-up
+    each to a thread of its own: making a Session does no I/O (it takes a connection when first used),
+    and neither does closing one that holds no connection (a request that committed last). Closing
+    one that does (its transaction is still open: a read) rolls back over the network, on a thread."""
+    session = request.app.state.sessionmaker()
+    try:
         yield session
+    finally:
+        if session.in_transaction():
+            await run_in_threadpool(session.close)
+        else:
+            session.close()
 
 
 SessionDep = Annotated[Session, Depends(get_session)]

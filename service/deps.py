@@ -10,7 +10,8 @@ from service.db import SessionDep
 from service.settings import Settings
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
+    # async: no I/O, so FastAPI calls it on the event loop instead of on a thread
     return request.app.state.settings
 
 
