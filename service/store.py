@@ -39,7 +39,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from service.models import (
     ApiKey,
@@ -368,8 +368,11 @@ def count_patients(session: Session, cohort_id: str) -> int:
 # --- reports --------------------------------------------------------------------------------------
 
 
-def get_report(session: Session, report_id: str) -> Report | None:
-    return session.get(Report, report_id)
+def get_report(session: Session, report_id: str, *, with_html: bool = True) -> Report | None:
+    """The report; with_html=False leaves its HTML page (about 30 times the size of its JSON) unread
+    until it is used."""
+    options = () if with_html else (defer(Report.html),)
+    return session.get(Report, report_id, options=options)
 
 
 def save_report(session: Session, report_id: str, *, content: dict[str, Any], html: str) -> None:

@@ -14,8 +14,8 @@ from service.schemas.reports import ReportPublic
 router = APIRouter(prefix="/reports", tags=["reports"])
 
 
-def _finished(session, report_id: str):
-    report = store.get_report(session, report_id)
+def _finished(session, report_id: str, *, html: bool = True):
+    report = store.get_report(session, report_id, with_html=html)
     if report is None or report.status != JobStatus.succeeded.value or report.content is None:
         raise Problem(404, f"No report {report_id}.", type="not-found")
     return report
@@ -64,7 +64,8 @@ def get_report_html(report_id: str, session: SessionDep, _: ApiKeyDep):
     responses={200: {"content": {"text/html": {}}}, **problem_responses(401, 404)},
 )
 def get_report(request: Request, report_id: str, session: SessionDep, _: ApiKeyDep):
-    report = _finished(session, report_id)
-    if wants_html(request):
+    html = wants_html(request)
+    report = _finished(session, report_id, html=html)
+    if html:
         return HTMLResponse(report.html or "")
     return JSONResponse(report.content)
