@@ -7,6 +7,10 @@ migrated to the latest schema first, since nothing else uses it. With a DATABASE
 With no CELERY_BROKER_URL, jobs run in this process: the runner from `worker.local_runner`
 (`make_runner(settings) -> callable(task_name, job_id)`) is registered with
 `service.jobs.set_local_runner` (the runner picks up jobs an earlier run left queued or running).
+
+`--workers N` (or PROMPTEHR_API_WORKERS) runs N uvicorn worker processes, each with the app of
+`service.app:create_app` built from the same environment; it needs CELERY_BROKER_URL, since the
+in-process runner lives in one process. One process is the default: see docs/performance.md.
 """
 from __future__ import annotations
 
@@ -19,6 +23,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument("--workers", type=int, default=None,
+                   help="API worker processes (default PROMPTEHR_API_WORKERS or 1); above 1 needs CELERY_BROKER_URL")
     p.set_defaults(func=run)
 
 
@@ -59,18 +65,43 @@ def _refuse_old_schema(settings) -> None:
         engine.dispose()
 
 
+def _workers(args: argparse.Namespace) -> int:
+    import os
+
+    from cli.main import UsageError
+
+    raw = args.workers if args.workers is not None else os.environ.get("PROMPTEHR_API_WORKERS", "1")
+    try:
+        workers = int(raw)
+    except ValueError:
+        raise UsageError(f"PROMPTEHR_API_WORKERS must be a whole number, not {raw!r}") from None
+    if workers < 1:
+        raise UsageError(f"--workers must be at least 1, not {workers}")
+    return workers
+
+
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from cli.main import UsageError
     from service.app import create_app
     from service.migrate import upgrade
     from service.settings import get_settings
 
     settings = get_settings()
+    workers = _workers(args)
+    if workers > 1 and settings.jobs_run_in_process:
+        raise UsageError("--workers above 1 needs CELERY_BROKER_URL: without a broker jobs run inside the "
+                         "API process, and there must be one")
     if settings.database_is_embedded:
         upgrade(settings.database_url)
     else:
         _refuse_old_schema(settings)
+    if workers > 1:
+        # Each worker process builds its app from the environment, as this process built `settings`.
+        uvicorn.run("service.app:create_app", factory=True, workers=workers, host=args.host, port=args.port,
+                    log_level=args.log_level)
+        return 0
     if settings.jobs_run_in_process:
         install_local_runner(settings)
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level)

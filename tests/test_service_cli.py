@@ -95,3 +95,34 @@ def test_install_local_runner_registers_the_workers_runner(env, monkeypatch):
         assert jobs.get_local_runner() == ("runner-for", get_settings())
     finally:
         jobs.set_local_runner(None)
+
+
+def test_serve_workers_run_the_app_factory_in_several_processes(env, tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'w.sqlite3'}"
+    migrate.upgrade(url)
+    env.setenv("DATABASE_URL", url)
+    import uvicorn
+
+    import cli.serve
+
+    calls = []
+    env.setattr(uvicorn, "run", lambda app, **kw: calls.append((app, kw)))
+    env.setattr(cli.serve, "install_local_runner", lambda settings: pytest.fail("no runner without a broker"))
+    assert main(["serve", "--workers", "2"]) == 2  # no broker: jobs would run in one of several processes
+    err = capsys.readouterr().err
+    assert "CELERY_BROKER_URL" in err and len(err.strip().splitlines()) == 1
+    assert calls == []
+
+    env.setenv("CELERY_BROKER_URL", "redis://127.0.0.1:1/0")
+    get_settings.cache_clear()
+    assert main(["serve", "--workers", "3", "--port", "8124"]) == 0
+    app, kw = calls[-1]
+    assert app == "service.app:create_app" and kw["factory"] is True and kw["workers"] == 3 and kw["port"] == 8124
+
+    env.setenv("PROMPTEHR_API_WORKERS", "2")
+    assert main(["serve"]) == 0
+    assert calls[-1][1]["workers"] == 2
+    env.setenv("PROMPTEHR_API_WORKERS", "1")
+    assert main(["serve"]) == 0  # one process: the app object itself, as before
+    assert not isinstance(calls[-1][0], str)
+    assert main(["serve", "--workers", "0"]) == 2
