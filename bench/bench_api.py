@@ -5,11 +5,13 @@ Set-up (not timed): a throwaway PostgreSQL database (created from PROMPTEHR_TEST
 migrated, dropped at the end), an API key, a dataset, a model row (no worker runs: the cohorts'
 generation messages wait in the broker, which is what "jobs queued" means here) and one finished
 cohort with a report built by model.evaluation from the MIMIC-III demo (real JSON of realistic size).
-The API runs in a uvicorn subprocess (one process) with CELERY_BROKER_URL set, so each POST /cohorts
-writes the cohort, its shard and sends a message to Redis. The Redis queue is deleted afterwards.
+The API runs as production runs it, `promptehr serve` (uvicorn; one process, or `--api-workers N`), in
+a subprocess with CELERY_BROKER_URL set, so each POST /cohorts writes the cohort, its shard and sends
+a message to Redis. The Redis queue is deleted afterwards.
 
 Two measurements per endpoint, each `--warmup` seconds unrecorded then `--seconds` recorded, with
-`--clients` asyncio clients (httpx.AsyncClient, one connection each):
+`--clients` asyncio clients in this process, one keep-alive connection each (`RawClient`, a minimal
+HTTP/1.1 client, or `--client httpx`, which costs about ten times its CPU per request):
 - saturated: every client sends its next request as soon as the last one is answered (closed loop,
   no think time): the throughput the API sustains, and the latency at that throughput (by Little's
   law about clients / throughput);
@@ -20,6 +22,9 @@ paced run (a closed loop of 50 clients only meets them above 1,000 and 2,500 req
 only; under a minute by default.
 
     .venv/bin/python bench/bench_api.py [--clients 50] [--seconds 7] [--warmup 2] [--rate 50]
+                                        [--only post_cohorts|get_report] [--client raw|httpx] [--api-workers N]
+
+Figures and how to read them: docs/performance.md.
 """
 from __future__ import annotations
 
@@ -96,7 +101,7 @@ def seed(url: str, shared_data: Path) -> dict:
             ds = store.create_dataset(s, name="mimic3-demo", format="mimic3", path="mimic3-demo", stats={})
             model = store.create_model(s, name="bench", dataset_id=ds.id, checkpoint_path="none", manifest_sha256="0" * 64)
             model_id = model.id
-            cohort, (shard,) = store.create_cohort(s, model_id=model.id, n_patients=10, seed=1, spec={}, shard_size=10)
+            _cohort, (shard,) = store.create_cohort(s, model_id=model.id, n_patients=10, seed=1, spec={}, shard_size=10)
             assert store.claim_job(s, "generate", shard.id, "bench")
             report_id = store.mark_succeeded(s, "generate", shard.id, worker_id="bench")
             assert store.claim_job(s, "evaluate", report_id, "bench")
@@ -114,16 +119,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_api(database_url: str, broker_url: str, log_path: Path) -> tuple[subprocess.Popen, str]:
+def start_api(database_url: str, broker_url: str, log_path: Path, workers: int = 1) -> tuple[subprocess.Popen, str]:
     import httpx
 
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PROMPTEHR_", "CELERY_")) and k != "DATABASE_URL"}
     env.update(DATABASE_URL=database_url, CELERY_BROKER_URL=broker_url, PROMPTEHR_HOME=str(log_path.parent))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "service.app:create_app", "--host", "127.0.0.1",
-         "--port", str(port), "--log-level", "warning", "--no-access-log"],
-        env=env, cwd=REPO, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT)
+    with open(log_path, "wb") as log:  # the child has its own copy of the file descriptor
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cli.main", "serve", "--host", "127.0.0.1", "--port", str(port),
+             "--log-level", "warning", "--workers", str(workers)],
+            env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     for _ in range(300):
         if proc.poll() is not None:
@@ -143,12 +149,84 @@ def percentile(sorted_ms: list[float], q: float) -> float | None:
     return round(sorted_ms[i], 2)
 
 
-async def phase(base: str, key: str, clients: int, warmup: float, seconds: float, request, expect: int,
-                rate: float | None = None) -> dict:
-    """`clients` clients for warmup + seconds; closed loop, or paced at `rate` requests/s in all."""
-    import random
+class RawClient:
+    """One keep-alive HTTP/1.1 connection over asyncio streams: writes the request, reads the status
+    line, the headers and the body (Content-Length or chunked). The measuring instrument should cost
+    the shared CPUs little: httpx spends about 4.8 ms of CPU per request here, this about 0.4 ms, and
+    on 2 cores shared with the API under test that difference shows up as the API's latency."""
 
-    import httpx
+    def __init__(self, base: str, headers: dict[str, str], timeout: float = 30.0):
+        from urllib.parse import urlsplit
+
+        url = urlsplit(base)
+        self.host, self.port, self.timeout = url.hostname, url.port or 80, timeout
+        self.head = "".join(f"{k}: {v}\r\n" for k, v in {"Host": f"{self.host}:{self.port}", **headers}.items())
+        self.reader = self.writer = None
+
+    async def request(self, method: str, path: str, body: bytes | None = None) -> int:
+        """The response's status code (its body is read and dropped)."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await self._request(method, path, body)
+        except BaseException:
+            await self.aclose()  # the connection is in an unknown state
+            raise
+
+    async def _request(self, method: str, path: str, body: bytes | None) -> int:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        head = f"{method} {path} HTTP/1.1\r\n{self.head}"
+        if body is not None:
+            head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        self.writer.write(head.encode("latin-1") + b"\r\n" + (body or b""))
+        lines = (await self.reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+        if "content-length" in headers:
+            await self.reader.readexactly(int(headers["content-length"]))
+        elif headers.get("transfer-encoding", "").lower() == "chunked":
+            while size := int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16):
+                await self.reader.readexactly(size + 2)
+            await self.reader.readuntil(b"\r\n")  # no trailers from uvicorn: the empty line
+        else:
+            raise ConnectionError("response with neither Content-Length nor chunked encoding")
+        if headers.get("connection", "").lower() == "close":
+            await self.aclose()
+        return status
+
+    async def aclose(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            with contextlib.suppress(Exception):
+                await self.writer.wait_closed()
+        self.reader = self.writer = None
+
+
+class HttpxClient:
+    """The same through httpx.AsyncClient (one connection): `--client httpx`, for comparison."""
+
+    def __init__(self, base: str, headers: dict[str, str], timeout: float = 30.0):
+        import httpx
+
+        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+        self.client = httpx.AsyncClient(base_url=base, headers=headers, limits=limits, timeout=timeout)
+
+    async def request(self, method: str, path: str, body: bytes | None = None) -> int:
+        headers = {"Content-Type": "application/json"} if body is not None else None
+        return (await self.client.request(method, path, content=body, headers=headers)).status_code
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+CLIENTS = {"raw": RawClient, "httpx": HttpxClient}
+
+
+async def phase(base: str, key: str, clients: int, warmup: float, seconds: float, request: tuple, expect: int,
+                rate: float | None = None, client_kind: str = "raw") -> dict:
+    """`clients` clients for warmup + seconds; closed loop, or paced at `rate` requests/s in all.
+    `request` is (method, path, body bytes or None)."""
+    import random
 
     latencies: list[float] = []
     errors: dict[str, int] = {}
@@ -156,10 +234,10 @@ async def phase(base: str, key: str, clients: int, warmup: float, seconds: float
     record_from, stop_at = start + warmup, start + warmup + seconds
 
     async def client(i: int) -> None:
-        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
         period = clients / rate if rate else 0.0
         due = start + random.Random(i).uniform(0, period)
-        async with httpx.AsyncClient(base_url=base, headers={"X-API-Key": key}, limits=limits, timeout=30) as c:
+        c = CLIENTS[client_kind](base, {"X-API-Key": key})
+        try:
             while True:
                 if rate:
                     wait = due - time.perf_counter()
@@ -171,10 +249,9 @@ async def phase(base: str, key: str, clients: int, warmup: float, seconds: float
                 if t0 >= stop_at:
                     return
                 try:
-                    r = await request(c)
-                    ok = r.status_code == expect
-                    why = str(r.status_code)
-                except httpx.HTTPError as e:
+                    status = await c.request(*request)
+                    ok, why = status == expect, str(status)
+                except Exception as e:  # noqa: BLE001 - refused, reset, timed out, httpx.HTTPError: all count
                     ok, why = False, type(e).__name__
                 t1 = time.perf_counter()
                 if t0 >= record_from:
@@ -182,6 +259,8 @@ async def phase(base: str, key: str, clients: int, warmup: float, seconds: float
                         latencies.append((t1 - t0) * 1000)
                     else:
                         errors[why] = errors.get(why, 0) + 1
+        finally:
+            await c.aclose()
 
     await asyncio.gather(*(client(i) for i in range(clients)))
     latencies.sort()
@@ -204,6 +283,10 @@ def main() -> int:
     p.add_argument("--shared-data", type=Path, default=Path(os.environ.get(
         "PROMPTEHR_SHARED_DATA", REPO.parent / "shared" / "data")))
     p.add_argument("--only", choices=["post_cohorts", "get_report"], help="measure one endpoint")
+    p.add_argument("--client", choices=sorted(CLIENTS), default="raw",
+                   help="the load generator's HTTP client (default raw: see RawClient)")
+    p.add_argument("--api-workers", type=int, default=1,
+                   help="API processes: `promptehr serve --workers N`, as in production (default 1)")
     p.add_argument("--out", type=Path, help="also write the JSON here")
     args = p.parse_args()
     if 4 * (args.seconds + args.warmup) > 45:
@@ -219,19 +302,18 @@ def main() -> int:
     load_before = os.getloadavg()
     with throwaway_database(args.postgres_admin) as url, tempfile.TemporaryDirectory() as tmp:
         ids = seed(url, args.shared_data)
-        api, base = start_api(url, args.broker_url, Path(tmp) / "api.log")
+        api, base = start_api(url, args.broker_url, Path(tmp) / "api.log", args.api_workers)
         try:
-            body = {**COHORT, "model_id": ids["model_id"]}
-            report_path = f"/reports/{ids['report_id']}"
-            requests = {"post_cohorts": (lambda c: c.post("/cohorts", json=body), 202),
-                        "get_report": (lambda c: c.get(report_path), 200)}
+            body = json.dumps({**COHORT, "model_id": ids["model_id"]}).encode()
+            requests = {"post_cohorts": (("POST", "/cohorts", body), 202),
+                        "get_report": (("GET", f"/reports/{ids['report_id']}", None), 200)}
             results = {}
             for name, (request, expect) in requests.items():
                 if args.only and name != args.only:
                     continue
                 results[name] = {
                     mode: asyncio.run(phase(base, ids["key"], args.clients, args.warmup, args.seconds, request, expect,
-                                            rate))
+                                            rate, args.client))
                     for mode, rate in (("saturated", None), ("paced", args.rate))
                 }
         finally:
@@ -248,7 +330,8 @@ def main() -> int:
             and not paced["errors"] and paced["throughput_rps"] >= 0.9 * args.rate
     out = {
         "clients": args.clients, "seconds_per_endpoint": args.seconds, "warmup_s": args.warmup,
-        "api": "uvicorn, 1 process, PostgreSQL, Redis broker (no worker)", "report_json_bytes": ids["report_bytes"],
+        "api": f"promptehr serve --workers {args.api_workers} (uvicorn), PostgreSQL, Redis broker (no worker)",
+        "client": args.client, "report_json_bytes": ids["report_bytes"],
         "messages_left_in_queue": queued, "cpus": os.cpu_count(), "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()], "wall_s": round(time.perf_counter() - t_start, 1),
         **results,
