@@ -72,6 +72,10 @@ class TrainConfig:
     sex_weight: float = 0.001
     cooc_weight: float = 0.05
     cooc_threshold: int = 5  # within-visit pair count below which a pair is "rare"
+    # Rare codes (seen 1-3 times) end up far less likely on held-out records than their frequency says:
+    # the model learns them in their few training contexts. Smoothing 0.1 cut held-out perplexity
+    # 5-7% on DE-SynPUF sample 1 (small preset, 3 epochs; masked 402 -> 378, next visit 662 -> 627).
+    label_smoothing: float = 0.1
     val_seed: int = 1234  # fixed validation corruption
     max_val_patients: int | None = None  # cap on validation patients (None: all)
 

@@ -55,6 +55,7 @@ class LossWeights:
     age: float = 0.001
     sex: float = 0.001
     cooc: float = 0.05
+    label_smoothing: float = 0.0  # training only; validation losses are plain NLL
 
 
 class PreallocatedLayer(DynamicLayer):
@@ -63,13 +64,15 @@ class PreallocatedLayer(DynamicLayer):
     DynamicLayer.update concatenates, copying the whole cache of every row at every step (quadratic in
     the record length; a third of the sampler's decoder time at batch 256). Here a step writes its new
     positions in place and the layer hands out views of the filled part; the room doubles when full.
+    Storage is (batch, position, head, head_dim), the projections' own layout, so a step's write is one
+    contiguous block per row; dropping rows compacts them in place (no new, untouched memory to fault in).
     Values are the same as DynamicLayer's (attention reads the same numbers, only the strides differ)."""
 
     def __init__(self, capacity: int):
         super().__init__()
         self.capacity = max(1, int(capacity))
         self.length = 0
-        self._k: torch.Tensor | None = None
+        self._k: torch.Tensor | None = None  # (B, room, H, d)
         self._v: torch.Tensor | None = None
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
@@ -78,44 +81,52 @@ class PreallocatedLayer(DynamicLayer):
         self.length = 0
         self.is_initialized = True
 
-    def _make_room(self, need: int, like: torch.Tensor, like_v: torch.Tensor) -> None:
-        cap = self._k.shape[2] if self._k is not None else self.capacity
-        while cap < need:
-            cap *= 2
-        B, H, _, d = like.shape
-        k = like.new_empty(B, H, cap, d)
-        v = like_v.new_empty(B, H, cap, like_v.shape[-1])
+    def _make_room(self, need: int, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        room = self._k.shape[1] if self._k is not None else self.capacity
+        while room < need:
+            room *= 2
+        B, H, _, d = key_states.shape
+        k = key_states.new_empty(B, room, H, d)
+        v = value_states.new_empty(B, room, H, value_states.shape[-1])
         if self.length:
-            k[:, :, : self.length] = self._k[:, :, : self.length]
-            v[:, :, : self.length] = self._v[:, :, : self.length]
+            k[:, : self.length] = self._k[:, : self.length]
+            v[:, : self.length] = self._v[:, : self.length]
         self._k, self._v = k, v
+
+    def _views(self) -> None:
+        self.keys = self._k[:, : self.length].transpose(1, 2)  # (B, H, T, d)
+        self.values = self._v[:, : self.length].transpose(1, 2)
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
         end = self.length + key_states.shape[-2]
-        if self._k is None or end > self._k.shape[2]:
+        if self._k is None or end > self._k.shape[1]:
             self._make_room(end, key_states, value_states)
-        self._k[:, :, self.length: end] = key_states
-        self._v[:, :, self.length: end] = value_states
+        self._k[:, self.length: end] = key_states.transpose(1, 2)
+        self._v[:, self.length: end] = value_states.transpose(1, 2)
         self.length = end
-        self.keys, self.values = self._k[:, :, :end], self._v[:, :, :end]
+        self._views()
         return self.keys, self.values
 
     def get_seq_length(self) -> int:
         return self.length
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
-        """Keep rows `indices`: copies only the filled positions, into buffers with the same room."""
+        """Keep rows `indices` (the batch only shrinks): gathers the filled positions, writes them back
+        into the first rows of the same buffers."""
         if self._k is None or self.length == 0:
             return
         n, T = indices.numel(), self.length
-        k = self._k.new_empty((n, *self._k.shape[1:]))
-        v = self._v.new_empty((n, *self._v.shape[1:]))
-        k[:, :, :T] = self._k[:, :, :T].index_select(0, indices)
-        v[:, :, :T] = self._v[:, :, :T].index_select(0, indices)
-        self._k, self._v = k, v
-        self.keys, self.values = k[:, :, :T], v[:, :, :T]
+        for name in ("_k", "_v"):
+            buf = getattr(self, name)
+            kept = buf[:, :T].index_select(0, indices)
+            if n > buf.shape[0]:
+                buf = buf.new_empty((n, *buf.shape[1:]))
+            buf = buf[:n]
+            buf[:, :T] = kept
+            setattr(self, name, buf)
+        self._views()
 
     def reset(self) -> None:
         self._k = self._v = None
@@ -270,7 +281,8 @@ class PromptBart(nn.Module):
 
         V = logits.shape[-1]
         flat_logits = logits.float().view(-1, V)  # (B*T, V)
-        lm_loss = F.cross_entropy(flat_logits, labels.view(-1), ignore_index=-100)
+        smoothing = self.loss_weights.label_smoothing if self.training else 0.0
+        lm_loss = F.cross_entropy(flat_logits, labels.view(-1), ignore_index=-100, label_smoothing=smoothing)
         valid = labels != -100  # (B, T)
         h = hidden[valid].float()  # (n_valid, D)
         B, T = labels.shape

@@ -188,7 +188,7 @@ def train(train_patients, val_patients, config: TrainConfig, out_dir, *, progres
     mcfg = model_config(config.preset, vocab_size=len(vocab), code_offset=vocab.code_offset, mode=config.mode,
                         age_mean=mean, age_sd=sd, **(model_overrides or {}))
     model, mcfg = build_model(mcfg, config.init_from)
-    model.loss_weights = LossWeights(config.age_weight, config.sex_weight, config.cooc_weight)
+    model.loss_weights = LossWeights(config.age_weight, config.sex_weight, config.cooc_weight, config.label_smoothing)
     model.to(dev)
     tokenizer = Tokenizer(vocab, config.mode)
     layout = Layout.of(vocab)
