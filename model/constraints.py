@@ -13,6 +13,7 @@ the shortest way to close the record (`</v> </s>`), so generation always ends in
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -90,6 +91,7 @@ class RowState:
     used: torch.Tensor  # (B, V) bool: codes already in the open visit
     cat_left: torch.Tensor  # (B, n_categories) long: allowed codes of each category not yet in the visit
     cat_full: torch.Tensor  # (B, n_categories) long: cat_left at the start of a visit
+    has_any: torch.Tensor  # (B,) bool: the patient has at least one allowed code at all
 
     def select(self, idx: torch.Tensor) -> RowState:
         return RowState(**{k: v.index_select(0, idx) for k, v in self.__dict__.items()})
@@ -147,6 +149,7 @@ def init_state(layout: TokenLayout, allowed: torch.Tensor) -> RowState:
         phase=zeros.clone(), length=torch.ones(B, dtype=torch.long, device=dev), n_visits=zeros.clone(),
         n_in_visit=zeros.clone(), category=torch.full((B,), -1, dtype=torch.long, device=dev),
         allowed=allowed, used=torch.zeros(B, V, dtype=torch.bool, device=dev), cat_left=cat_full.clone(), cat_full=cat_full,
+        has_any=cat_full.sum(1) > 0,
     )
 
 
@@ -166,13 +169,27 @@ def allowed_next(state: RowState, layout: TokenLayout, limits: Limits) -> torch.
     return out
 
 
-def allowed_head(state: RowState, layout: TokenLayout, limits: Limits) -> torch.Tensor:
+def allowed_head(state: RowState, layout: TokenLayout, limits: Limits, rows: torch.Tensor | None = None) -> torch.Tensor:
     """(B, code_offset) bool: allowed_next's columns before the codes (specials and categories), without
-    building the code columns. Hierarchical layouts only (flat ones put a visit's codes right after <v>)."""
+    building the code columns; only rows `rows` (n,) -> (n, code_offset) when given. Hierarchical
+    layouts only (flat ones put a visit's codes right after <v>)."""
     assert layout.hierarchical
-    out = torch.zeros(state.used.shape[0], layout.code_offset, dtype=torch.bool, device=state.used.device)
+    if rows is not None:
+        state = _HeadRows(*(getattr(state, f)[rows] for f in _HeadRows._fields))
+    out = torch.zeros(state.phase.shape[0], layout.code_offset, dtype=torch.bool, device=state.phase.device)
     _fill_head(out, state, layout, limits)
     return out
+
+
+class _HeadRows(NamedTuple):
+    """The RowState fields _fill_head reads, for a subset of rows."""
+
+    phase: torch.Tensor
+    length: torch.Tensor
+    n_visits: torch.Tensor
+    n_in_visit: torch.Tensor
+    cat_left: torch.Tensor
+    has_any: torch.Tensor
 
 
 def allowed_at(state: RowState, rows: torch.Tensor, idx: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
@@ -191,7 +208,7 @@ def _fill_head(out: torch.Tensor, state: RowState, layout: TokenLayout, limits: 
     unit = 2 if layout.hierarchical else 1
     can_open = (state.n_visits < limits.max_visits) & (left >= unit + 3)
     can_add = (state.n_in_visit < limits.max_codes_per_visit) & (left >= unit + 2)
-    has_any = state.cat_full.sum(1) > 0  # the patient has at least one allowed code at all
+    has_any = state.has_any
     ph = state.phase
 
     start = ph == START
@@ -247,9 +264,10 @@ def mask_logits(logits: torch.Tensor, allowed: torch.Tensor, layout: TokenLayout
 
 
 def advance(state: RowState, tokens: torch.Tensor, layout: TokenLayout, limits: Limits, *,
-            check: bool = True, allowed: torch.Tensor | None = None) -> RowState:
+            check: bool = True, allowed: torch.Tensor | None = None, inplace: bool = False) -> RowState:
     """State after each row emits tokens[i] (B,). With check, a token the constraints forbid raises
-    ValueError; pass `allowed` (this step's allowed_next) to save recomputing it."""
+    ValueError; pass `allowed` (this step's allowed_next) to save recomputing it. `inplace` updates
+    `state` itself and returns it (no copies of the (B, V) masks; for callers done with the old state)."""
     if check:
         if allowed is None:
             allowed = allowed_next(state, layout, limits)
@@ -257,9 +275,8 @@ def advance(state: RowState, tokens: torch.Tensor, layout: TokenLayout, limits: 
         if not bool(ok.all()):
             bad = int((~ok).nonzero()[0, 0])
             raise ValueError(f"token {int(tokens[bad])} is not allowed in row {bad} (phase {int(state.phase[bad])})")
-    s = replace(state)
-    s.used = state.used.clone()
-    s.cat_left = state.cat_left.clone()
+    live = state.phase != DONE
+    s = state if inplace else replace(state, used=state.used.clone(), cat_left=state.cat_left.clone())
     is_code = tokens >= layout.code_offset
     is_cat = (tokens >= layout.category_offset) & ~is_code
     opens = tokens == layout.visit_open
@@ -279,14 +296,14 @@ def advance(state: RowState, tokens: torch.Tensor, layout: TokenLayout, limits: 
     s.n_in_visit = torch.where(opens, 0, state.n_in_visit + is_code.long())
     s.n_visits = state.n_visits + closes.long()
     s.category = torch.where(is_cat, tokens, state.category)
-    phase = state.phase.clone()
+    phase = state.phase if inplace else state.phase.clone()
     phase[opens] = OPEN
     phase[is_code] = OPEN
     phase[is_cat] = CATEGORY
     phase[closes] = CLOSED
     phase[ends] = DONE
     s.phase = phase
-    s.length = state.length + (state.phase != DONE).long()
+    s.length = state.length + live.long()
     return s
 
 

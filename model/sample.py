@@ -409,7 +409,7 @@ class Sampler:
             if pos - 1 < longest:
                 tok = self._apply_forced(tok, rows, table[rows, pos - 1], state, limits, ok)
             emitting = state.phase != DONE  # rows kept as padding emit <pad>: not part of their record
-            state = advance(state, tok, L, limits, check=False)
+            state = advance(state, tok, L, limits, check=False, inplace=True)
             steps.append((rows[emitting], tok[emitting]))
             pos += 1
             done = state.phase == DONE
@@ -461,11 +461,11 @@ class Sampler:
         tok = torch.empty(h.shape[0], dtype=torch.long, device=h.device)
         a = (~in_cat).nonzero().squeeze(1)
         if a.numel():
-            if a.numel() >= LINEAR_ROWS:
-                logits = m.lm_head_columns(h[a], co)
-            else:  # too few rows for the kernels' usual path: compute all rows, keep these
-                logits = m.lm_head_columns(h, co)[a]
-            tok[a] = draw_head(logits, allowed_head(state, L, limits)[a], L, u[a], opts)
+            pick = a
+            if a.numel() < LINEAR_ROWS:  # too few rows for the kernels' usual path: top up with others
+                pick = torch.cat([a, in_cat.nonzero().squeeze(1)[: LINEAR_ROWS - a.numel()]])
+            logits = m.lm_head_columns(h[pick], co)[: a.numel()]
+            tok[a] = draw_head(logits, allowed_head(state, L, limits, a), L, u[a], opts)
         b = in_cat.nonzero().squeeze(1)
         if b.numel():
             cat = state.category[b]

@@ -103,6 +103,8 @@ def check_sliced_masks(state, layout, limits, ok, windows):
     if not layout.hierarchical:
         return
     assert torch.equal(allowed_head(state, layout, limits), ok[:, : layout.code_offset])
+    rows = (state.phase != 2).nonzero().squeeze(1)  # the rows the sampler asks about
+    assert torch.equal(allowed_head(state, layout, limits, rows), ok[rows, : layout.code_offset])
     rows = (state.phase == 2).nonzero().squeeze(1)
     if windows is not None and rows.numel():
         idx, inside = window_index(windows, state.category[rows], layout.vocab_size)
