@@ -96,6 +96,24 @@ class RowState:
     def select(self, idx: torch.Tensor) -> RowState:
         return RowState(**{k: v.index_select(0, idx) for k, v in self.__dict__.items()})
 
+    def compact(self, idx: torch.Tensor) -> RowState:
+        """select(idx) in place, for idx no longer than the batch: only rows whose position changes are
+        copied (the sampler's row drops move a few rows into the freed places); returns self."""
+        for k, v in self.__dict__.items():
+            setattr(self, k, select_in_place(v, idx))
+        return self
+
+
+def select_in_place(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """x.index_select(0, idx) written into x's own first len(idx) rows (a view of them is returned);
+    copies only the rows with idx[i] != i. Sources are read before anything is written, so any idx
+    with len(idx) <= len(x) works (repeats and swaps too)."""
+    n = idx.numel()
+    moved = (idx != torch.arange(n, device=idx.device)).nonzero().squeeze(1)
+    if moved.numel():
+        x[moved] = x[idx[moved]]
+    return x[:n]
+
 
 def _category_index(layout: TokenLayout, device) -> torch.Tensor:
     """(n_codes,) category index (0-based among categories) of each code token."""

@@ -113,19 +113,21 @@ class PreallocatedLayer(DynamicLayer):
         return self.length
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
-        """Keep rows `indices` (the batch only shrinks): gathers the filled positions, writes them back
-        into the first rows of the same buffers."""
+        """Keep rows `indices`, in place when the batch does not grow: only the rows that change place
+        are copied (their filled positions), so a caller that fills the places of dropped rows with rows
+        from the end moves few rows."""
         if self._k is None or self.length == 0:
             return
         n, T = indices.numel(), self.length
-        for name in ("_k", "_v"):
-            buf = getattr(self, name)
-            kept = buf[:, :T].index_select(0, indices)
-            if n > buf.shape[0]:
-                buf = buf.new_empty((n, *buf.shape[1:]))
-            buf = buf[:n]
-            buf[:, :T] = kept
-            setattr(self, name, buf)
+        if n > self._k.shape[0]:  # more rows than before: new buffers
+            self._k, self._v = self._k.index_select(0, indices), self._v.index_select(0, indices)
+        else:
+            moved = (indices != torch.arange(n, device=indices.device)).nonzero().squeeze(1)
+            if moved.numel():
+                src = indices[moved]
+                self._k[moved, :T] = self._k[src, :T]
+                self._v[moved, :T] = self._v[src, :T]
+            self._k, self._v = self._k[:n], self._v[:n]
         self._views()
 
     def reset(self) -> None:

@@ -43,6 +43,7 @@ from model.constraints import (
 )
 
 MIN_ROWS = 32  # batch floor for bit-identical kernels on CPU (measured: paths differ up to 15 rows)
+DROP_SHARE = 8  # finished rows leave the batch once they are at least 1/DROP_SHARE of it
 LINEAR_ROWS = 16  # nn.Linear's kernels give a row the same bits in any matmul of at least this many rows
 BMM_MIN_MACS = 512  # per-row products of fewer multiply-adds go through torch's plain bmm loop (other rounding)
 
@@ -378,7 +379,7 @@ class Sampler:
                 break
             keep = self._rows_to_keep(done)
             if keep is not None:
-                rows, state = rows[keep], state.select(keep)
+                rows, state = rows[keep], state.compact(keep)
                 past, enc = m.select(past, enc, keep)
                 age_t, sex_t, tok = age_t[keep], sex_t[keep], tok[keep]
             hidden, past = m.decoder_hidden(tok[:, None], enc, age_t, sex_t, past)  # (b, 1, D)
@@ -397,17 +398,27 @@ class Sampler:
 
     @staticmethod
     def _rows_to_keep(done: torch.Tensor) -> torch.Tensor | None:
-        """Live rows, topped up with finished ones to MIN_ROWS; None when nothing would change."""
-        live = (~done).nonzero().squeeze(1)
-        if live.numel() == done.numel():
+        """Batch positions to keep after a step: the live rows, topped up with finished ones to MIN_ROWS;
+        None when nothing would change. In hole-filling order: kept rows among the first n positions
+        stay, the kept rows beyond move into the places of dropped ones, so a drop copies (KV cache,
+        row state) only about as many rows as it drops."""
+        b = done.numel()
+        keep = ~done
+        n_live = int(keep.sum())
+        if n_live == b:
             return None
-        if live.numel() >= MIN_ROWS:
-            # each select copies the whole KV cache: drop finished rows in batches of an eighth or more
-            return live if 8 * (done.numel() - live.numel()) >= done.numel() else None
-        if done.numel() <= MIN_ROWS:
-            return None
-        filler = done.nonzero().squeeze(1)[: MIN_ROWS - live.numel()]
-        return torch.sort(torch.cat([live, filler])).values
+        if n_live >= MIN_ROWS:
+            if DROP_SHARE * (b - n_live) < b:  # too few finished rows to be worth a drop yet
+                return None
+        else:
+            if b <= MIN_ROWS:
+                return None
+            keep[done.nonzero().squeeze(1)[: MIN_ROWS - n_live]] = True  # finished rows as padding
+        n = int(keep.sum())
+        idx = torch.arange(n, device=done.device)
+        holes = (~keep[:n]).nonzero().squeeze(1)
+        idx[holes] = keep[n:].nonzero().squeeze(1) + n  # as many kept rows beyond n as holes before it
+        return idx
 
     def _choose_sliced(self, h: torch.Tensor, state, limits: Limits, u: torch.Tensor, opts: SamplingOptions) -> torch.Tensor:
         """choose() for hierarchical layouts from decoder hidden states h (b, D), computing only the logits
