@@ -18,6 +18,7 @@ from model.constraints import (
     category_windows,
     init_state,
     mask_logits,
+    select_in_place,
 )
 from model.sample import SamplingOptions, choose, uniforms, window_index
 
@@ -221,3 +222,12 @@ def test_sliced_masks_on_a_wide_layout(seed):
     seqs = decode(layout, limits, allowed, logits_maker("normal", seed, layout, allowed), SamplingOptions())  # checks the masks
     for seq, row in zip(seqs, allowed):
         check_sequence(seq, layout, limits, row)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 12), st.data())
+def test_select_in_place_is_index_select(B, data):
+    idx = torch.tensor(data.draw(st.lists(st.integers(0, B - 1), min_size=1, max_size=B)), dtype=torch.long)
+    x = torch.arange(B * 3).view(B, 3)
+    want = x.index_select(0, idx)
+    assert torch.equal(select_in_place(x.clone(), idx), want)
