@@ -210,6 +210,17 @@ class _HeadRows(NamedTuple):
     has_any: torch.Tensor
 
 
+def allowed_tokens(state: RowState, rows: torch.Tensor, tokens: torch.Tensor, layout: TokenLayout,
+                   limits: Limits) -> torch.Tensor:
+    """(n,) bool: allowed_next[rows[i], tokens[i]], without building whole rows when hierarchical."""
+    if not layout.hierarchical:
+        return allowed_next(state.select(rows), layout, limits).gather(1, tokens[:, None]).squeeze(1)
+    co = layout.code_offset
+    head = allowed_head(state, layout, limits, rows).gather(1, tokens.clamp(max=co - 1)[:, None]).squeeze(1)
+    code = allowed_at(state, rows, tokens.clamp(min=co)[:, None], layout).squeeze(1) & (state.phase[rows] == CATEGORY)
+    return torch.where(tokens < co, head, code)
+
+
 def allowed_at(state: RowState, rows: torch.Tensor, idx: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
     """(n, w) bool: allowed_next[rows].gather(1, idx) for rows in phase CATEGORY, where idx (n, w) holds
     code token ids (< vocab_size): a not-yet-used allowed code of the row's category."""

@@ -35,6 +35,7 @@ from model.constraints import (
     allowed_at,
     allowed_head,
     allowed_next,
+    allowed_tokens,
     category_windows,
     init_state,
     layout_from_vocab,
@@ -476,8 +477,7 @@ class Sampler:
         if idx.numel() == 0:
             return tok
         val = col[idx]
-        ok = ok[idx] if ok is not None else allowed_next(state.select(idx), self.layout, limits)
-        good = ok.gather(1, val[:, None]).squeeze(1)
+        good = ok[idx, val] if ok is not None else allowed_tokens(state, idx, val, self.layout, limits)
         if not bool(good.all()):
             bad = int((~good).nonzero()[0, 0])
             raise ValueError(f"forced token {self.vocab.tokens[int(val[bad])]!r} breaks the grammar or a rule "

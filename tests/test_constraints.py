@@ -15,6 +15,7 @@ from model.constraints import (
     allowed_at,
     allowed_head,
     allowed_next,
+    allowed_tokens,
     category_windows,
     init_state,
     mask_logits,
@@ -100,7 +101,10 @@ def decode(layout, limits, allowed, logits_fn, opts, forced=None):
 
 
 def check_sliced_masks(state, layout, limits, ok, windows):
-    """The sampler's sliced masks (head columns; a category's window) are allowed_next's, cut."""
+    """The sampler's sliced masks (head columns; a category's window; single tokens) are allowed_next's, cut."""
+    B, V = ok.shape
+    rows, toks = torch.arange(B).repeat_interleave(V), torch.arange(V).repeat(B)  # every (row, token)
+    assert torch.equal(allowed_tokens(state, rows, toks, layout, limits), ok.reshape(-1))
     if not layout.hierarchical:
         return
     assert torch.equal(allowed_head(state, layout, limits), ok[:, : layout.code_offset])
