@@ -338,7 +338,7 @@ class Sampler:
         age_t, sex_t = demographics_to_tensors(ages, sexes, self.config, dev)
         allowed = torch.from_numpy(self.rules.mask(np.asarray(sexes), np.asarray(ages, dtype=float))).to(dev)
         state = init_state(L, allowed)
-        enc = m.encode(torch.zeros(n, 0, dtype=torch.long, device=dev), None, age_t, sex_t)  # prompts only
+        enc = self._encode_demographics(age_t, sex_t)  # prompts only
 
         # the prefix all rows share goes into the first decoder call; the rest is forced step by step
         common = 0
@@ -396,6 +396,19 @@ class Sampler:
                 out[i] += toks[bounds[i]:bounds[i + 1]]
         finished = [bool(o) and o[-1] == L.eos for o in out[:n_real]]
         return out[:n_real], finished
+
+    def _encode_demographics(self, age_t: torch.Tensor, sex_t: torch.Tensor):
+        """The encoder on prompts only, run once per distinct (age, sex) of the batch (it depends on nothing
+        else), at least MIN_ROWS rows so every row gets the bits a whole batch gives it."""
+        from model.promptbart import EncoderState
+
+        key = torch.stack([age_t, sex_t.to(age_t.dtype)], 1)
+        uniq, inv = torch.unique(key, dim=0, return_inverse=True)
+        if uniq.shape[0] < MIN_ROWS:
+            uniq = torch.cat([uniq, uniq[:1].expand(MIN_ROWS - uniq.shape[0], -1)])
+        age_u, sex_u = uniq[:, 0].contiguous(), uniq[:, 1].to(sex_t.dtype)
+        enc = self.model.encode(torch.zeros(uniq.shape[0], 0, dtype=torch.long, device=age_t.device), None, age_u, sex_u)
+        return EncoderState(enc.hidden[inv], enc.mask[inv])
 
     @staticmethod
     def _rows_to_keep(done: torch.Tensor) -> torch.Tensor | None:
