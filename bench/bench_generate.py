@@ -2,10 +2,13 @@
 re-encodes the history for every visit and re-runs the decoder over the whole prefix for every token
 (how the original PromptEHR package generates: per visit, the full model on the history so far, no
 KV cache). Same model, same constraints and sampling code, same run; the loop replays the batched sampler's
-records (computing every step's logits and draw), so both do the same records. Also the FLOP rate of the batched
-sampler as a fraction of the measured fp32 matmul peak, and on CUDA the base preset at batch 1024.
+records (computing every step's logits and draw), so both do the same records. Rounds alternate the two;
+each round's speedup compares the two measured in that round, and the medians over rounds are reported
+(wall clock, and process CPU time, which a shared machine disturbs less). Also the FLOP rate of the
+batched sampler as a fraction of the fp32 matmul peak measured in the same run, and on CUDA the base
+preset at batch 1024.
 
-    python bench/bench_generate.py [--model DIR] [--threads 1] [--n 256] [--naive-n 16]
+    OMP_NUM_THREADS=1 python bench/bench_generate.py [--model DIR] [--threads 1] [--n 1024] [--naive-n 16] [--repeats 5]
 
 Without --model it trains the small preset briefly on DE-SynPUF sample 1 (trained lengths matter: a
 random model writes maximal records). Prints one JSON object.
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -45,10 +49,11 @@ def cohort_inputs(n: int, seed: int):
     return [a for a, _ in demo], [s for _, s in demo], [row_key(seed, i) for i in range(n)]
 
 
-def batched(sampler: Sampler, ages, sexes, keys, opts, batch: int) -> tuple[list[list[int]], float]:
-    t = time.perf_counter()
+def batched(sampler: Sampler, ages, sexes, keys, opts, batch: int) -> tuple[list[list[int]], float, float]:
+    """-> (records, wall seconds, process CPU seconds)."""
+    t, c = time.perf_counter(), time.process_time()
     out = sampler.generate_many(ages, sexes, keys, opts, batch_size=batch)
-    return out, time.perf_counter() - t
+    return out, time.perf_counter() - t, time.process_time() - c
 
 
 @torch.inference_mode()
@@ -109,7 +114,7 @@ def count_flops(sampler, ages, sexes, keys, opts, batch) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
     with FlopCounterMode(display=False) as fc:
-        batched(sampler, ages, sexes, keys, opts, batch)
+        sampler.generate_many(ages, sexes, keys, opts, batch_size=batch)
     return int(fc.get_total_flops())
 
 
@@ -131,29 +136,36 @@ def cpu_bench(args) -> dict:
     opts = SamplingOptions()
     ages, sexes, keys = cohort_inputs(args.n, args.seed)
     batched(sampler, ages[:32], sexes[:32], keys[:32], opts, 32)  # warm-up
-    # alternate the two and keep each one's best round: on a shared machine the minimum is the
-    # least disturbed measurement, and alternating exposes both to the same load
-    t_batched = t_naive = float("inf")
+    # alternate the two so both see the same load; a round's speedup compares the two measured in it
+    rounds = []
     for _ in range(args.repeats):
-        seqs, t = batched(sampler, ages, sexes, keys, opts, args.batch)
-        t_batched = min(t_batched, t)
-        t = time.perf_counter()
+        seqs, tb, cb = batched(sampler, ages, sexes, keys, opts, args.batch)
+        t, c = time.perf_counter(), time.process_time()
         naive = [naive_one(sampler, a, s, k, opts, r) for a, s, k, r in zip(ages, sexes, keys, seqs[:args.naive_n])]
-        t_naive = min(t_naive, time.perf_counter() - t)
+        tn, cn = time.perf_counter() - t, time.process_time() - c
         assert naive == seqs[:args.naive_n]
+        rounds.append({"batched_s": tb, "naive_s": tn, "batched_cpu_s": cb, "naive_cpu_s": cn,
+                       "speedup": (args.n / tb) / (args.naive_n / tn), "speedup_cpu": (args.n / cb) / (args.naive_n / cn)})
+    med = {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
     flops = count_flops(sampler, ages, sexes, keys, opts, args.batch)
     peak = matmul_peak("cpu")
     cfg = bundle[3]
     return {
-        "device": "cpu", "threads": torch.get_num_threads(), "repeats": args.repeats, "timing": "best of repeats", "model": str(args.model or f"small preset, {args.train_steps} training steps"),
+        "device": "cpu", "threads": torch.get_num_threads(), "repeats": args.repeats,
+        "timing": "medians over alternating rounds (wall clock; cpu: process CPU time)",
+        "model": str(args.model or f"small preset, {args.train_steps} training steps"),
         "preset_dims": {"d_model": cfg.d_model, "layers": [cfg.encoder_layers, cfg.decoder_layers], "vocab": cfg.vocab_size},
-        "batched": {"patients": args.n, "batch_size": args.batch, "seconds": t_batched, "patients_per_s": args.n / t_batched,
-                    **record_stats(seqs, sampler.layout)},
-        "naive": {"patients": args.naive_n, "seconds": t_naive, "patients_per_s": args.naive_n / t_naive,
+        "batched": {"patients": args.n, "batch_size": args.batch, "seconds": med["batched_s"],
+                    "patients_per_s": args.n / med["batched_s"], "cpu_seconds": med["batched_cpu_s"],
+                    "patients_per_cpu_s": args.n / med["batched_cpu_s"], **record_stats(seqs, sampler.layout)},
+        "naive": {"patients": args.naive_n, "seconds": med["naive_s"], "patients_per_s": args.naive_n / med["naive_s"],
+                  "cpu_seconds": med["naive_cpu_s"], "patients_per_cpu_s": args.naive_n / med["naive_cpu_s"],
                   **record_stats(naive, sampler.layout)},
-        "speedup": (args.n / t_batched) / (args.naive_n / t_naive),
-        "flops": {"batched_total": flops, "rate_per_s": flops / t_batched, "matmul_peak_per_s": peak,
-                  "fraction_of_peak": flops / t_batched / peak},
+        "speedup": med["speedup"], "speedup_cpu": med["speedup_cpu"],
+        "speedup_rounds": [round(r["speedup"], 2) for r in rounds],
+        "flops": {"batched_total": flops, "rate_per_s": flops / med["batched_s"], "matmul_peak_per_s": peak,
+                  "fraction_of_peak": flops / med["batched_s"] / peak,
+                  "fraction_of_peak_cpu_time": flops / med["batched_cpu_s"] / peak},
     }
 
 
@@ -195,7 +207,7 @@ def main() -> None:
     p.add_argument("--naive-n", type=int, default=16)
     p.add_argument("--cuda-n", type=int, default=4096)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--repeats", type=int, default=3, help="alternating rounds; the best of each is reported")
+    p.add_argument("--repeats", type=int, default=5, help="alternating rounds; medians are reported")
     p.add_argument("--cpu", action=argparse.BooleanOptionalAction, default=True, help="run the CPU comparison")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
