@@ -130,6 +130,25 @@ class PreallocatedLayer(DynamicLayer):
             self._k, self._v = self._k[:n], self._v[:n]
         self._views()
 
+    def append_rows(self, other: PreallocatedLayer) -> None:
+        """Add the rows of `other`, a layer holding as many positions, after this layer's rows."""
+        if other._k is None:
+            return
+        if self._k is None:
+            self._k, self._v, self.length = other._k, other._v, other.length
+            self._views()
+            return
+        if other.length != self.length:
+            raise ValueError(f"cannot join caches of {self.length} and {other.length} positions")
+        T, room = self.length, max(self._k.shape[1], other._k.shape[1])
+        a, b = self._k.shape[0], other._k.shape[0]
+        k = self._k.new_empty((a + b, room, *self._k.shape[2:]))
+        v = self._v.new_empty((a + b, room, *self._v.shape[2:]))
+        k[:a, :T], k[a:, :T] = self._k[:, :T], other._k[:, :T]
+        v[:a, :T], v[a:, :T] = self._v[:, :T], other._v[:, :T]
+        self._k, self._v = k, v
+        self._views()
+
     def reset(self) -> None:
         self._k = self._v = None
         self.length = 0
@@ -268,6 +287,17 @@ class PromptBart(nn.Module):
         return past, EncoderState(state.hidden[keep_idx], state.mask[keep_idx])
 
     reorder_cache = select
+
+    @staticmethod
+    def join(past, state: EncoderState, other_past, other_state: EncoderState):
+        """Rows of two generation caches at the same position as one batch (self-attention caches from
+        cache_capacity, so PreallocatedLayers): returns (past, state), `past` extended in place."""
+        for mine, theirs in zip(past.self_attention_cache.layers, other_past.self_attention_cache.layers):
+            mine.append_rows(theirs)
+        for mine, theirs in zip(past.cross_attention_cache.layers, other_past.cross_attention_cache.layers):
+            mine.keys = torch.cat([mine.keys, theirs.keys])
+            mine.values = torch.cat([mine.values, theirs.values])
+        return past, EncoderState(torch.cat([state.hidden, other_state.hidden]), torch.cat([state.mask, other_state.mask]))
 
     def forward(self, input_ids, attention_mask, decoder_input_ids, decoder_attention_mask, age, sex, labels=None,
                 *, cooc: CoocTargets | None = None) -> ModelOutput:

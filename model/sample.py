@@ -1,17 +1,22 @@
 """Batched sampler on the KV cache: many patients at once, each with its own random stream.
 
-How a batch is generated (see `sample_batch`):
-- The encoder runs once, on an empty input: demographics prompts only. Training keeps a share of
-  examples with an empty encoder input (DESIGN section 4), so this is in distribution. Required
-  codes and reconstruction prefixes are not put in the encoder: they are forced as the first
-  decoder tokens, which both conditions everything after them and guarantees they are in the record.
+How a batch is generated (see `Sampler.generate_many`):
+- The encoder runs once, on an empty input: demographics prompts only (once per distinct age and sex).
+  Training keeps a share of examples with an empty encoder input (DESIGN section 4), so this is in
+  distribution. Required codes and reconstruction prefixes are not put in the encoder: they are forced
+  as the first decoder tokens, which both conditions everything after them and guarantees they are in
+  the record.
 - The first decoder call puts the decoder prompt, `<s>` and the prefix common to all rows into the
-  KV cache; every later step feeds one token per live row. Rows that finish leave the batch (their
-  cache rows are dropped), so the cost follows the live rows.
+  KV cache (model/promptbart.py's PreallocatedCache: written in place, no copy per step); every later
+  step feeds one token per live row. Rows that finish leave the batch (their places are taken by rows
+  from its end), so the cost follows the live rows. When few rows are left and more patients wait,
+  those stragglers are set aside with their cache and join the next batch when it reaches their position.
 - Each step: logits -> constraint mask (model/constraints.py) -> temperature / top-k / top-p ->
   one draw per row by inverse CDF with a uniform that is a hash of (row key, position). The row key
   is a hash of (cohort seed, patient index), so patient i gets the same numbers whatever the batch
-  size, shard or batch neighbours.
+  size, shard or batch neighbours. Hierarchical models compute only what a draw reads: logits of the
+  specials and categories for a row choosing a category (or closing), of its category's codes for a
+  row choosing a code (_choose_sliced), with the same bits as the full LM head.
 
 Determinism on CPU: the kernels behind nn.Linear give bit-identical rows for any batch of 16 rows
 or more, but take another path (other rounding) below that. The batch is therefore never allowed to
@@ -194,6 +199,50 @@ def draw_codes(logits: torch.Tensor | None, ok: torch.Tensor, idx: torch.Tensor,
     return idx.gather(1, col[:, None]).squeeze(1)
 
 
+@dataclass
+class _Group:
+    """Rows decoded together, all at position `pos` (index after <s> of the next token to draw), one
+    entry per batch row in every field. Between two steps either `h` (decoder output for the next draw)
+    is set, or `tok` (the last drawn tokens, not yet fed to the decoder)."""
+
+    pos: int
+    ids: torch.Tensor  # (b,) long: row in the caller's lists, -1 for padding
+    keys: np.ndarray  # (b,) uint64 random streams
+    forced: torch.Tensor  # (b, w) long: forced token at each index after <s>, -1 for none
+    state: object  # RowState
+    enc: object  # EncoderState
+    past: object  # decoder cache (self-attention: PreallocatedCache)
+    age: torch.Tensor
+    sex: torch.Tensor
+    tok: torch.Tensor | None
+    h: torch.Tensor | None
+
+    def live(self) -> int:
+        """Real rows not finished."""
+        return int(((self.state.phase != DONE) & (self.ids >= 0)).sum())
+
+    def take(self, idx: torch.Tensor, model) -> _Group:
+        """Keep batch rows idx (in place where it can: see RowState.compact); between steps only."""
+        self.ids, self.forced, self.age, self.sex, self.tok = (x[idx] for x in (self.ids, self.forced, self.age, self.sex, self.tok))
+        self.keys = self.keys[idx.cpu().numpy()]
+        self.state = self.state.compact(idx)
+        self.past, self.enc = model.select(self.past, self.enc, idx)
+        return self
+
+    def join(self, other: _Group, model) -> None:
+        """Add the live rows of `other`, a group at the same position (between steps, tok set in both)."""
+        live = ((other.state.phase != DONE) & (other.ids >= 0)).nonzero().squeeze(1)
+        if live.numel() < other.ids.numel():
+            other.take(live, model)
+        w = max(self.forced.shape[1], other.forced.shape[1])
+        self.forced = torch.cat([torch.nn.functional.pad(f, (0, w - f.shape[1]), value=-1) for f in (self.forced, other.forced)])
+        self.ids, self.age, self.sex, self.tok = (torch.cat([a, b]) for a, b in (
+            (self.ids, other.ids), (self.age, other.age), (self.sex, other.sex), (self.tok, other.tok)))
+        self.keys = np.concatenate([self.keys, other.keys])
+        self.state = type(self.state)(**{k: torch.cat([v, getattr(other.state, k)]) for k, v in self.state.__dict__.items()})
+        self.past, self.enc = model.join(self.past, self.enc, other.past, other.enc)
+
+
 class Sampler:
     """A loaded model ready to generate: token layout, the rules folded over its vocabulary (once),
     training code frequencies for the "frequency" stage-2 sampler."""
@@ -279,123 +328,122 @@ class Sampler:
     def generate_tokens(self, ages, sexes, keys, opts: SamplingOptions, forced=None, limits: Limits | None = None) -> list[list[int]]:
         """Token ids after <s> up to and including </s>, one list per row, all rows in one batch.
         `keys` are row_key()s; `forced` (optional) per row: token ids that must follow <s>."""
-        return self._run_batch(ages, sexes, keys, opts, forced, limits)[0]
+        return self.generate_many(ages, sexes, keys, opts, forced, limits, batch_size=max(1, len(ages)))
 
+    @torch.inference_mode()
     def generate_many(self, ages, sexes, keys, opts: SamplingOptions, forced=None, limits: Limits | None = None,
                       batch_size: int = 256, progress=None) -> list[list[int]]:
         """Like generate_tokens for any number of rows, batch_size at a time, without the long tail.
 
         A batch runs until fewer than an eighth of its rows are live; while more rows wait, those
-        stragglers leave and join the next batch with their tokens so far as forced tokens. Replaying
-        them costs little (that batch runs those steps anyway), the draws sit at the same positions of
-        the same streams and the cache rows are recomputed the same way, so every record is the one an
-        uninterrupted run gives. `progress(done)` after each batch.
+        stragglers are set aside as they are (decoder cache and row state included) and join the next
+        batch when it reaches their position, so nothing is recomputed. A row's numbers never depend on
+        its batch neighbours, so every record is the one an uninterrupted run gives. `progress(done)`
+        after each batch.
         """
         n = len(ages)
         forced = [list(f) for f in forced] if forced is not None else [[] for _ in range(n)]
-        results: list[list[int] | None] = [None] * n
-        carry: list[tuple[int, list[int]]] = []  # (row, tokens after <s> so far)
+        limits = limits or self.limits()
+        log: list[tuple[torch.Tensor, torch.Tensor]] = []  # per step: (rows, their tokens), in step order
+        waiting: list[_Group] = []  # stragglers set aside, by position
         nxt = done = 0
-        while nxt < n or carry:
-            take = max(0, batch_size - len(carry))
-            rows = [i for i, _ in carry] + list(range(nxt, min(nxt + take, n)))
-            prefixes = [t for _, t in carry] + [forced[i] for i in range(nxt, min(nxt + take, n))]
-            nxt = min(nxt + take, n)
-            more = nxt < n
-            seqs, finished = self._run_batch([ages[i] for i in rows], [sexes[i] for i in rows], [keys[i] for i in rows],
-                                             opts, prefixes, limits, stop_below=len(rows) // 8 if more else 0)
-            carry = []
-            for i, seq, fin in zip(rows, seqs, finished):
-                if fin:
-                    results[i] = seq
-                    done += 1
-                else:
-                    carry.append((i, seq))
+        while nxt < n or waiting:
+            held = sum(g.live() for g in waiting)  # they join this batch: leave room for them
+            take = list(range(nxt, min(nxt + max(0, batch_size - held), n)))
+            nxt += len(take)
+            group = self._start(take, ages, sexes, keys, forced, limits, log) if take else waiting.pop(0)
+            stop_below = (len(take) + held) // 8 if nxt < n else 0
+            mark = len(log)
+            left = self._run(group, waiting, opts, limits, log, stop_below)
+            if left is not None:
+                waiting.append(left)
+                waiting.sort(key=lambda g: g.pos)
+            done += sum(int((t == self.layout.eos).sum()) for _, t in log[mark:])
             if progress is not None:
                 progress(done)
-        return results
+        # assemble records once: a row's tokens are logged in step order, so a stable sort by row keeps it
+        out: list[list[int]] = [[] for _ in range(n)]
+        if log:
+            r = torch.cat([a for a, _ in log]).cpu().numpy()
+            t = torch.cat([b for _, b in log]).cpu().numpy()
+            order = np.argsort(r, kind="stable")
+            bounds = np.searchsorted(r[order], np.arange(n + 1))
+            toks = t[order].tolist()
+            for i in range(n):
+                out[i] = toks[bounds[i]:bounds[i + 1]]
+        return out
 
-    @torch.inference_mode()
-    def _run_batch(self, ages, sexes, keys, opts: SamplingOptions, forced=None, limits: Limits | None = None,
-                   stop_below: int = 0) -> tuple[list[list[int]], list[bool]]:
-        """One batch. With stop_below > 0 it stops once fewer real rows are live: unfinished rows come
-        back as their tokens so far (finished False)."""
+    def _start(self, take: list[int], ages, sexes, keys, forced: list[list[int]], limits: Limits, log) -> _Group:
+        """A new batch of rows `take`: encoder, the prefix all its rows share in the first decoder call."""
         from model.promptbart import demographics_to_tensors
 
         L, m, dev = self.layout, self.model, self.device
-        limits = limits or self.limits()
-        n_real = len(ages)
-        if n_real == 0:
-            return [], []
-        forced = [list(f) for f in forced] if forced is not None else [[] for _ in range(n_real)]
-        # pad the batch to MIN_ROWS with copies of row 0 (outputs dropped): see the module docstring
-        pad = max(0, MIN_ROWS - n_real)
-        ages, sexes = list(ages) + [ages[0]] * pad, list(sexes) + [sexes[0]] * pad
-        keys = np.asarray(list(keys) + [keys[0]] * pad, dtype=np.uint64)
-        forced += [forced[0]] * pad
-        n = n_real + pad
-
+        n_real = len(take)
+        # pad the batch to MIN_ROWS with copies of its first row (outputs dropped): see the module docstring
+        rows = take + [take[0]] * max(0, MIN_ROWS - n_real)
+        n = len(rows)
+        ages, sexes, fr = [ages[i] for i in rows], [sexes[i] for i in rows], [forced[i] for i in rows]
         age_t, sex_t = demographics_to_tensors(ages, sexes, self.config, dev)
         allowed = torch.from_numpy(self.rules.mask(np.asarray(sexes), np.asarray(ages, dtype=float))).to(dev)
         state = init_state(L, allowed)
         enc = self._encode_demographics(age_t, sex_t)  # prompts only
+        ids = torch.tensor(take + [-1] * (n - n_real), dtype=torch.long, device=dev)  # -1: padding
 
         # the prefix all rows share goes into the first decoder call; the rest is forced step by step
         common = 0
-        while all(len(f) > common and f[common] == forced[0][common] for f in forced):
+        while all(len(f) > common and f[common] == fr[0][common] for f in fr):
             common += 1
-        prefix = forced[0][:common]
+        prefix = fr[0][:common]
         for t in prefix:  # forced tokens must respect the grammar and the rules too
-            state = advance(state, torch.full((n,), t, dtype=torch.long, device=dev), L, limits)
-        out = [list(prefix) for _ in range(n)]
-        longest = max(len(f) for f in forced)
+            tok = torch.full((n,), t, dtype=torch.long, device=dev)
+            state = advance(state, tok, L, limits)
+            log.append((ids[:n_real], tok[:n_real]))
+        longest = max(len(f) for f in fr)
+        table = torch.full((n, max(longest, 1)), -1, dtype=torch.long)  # forced token at each index after <s>, or -1
+        for i, f in enumerate(fr):
+            table[i, : len(f)] = torch.tensor(f, dtype=torch.long)
         first = torch.tensor([[L.bos] + prefix] * n, dtype=torch.long, device=dev)  # (n, 1 + common)
         # room for the prompts, <s>, the forced tokens and some more in the self-attention cache (it grows)
         hidden, past = m.decoder_hidden(first, enc, age_t, sex_t, cache_capacity=m.n_prompts + 1 + longest + 32)
-        h = hidden[:, -1]  # (n, D)
+        keys = np.asarray([keys[i] for i in rows], dtype=np.uint64)
+        return _Group(1 + common, ids, keys, table.to(dev), state, enc, past, age_t, sex_t, None, hidden[:, -1])
 
-        rows = torch.arange(n, device=dev)  # batch position -> original row
-        steps: list[tuple[torch.Tensor, torch.Tensor]] = []  # per step: (original rows, their tokens)
-        pos = 1 + common  # index of the token being chosen (same for every row in the batch)
-        table = torch.full((n, max(longest, 1)), -1, dtype=torch.long)  # (n, longest): forced token or -1
-        for i, f in enumerate(forced):
-            table[i, : len(f)] = torch.tensor(f, dtype=torch.long)
-        table = table.to(dev)
+    def _run(self, g: _Group, waiting: list[_Group], opts: SamplingOptions, limits: Limits, log,
+             stop_below: int) -> _Group | None:
+        """Step batch `g` until its rows are done, or, with stop_below > 0, until fewer real rows than that
+        are live: those come back as a group to set aside. Groups in `waiting` join it at their position."""
+        L, m = self.layout, self.model
         while True:
-            u = torch.from_numpy(uniforms(keys[rows.cpu().numpy()], pos)).to(dev)
+            if g.h is None:
+                for other in [w for w in waiting if w.pos == g.pos]:
+                    waiting.remove(other)
+                    g.join(other, m)
+                hidden, g.past = m.decoder_hidden(g.tok[:, None], g.enc, g.age, g.sex, g.past)  # (b, 1, D)
+                g.h = hidden[:, -1]
+            u = torch.from_numpy(uniforms(g.keys, g.pos)).to(g.h.device)
             if self.sliced:
-                tok, ok = self._choose_sliced(h, state, limits, u, opts), None
+                tok, ok = self._choose_sliced(g.h, g.state, limits, u, opts), None
             else:
-                ok = allowed_next(state, L, limits)
-                tok = choose(m.lm_head(h), ok, L, u, opts, self.freq_logits, state.phase == CATEGORY, state.category, self.windows)
-            if pos - 1 < longest:
-                tok = self._apply_forced(tok, rows, table[rows, pos - 1], state, limits, ok)
-            emitting = state.phase != DONE  # rows kept as padding emit <pad>: not part of their record
-            state = advance(state, tok, L, limits, check=False, inplace=True)
-            steps.append((rows[emitting], tok[emitting]))
-            pos += 1
-            done = state.phase == DONE
-            real_live = int(((~done) & (rows < n_real)).sum())
-            if real_live == 0 or real_live < stop_below:
-                break
+                ok = allowed_next(g.state, L, limits)
+                tok = choose(m.lm_head(g.h), ok, L, u, opts, self.freq_logits, g.state.phase == CATEGORY, g.state.category,
+                             self.windows)
+            if g.pos - 1 < g.forced.shape[1]:
+                tok = self._apply_forced(tok, g.ids, g.forced[:, g.pos - 1], g.state, limits, ok)
+            emitting = (g.state.phase != DONE) & (g.ids >= 0)  # finished rows kept as padding emit <pad>
+            g.state = advance(g.state, tok, L, limits, check=False, inplace=True)
+            log.append((g.ids[emitting], tok[emitting]))
+            g.pos, g.tok, g.h = g.pos + 1, tok, None
+            done = g.state.phase == DONE
+            live = (~done) & (g.ids >= 0)
+            real_live = int(live.sum())
+            if real_live == 0:
+                return None
+            if real_live < stop_below:  # set the stragglers aside (with finished rows as padding to MIN_ROWS)
+                keep = self._rows_to_keep(~live, force=True)
+                return g if keep is None else g.take(keep, m)
             keep = self._rows_to_keep(done)
             if keep is not None:
-                rows, state = rows[keep], state.compact(keep)
-                past, enc = m.select(past, enc, keep)
-                age_t, sex_t, tok = age_t[keep], sex_t[keep], tok[keep]
-            hidden, past = m.decoder_hidden(tok[:, None], enc, age_t, sex_t, past)  # (b, 1, D)
-            h = hidden[:, -1]
-        # assemble records once: rows emit in step order, so a stable sort by row keeps each record's order
-        if steps:
-            r = torch.cat([a for a, _ in steps]).cpu().numpy()
-            t = torch.cat([b for _, b in steps]).cpu().numpy()
-            order = np.argsort(r, kind="stable")
-            bounds = np.searchsorted(r[order], np.arange(n + 1))
-            toks = t[order].tolist()
-            for i in range(n_real):
-                out[i] += toks[bounds[i]:bounds[i + 1]]
-        finished = [bool(o) and o[-1] == L.eos for o in out[:n_real]]
-        return out[:n_real], finished
+                g.take(keep, m)
 
     def _encode_demographics(self, age_t: torch.Tensor, sex_t: torch.Tensor):
         """The encoder on prompts only, run once per distinct (age, sex) of the batch (it depends on nothing
@@ -411,9 +459,9 @@ class Sampler:
         return EncoderState(enc.hidden[inv], enc.mask[inv])
 
     @staticmethod
-    def _rows_to_keep(done: torch.Tensor) -> torch.Tensor | None:
+    def _rows_to_keep(done: torch.Tensor, force: bool = False) -> torch.Tensor | None:
         """Batch positions to keep after a step: the live rows, topped up with finished ones to MIN_ROWS;
-        None when nothing would change. In hole-filling order: kept rows among the first n positions
+        None when nothing would change (with force, every droppable row goes). In hole-filling order: kept rows among the first n positions
         stay, the kept rows beyond move into the places of dropped ones, so a drop copies (KV cache,
         row state) only about as many rows as it drops."""
         b = done.numel()
@@ -422,11 +470,11 @@ class Sampler:
         if n_live == b:
             return None
         if n_live >= MIN_ROWS:
-            if DROP_SHARE * (b - n_live) < b:  # too few finished rows to be worth a drop yet
+            if DROP_SHARE * (b - n_live) < b and not force:  # too few finished rows to be worth a drop yet
                 return None
         else:
             if b <= MIN_ROWS:
-                return None
+                return None if not force else torch.arange(b, device=done.device)
             keep[done.nonzero().squeeze(1)[: MIN_ROWS - n_live]] = True  # finished rows as padding
         n = int(keep.sum())
         idx = torch.arange(n, device=done.device)

@@ -218,3 +218,39 @@ def test_window_logits_are_the_full_heads_for_any_group_size(wide_sampler):
             n_codes = s.cat_sizes[cat[rows]][:, None]
             real = torch.arange(idx.shape[1])[None, :] < n_codes  # the category's own columns
             assert torch.equal(torch.where(real, got, 0.0), torch.where(real, full[rows], 0.0))
+
+
+@pytest.fixture(scope="module")
+def closing_sampler(wide_sampler):
+    """wide_sampler's model biased towards </v> and </s>: records of very different lengths, so batches
+    set stragglers aside."""
+    import copy
+
+    m = copy.deepcopy(wide_sampler.model)
+    with torch.no_grad():
+        m.final_logits_bias[[wide_sampler.layout.visit_close, wide_sampler.layout.eos]] += 2.5
+    return Sampler(m, wide_sampler.vocab, wide_sampler.config)
+
+
+@pytest.mark.parametrize("batch", [1, 5, 40, 70])
+def test_stragglers_set_aside_give_the_same_records(closing_sampler, batch, monkeypatch):
+    # generate_many sets stragglers aside with their cache and joins them to a later batch at their
+    # position: records equal one batch of everyone, with forced prefixes of different lengths too
+    from model import sample
+
+    s = closing_sampler
+    n = 150
+    ages = [float(5 + i % 80) for i in range(n)]
+    sexes = ["F" if i % 4 else "M" for i in range(n)]
+    keys = [row_key(11, i) for i in range(n)]
+    forced = [s.record_prefix([["25000", "4280"], ["4019"]][: i % 3]) for i in range(n)]
+    whole = s.generate_tokens(ages, sexes, keys, SamplingOptions(), forced)
+    lengths = sorted(len(t) for t in whole)
+    assert lengths[n // 2] * 2 < lengths[-1]  # a long tail: stragglers
+    joins = []
+    join = sample._Group.join
+    monkeypatch.setattr(sample._Group, "join", lambda g, other, model: joins.append(other.pos) or join(g, other, model))
+    seen = []
+    assert s.generate_many(ages, sexes, keys, SamplingOptions(), forced, batch_size=batch, progress=seen.append) == whole
+    assert seen[-1] == n and seen == sorted(seen)
+    assert joins or batch < 8  # batches of 8 rows or more stop for stragglers
