@@ -49,6 +49,7 @@ from model.constraints import (
 )
 
 MIN_ROWS = 32  # batch floor for bit-identical kernels on CPU (measured: paths differ up to 15 rows)
+STRAGGLERS = 8  # a batch sets its live rows aside once they are fewer than 1/STRAGGLERS of it
 DROP_SHARE = 8  # finished rows leave the batch once they are at least 1/DROP_SHARE of it
 LINEAR_ROWS = 16  # nn.Linear's kernels give a row the same bits in any matmul of at least this many rows
 BMM_MIN_MACS = 512  # per-row products of fewer multiply-adds go through torch's plain bmm loop (other rounding)
@@ -352,7 +353,7 @@ class Sampler:
             take = list(range(nxt, min(nxt + max(0, batch_size - held), n)))
             nxt += len(take)
             group = self._start(take, ages, sexes, keys, forced, limits, log) if take else waiting.pop(0)
-            stop_below = (len(take) + held) // 8 if nxt < n else 0
+            stop_below = (len(take) + held) // STRAGGLERS if nxt < n else 0
             mark = len(log)
             left = self._run(group, waiting, opts, limits, log, stop_below)
             if left is not None:
