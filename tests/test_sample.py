@@ -74,8 +74,13 @@ def test_draw_stays_in_the_nucleus(logits, top_p, top_k, u):
     p = torch.softmax(x[0].double(), 0)
     if top_k:
         kth = torch.topk(p, min(top_k, len(p))).values[-1]
+        if top_p >= 1.0:  # no nucleus cut (a float64 tail can never reach 1 - 1e-6): any token top-k keeps
+            assert p[tok] >= kth - 1e-6
+            return
         p = torch.where(p >= kth, p, 0.0)
         p = p / p.sum()
+    if top_p >= 1.0:
+        return
     order = torch.argsort(p, descending=True)
     before = torch.cumsum(p[order], 0) - p[order]
     nucleus = set(order[before < top_p - 1e-6].tolist())  # tolerance: float32 vs float64
