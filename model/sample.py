@@ -27,6 +27,7 @@ batch size on the same machine and thread count.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -35,6 +36,7 @@ from model.constraints import (
     CATEGORY,
     DONE,
     Limits,
+    RowState,
     TokenLayout,
     advance,
     allowed_at,
@@ -47,6 +49,11 @@ from model.constraints import (
     mask_logits,
     tokens_to_visits,
 )
+
+if TYPE_CHECKING:
+    from transformers.cache_utils import EncoderDecoderCache
+
+    from model.promptbart import EncoderState
 
 MIN_ROWS = 32  # batch floor for bit-identical kernels on CPU (measured: paths differ up to 15 rows)
 STRAGGLERS = 8  # a batch sets its live rows aside once they are fewer than 1/STRAGGLERS of it
@@ -210,9 +217,9 @@ class _Group:
     ids: torch.Tensor  # (b,) long: row in the caller's lists, -1 for padding
     keys: np.ndarray  # (b,) uint64 random streams
     forced: torch.Tensor  # (b, w) long: forced token at each index after <s>, -1 for none
-    state: object  # RowState
-    enc: object  # EncoderState
-    past: object  # decoder cache (self-attention: PreallocatedCache)
+    state: RowState
+    enc: EncoderState
+    past: EncoderDecoderCache  # self-attention part: promptbart.PreallocatedCache
     age: torch.Tensor
     sex: torch.Tensor
     tok: torch.Tensor | None
@@ -240,7 +247,7 @@ class _Group:
         self.ids, self.age, self.sex, self.tok = (torch.cat([a, b]) for a, b in (
             (self.ids, other.ids), (self.age, other.age), (self.sex, other.sex), (self.tok, other.tok)))
         self.keys = np.concatenate([self.keys, other.keys])
-        self.state = type(self.state)(**{k: torch.cat([v, getattr(other.state, k)]) for k, v in self.state.__dict__.items()})
+        self.state = RowState(**{k: torch.cat([v, getattr(other.state, k)]) for k, v in self.state.__dict__.items()})
         self.past, self.enc = model.join(self.past, self.enc, other.past, other.enc)
 
 
