@@ -360,9 +360,8 @@ class Sampler:
             take = list(range(nxt, min(nxt + max(0, batch_size - held), n)))
             nxt += len(take)
             group = self._start(take, ages, sexes, keys, forced, limits, log) if take else waiting.pop(0)
-            stop_below = (len(take) + held) // STRAGGLERS if nxt < n else 0
             mark = len(log)
-            left = self._run(group, waiting, opts, limits, log, stop_below)
+            left = self._run(group, waiting, opts, limits, log, stop=nxt < n)
             if left is not None:
                 waiting.append(left)
                 waiting.sort(key=lambda g: g.pos)
@@ -417,15 +416,14 @@ class Sampler:
         return _Group(1 + common, ids, keys, table.to(dev), state, enc, past, age_t, sex_t, None, hidden[:, -1])
 
     def _run(self, g: _Group, waiting: list[_Group], opts: SamplingOptions, limits: Limits, log,
-             stop_below: int) -> _Group | None:
-        """Step batch `g` until its rows are done, or, with stop_below > 0, until fewer real rows than that
-        are live: those come back as a group to set aside. Groups in `waiting` join it at their position."""
+             stop: bool) -> _Group | None:
+        """Step batch `g` until its rows are done, or, with `stop`, until fewer than 1/STRAGGLERS of the
+        rows it has had are live: those come back as a group to set aside. Groups in `waiting` join it at
+        their position."""
         L, m = self.layout, self.model
+        size = g.live()  # real rows it has had
         while True:
             if g.h is None:
-                for other in [w for w in waiting if w.pos == g.pos]:
-                    waiting.remove(other)
-                    g.join(other, m)
                 hidden, g.past = m.decoder_hidden(g.tok[:, None], g.enc, g.age, g.sex, g.past)  # (b, 1, D)
                 g.h = hidden[:, -1]
             u = torch.from_numpy(uniforms(g.keys, g.pos)).to(g.h.device)
@@ -441,12 +439,16 @@ class Sampler:
             g.state = advance(g.state, tok, L, limits, check=False, inplace=True)
             log.append((g.ids[emitting], tok[emitting]))
             g.pos, g.tok, g.h = g.pos + 1, tok, None
+            for other in [w for w in waiting if w.pos == g.pos]:  # stragglers set aside at this position
+                waiting.remove(other)
+                size += other.live()
+                g.join(other, m)
             done = g.state.phase == DONE
             live = (~done) & (g.ids >= 0)
             real_live = int(live.sum())
             if real_live == 0:
                 return None
-            if real_live < stop_below:  # set the stragglers aside (with finished rows as padding to MIN_ROWS)
+            if stop and STRAGGLERS * real_live < size:  # set the stragglers aside (finished rows pad to MIN_ROWS)
                 keep = self._rows_to_keep(~live, force=True)
                 return g if keep is None else g.take(keep, m)
             keep = self._rows_to_keep(done)
