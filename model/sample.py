@@ -343,8 +343,8 @@ class Sampler:
                       batch_size: int = 256, progress=None) -> list[list[int]]:
         """Like generate_tokens for any number of rows, batch_size at a time, without the long tail.
 
-        A batch runs until fewer than an eighth of its rows are live; while more rows wait, those
-        stragglers are set aside as they are (decoder cache and row state included) and join the next
+        A batch runs until fewer than 1/STRAGGLERS of the rows it has had are live; while more rows
+        wait, those stragglers are set aside as they are (decoder cache and row state included) and join the next
         batch when it reaches their position, so nothing is recomputed. A row's numbers never depend on
         its batch neighbours, so every record is the one an uninterrupted run gives. `progress(done)`
         after each batch.
