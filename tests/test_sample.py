@@ -100,14 +100,19 @@ def test_options_are_checked():
             SamplingOptions(**bad)
 
 
-def test_rows_do_not_depend_on_batch(sampler):
-    n = MIN_ROWS + 9
-    ages = [float(20 + i) for i in range(n)]
+def rows_in_one_go_and_in_slices(sampler, n: int, seed: int, cuts) -> list:
+    """Rows generated in one call equal the same rows generated in any slice; returns the whole."""
+    ages = [float(15 + 2 * i % 70) for i in range(n)]
     sexes = ["F" if i % 3 else "M" for i in range(n)]
-    keys = [row_key(3, i) for i in range(n)]
+    keys = [row_key(seed, i) for i in range(n)]
     whole = sampler.generate_tokens(ages, sexes, keys, SamplingOptions())
-    for lo, hi in ((0, 1), (5, 12), (3, n)):
+    for lo, hi in cuts:
         assert sampler.generate_tokens(ages[lo:hi], sexes[lo:hi], keys[lo:hi], SamplingOptions()) == whole[lo:hi]
+    return ages, sexes, keys, whole
+
+
+def test_rows_do_not_depend_on_batch(sampler):
+    rows_in_one_go_and_in_slices(sampler, MIN_ROWS + 9, 3, ((0, 1), (5, 12), (3, MIN_ROWS + 9)))
 
 
 def test_reconstruction_keeps_the_prefix(sampler):
@@ -168,12 +173,7 @@ def test_sliced_head_gives_the_full_heads_records(wide_sampler):
 
 def test_wide_rows_do_not_depend_on_batch(wide_sampler):
     n = MIN_ROWS + 20
-    ages = [float(15 + i) for i in range(n)]
-    sexes = ["M" if i % 2 else "F" for i in range(n)]
-    keys = [row_key(8, i) for i in range(n)]
-    whole = wide_sampler.generate_tokens(ages, sexes, keys, SamplingOptions())
-    for lo, hi in ((0, 1), (7, 9), (2, n)):
-        assert wide_sampler.generate_tokens(ages[lo:hi], sexes[lo:hi], keys[lo:hi], SamplingOptions()) == whole[lo:hi]
+    ages, sexes, keys, whole = rows_in_one_go_and_in_slices(wide_sampler, n, 8, ((0, 1), (7, 9), (2, n)))
     assert wide_sampler.generate_many(ages, sexes, keys, SamplingOptions(), batch_size=17) == whole
 
 
