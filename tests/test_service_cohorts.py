@@ -89,6 +89,7 @@ def test_cohort_is_queued_as_shards(client_for, auth, body, runner):
         ({"n_patients": 10**9}, "body.n_patients"),
         ({"required_codes": ["250.00"]}, "body.required_codes.0"),
         ({"required_codes": ["X123"]}, "body.required_codes.0"),
+        ({"required_codes": ["\u0664\u0660\u0661\u0669"]}, "body.required_codes.0"),  # Arabic-Indic digits
         ({"sampling": {"temperature": 0}}, "body.sampling.temperature"),
         ({"sampling": {"top_p": 1.5}}, "body.sampling.top_p"),
         ({"sampling": {"top_p": 0}}, "body.sampling.top_p"),

@@ -14,7 +14,7 @@ MAX_AGE = 90
 Age = Annotated[float, Field(ge=0, le=MAX_AGE)]
 BinEdge = Annotated[float, Field(ge=0, le=MAX_AGE + 1)]
 # Undotted ICD-9-CM diagnosis codes: 3-5 digits, V + 2-4 digits, E + 3-4 digits.
-ICD9Code = Annotated[str, StringConstraints(pattern=r"^(?:\d{3,5}|V\d{2,4}|E\d{3,4})$")]
+ICD9Code = Annotated[str, StringConstraints(pattern=r"^(?:[0-9]{3,5}|V[0-9]{2,4}|E[0-9]{3,4})$")]  # ASCII digits, as model/icd9.py
 
 
 class NormalAge(StrictModel):
