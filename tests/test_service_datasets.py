@@ -90,6 +90,18 @@ def test_wrong_format_or_unreadable_data_is_a_422(client, auth, session):
     assert _count(session) == before
 
 
+def test_unreadable_data_is_named_relative_to_the_data_root(client_for, auth, session, jail):
+    root, _ = jail
+    bad = root / "real" / "DIAGNOSES_ICD.csv"
+    bad.write_text(bad.read_text().replace("\n", "\nXYZ!!,", 1))  # a malformed second line
+    client = client_for(data_root=root)
+    before = _count(session)
+    r = client.post("/datasets", json={"name": "x", "format": "mimic3", "path": "real"}, headers=auth)
+    assert_problem(r, 422, "body.path")
+    assert "real/DIAGNOSES_ICD.csv" in r.text and str(root) not in r.text, r.text
+    assert _count(session) == before
+
+
 def test_dataset_row_keeps_the_relative_path(client, auth, session):
     r = client.post("/datasets", json={"name": "m", "format": "mimic3", "path": "mimic3-demo"}, headers=auth)
     assert r.status_code == 201

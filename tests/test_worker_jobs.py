@@ -189,7 +189,7 @@ def test_bad_data_under_the_data_root_fails_the_job_naming_the_file_relative_to_
     ("/elsewhere/x.csv: no such file", "/elsewhere/x.csv: no such file"),
 ])
 def test_paths_under_the_data_root_are_made_relative(text, expected):
-    from worker.execution import relative_to_data_root
+    from service.data_paths import relative_to_data_root
 
     assert relative_to_data_root(text, "/srv/data/") == relative_to_data_root(text, Path("/srv/data")) == expected
 

@@ -21,15 +21,13 @@ How a job ends:
 from __future__ import annotations
 
 import logging
-import os
-import re
 from collections.abc import Callable, Iterable
-from pathlib import Path
 
 from sqlalchemy import exc as sa_exc
 
 from model.errors import CheckpointError, DataError
 from service import store
+from service.data_paths import relative_to_data_root
 from worker.claims import MAX_ATTEMPTS, Lease, claim
 from worker.context import WorkerContext, new_worker_id
 
@@ -50,26 +48,6 @@ def _reason(e: BaseException) -> str:
         return "out of memory"
     text = str(e).strip().replace("\n", " ")
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
-
-
-def relative_to_data_root(text: str, data_root: str | Path | None) -> str:
-    """`text` with every path under the data root written relative to it ("/srv/data/m3/X.csv" ->
-    "m3/X.csv"; the root itself -> "."), for the configured root and the one it resolves to. A path
-    that merely starts with the same letters ("/srv/data2") or holds the root inside it is left alone."""
-    if data_root is None:
-        return text
-    roots = {str(Path(data_root))}
-    try:
-        roots.add(str(Path(data_root).resolve()))
-    except (OSError, RuntimeError):
-        pass
-    sep = re.escape(os.sep)
-    for root in sorted((r.rstrip(os.sep) for r in roots), key=len, reverse=True):
-        if not root:  # a data root of "/": every path is under it; nothing to shorten
-            continue
-        pattern = rf"(?<![\w.{sep}-]){re.escape(root)}(?:({sep})+|(?![\w.{sep}-]))"
-        text = re.sub(pattern, lambda m: "" if m.group(1) else ".", text)
-    return text
 
 
 def is_database_outage(e: BaseException) -> bool:

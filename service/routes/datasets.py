@@ -7,6 +7,7 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 
 from service import store
+from service.data_paths import relative_to_data_root
 from service.deps import ApiKeyDep, SessionDep, SettingsDep
 from service.idempotency import idempotent_create
 from service.pagination import (
@@ -44,15 +45,16 @@ def resolve_dataset_path(settings: Settings, path: str) -> Path:
     return resolved
 
 
-def compute_stats(path: Path, fmt: str) -> dict:
-    """Load the dataset with model.data (pandas, no torch) and summarise it."""
+def compute_stats(path: Path, fmt: str, data_root: str | Path | None = None) -> dict:
+    """Load the dataset with model.data (pandas, no torch) and summarise it; a file named in an error
+    is shown relative to `data_root`."""
     from model.data import dataset_stats, load_patients
     from model.errors import DataError
 
     try:
         patients = load_patients([path], format=fmt)
     except DataError as e:
-        raise validation_problem([field_error(["body", "path"], f"cannot be read as {fmt}: {e}")]) from None
+        raise validation_problem([field_error(["body", "path"], f"cannot be read as {fmt}: {relative_to_data_root(str(e), data_root)}")]) from None
     stats = dataset_stats(patients)
     return dict(stats) if not isinstance(stats, dict) else stats
 
@@ -74,7 +76,7 @@ async def create_dataset(
     resolved = resolve_dataset_path(settings, body.path)
 
     def create():
-        stats = compute_stats(resolved, body.format)
+        stats = compute_stats(resolved, body.format, settings.data_root)
         dataset = store.create_dataset(session, name=body.name, format=body.format, path=body.path, stats=stats)
         return 201, to_public(dataset), str(request.url_for("get_dataset", dataset_id=dataset.id))
 
