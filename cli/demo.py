@@ -77,7 +77,7 @@ def summary_lines(report) -> list[str]:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    lines.append("sections: " + ", ".join(f"{s} {'pass' if ok else 'FAIL'}" for s, ok in report.passed.items()))
+    lines.append("sections: " + ", ".join(f"{s} {verdict(ok)}" for s, ok in report.passed.items()))
     if unjudgeable:
         # The limit is real held-out data scored the same way: where even it fails, the data set is too
         # small for that threshold, and the synthetic value is best read against the limit.
