@@ -29,9 +29,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from model.cohort import CohortSpec, demographics
-from model.constraints import DONE, advance, allowed_next, init_state
-from model.sample import Sampler, SamplingOptions, choose, row_key, uniforms
+from model.generation.cohort import CohortSpec, demographics
+from model.generation.constraints import DONE, advance, allowed_next, init_state
+from model.generation.sampler import Sampler, SamplingOptions, choose, row_key, uniforms
 
 DATA = REPO.parent / "shared" / "data" / "desynpuf-sample" / "1-sample-10000"
 
@@ -61,7 +61,7 @@ def naive_one(sampler: Sampler, age: float, sex: str, key: int, opts: SamplingOp
     """One patient; per visit: encoder on `<s> history </s>`, then the decoder re-run over `<s> visit so far` per token.
     Every step computes logits, masks and draws as usual, then emits `replay`'s token, so both methods
     produce the same records and the timing compares the same work."""
-    from model.promptbart import demographics_to_tensors
+    from model.nn.promptbart import demographics_to_tensors
 
     L, m, dev, limits = sampler.layout, sampler.model, sampler.device, sampler.limits()
     age_t, sex_t = demographics_to_tensors([age], [sex], sampler.config, dev)
@@ -125,7 +125,7 @@ def record_stats(seqs, L) -> dict:
 
 
 def cpu_bench(args) -> dict:
-    from model.checkpoint import load_checkpoint
+    from model.nn.checkpoint import load_checkpoint
 
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(args.model) if args.model else Path(tmp) / "small"
@@ -172,10 +172,10 @@ def cpu_bench(args) -> dict:
 def cuda_bench(args) -> dict | None:
     if not torch.cuda.is_available():
         return None
-    from model.config import model_config
+    from model.nn.config import model_config
     from model.data import load_patients
-    from model.promptbart import PromptBart
-    from model.vocab import Vocabulary
+    from model.nn.promptbart import PromptBart
+    from model.tokens.vocab import Vocabulary
 
     vocab = Vocabulary.build(load_patients(DATA))
     cfg = model_config("base", vocab_size=len(vocab), code_offset=vocab.code_offset)

@@ -22,19 +22,19 @@ from torch.utils.flop_counter import FlopCounterMode
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from model.config import model_config, train_config
-from model.cooccurrence import common_pairs, count_cooccurrences, patient_visits
-from model.corruption import Layout
-from model.promptbart import LossWeights, PromptBart
-from model.tokenizer import Tokenizer
-from model.train import (
+from model.nn.config import model_config, train_config
+from model.nn.cooccurrence import common_pairs, count_cooccurrences, patient_visits
+from model.training.corruption import Layout
+from model.nn.promptbart import LossWeights, PromptBart
+from model.tokens.tokenizer import Tokenizer
+from model.training.train import (
     age_stats,
     encode_patients,
     epoch_batches,
     make_optimizer,
     train_batch,
 )
-from model.vocab import Vocabulary
+from model.tokens.vocab import Vocabulary
 
 SHARED = REPO.parent / "shared" / "data" / "desynpuf-sample"
 

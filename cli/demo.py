@@ -41,7 +41,7 @@ def demo_data(paths: list[str] | None) -> tuple[list[str], str | None]:
     if paths:
         return paths, None
     from cli.main import UsageError
-    from model.demo_data import NOTICE, DemoDataUnavailable, fetch_mimic3_demo
+    from model.data.demo_data import NOTICE, DemoDataUnavailable, fetch_mimic3_demo
 
     try:
         return [str(fetch_mimic3_demo())], NOTICE
@@ -106,11 +106,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--out {args.out}: exists and is not a folder")
     paths, notice = demo_data(args.data)
 
-    from model.cohort import CohortSpec
-    from model.config import train_config
+    from model.generation.cohort import CohortSpec
+    from model.nn.config import train_config
     from model.data import load_patients
     from model.evaluation import EvaluationConfig, build_report
-    from model.export import write_export
+    from model.data.export import write_export
     from model.split import split_patients
 
     split_seed = 0

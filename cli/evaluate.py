@@ -55,9 +55,9 @@ def load_model_scorer(model_dir: str, device: str):
     from cli.main import UsageError
 
     try:
-        from model.scoring import load_scorer
+        from model.evaluation.scorer import load_scorer
     except ModuleNotFoundError as e:
-        if e.name in ("model.scoring",):
+        if e.name in ("model.evaluation.scorer",):
             raise UsageError("--model needs model/scoring.py (load_scorer), which this installation lacks") from None
         raise
     return load_scorer(model_dir, device)

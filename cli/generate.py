@@ -79,9 +79,9 @@ def set_threads(threads: int | None) -> None:
 def load_sampler(model_dir, device_name: str):
     """(Sampler, torch.device) for a checkpoint directory; a device that is not there is a usage error."""
     from cli.main import UsageError
-    from model.checkpoint import load_checkpoint
-    from model.sample import Sampler
-    from model.train import resolve_device
+    from model.nn.checkpoint import load_checkpoint
+    from model.generation.sampler import Sampler
+    from model.training.train import resolve_device
 
     try:
         device = resolve_device(device_name)
@@ -91,12 +91,12 @@ def load_sampler(model_dir, device_name: str):
 
 
 def generate_with_progress(sampler, spec, n: int, seed: int, *, batch_size: int, device) -> tuple[list, float]:
-    """model.cohort.generate_cohort with a progress bar on stderr; returns (patients, seconds)."""
+    """model.generation.cohort.generate_cohort with a progress bar on stderr; returns (patients, seconds)."""
     import time
 
     from tqdm import tqdm
 
-    from model.cohort import generate_cohort
+    from model.generation.cohort import generate_cohort
 
     t0 = time.time()
     with tqdm(total=n, unit="patient", dynamic_ncols=True, file=sys.stderr) as bar:
@@ -127,8 +127,8 @@ def run(args: argparse.Namespace) -> int:
     if args.max_codes_per_visit is not None:
         body["max_codes_per_visit"] = args.max_codes_per_visit
 
-    from model.cohort import CohortSpec, check_feasible
-    from model.export import write_export
+    from model.generation.cohort import CohortSpec, check_feasible
+    from model.data.export import write_export
 
     try:
         spec = CohortSpec.from_dict(body)

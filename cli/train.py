@@ -28,10 +28,10 @@ def add_parser(subparsers) -> None:
 
 
 def train_with_progress(train_set, val_set, cfg, out, *, resume: bool = False, device: str = "auto"):
-    """model.train.train with a progress bar and one line per epoch on stderr; returns its TrainResult."""
+    """model.training.train.train with a progress bar and one line per epoch on stderr; returns its TrainResult."""
     from tqdm import tqdm
 
-    from model.train import train
+    from model.training.train import train
 
     bar = None
 
@@ -68,7 +68,7 @@ def result_line(result) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from model.config import train_config
+    from model.nn.config import train_config
     from model.data import load_patients
     from model.split import split_patients
 
@@ -84,8 +84,8 @@ def run(args: argparse.Namespace) -> int:
     if args.eval_holdout and result.status != "stopped":
         import json
 
-        from model.checkpoint import load_checkpoint
-        from model.perplexity import heldout_perplexity
+        from model.nn.checkpoint import load_checkpoint
+        from model.training.perplexity import heldout_perplexity
 
         model, vocab, tokenizer, _ = load_checkpoint(args.out)
         figures = heldout_perplexity(model, vocab, tokenizer, holdout, batch_size=cfg.batch_size)

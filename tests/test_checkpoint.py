@@ -6,17 +6,17 @@ import struct
 import pytest
 import torch
 
-from model.checkpoint import (
+from model.nn.checkpoint import (
     FILES,
     MANIFEST,
     load_checkpoint,
     save_checkpoint,
     verify_manifest,
 )
-from model.config import model_config, train_config
+from model.nn.config import model_config, train_config
 from model.errors import CheckpointError
-from model.promptbart import PromptBart, demographics_to_tensors
-from model.vocab import BOS, EOS, Vocabulary
+from model.nn.promptbart import PromptBart, demographics_to_tensors
+from model.tokens.vocab import BOS, EOS, Vocabulary
 from tests.test_vocab import toy_patients
 
 
@@ -80,10 +80,10 @@ def test_missing_file_and_bad_manifest(saved):
 
 SAVE_SCRIPT = """
 import sys, torch
-from model.checkpoint import save_checkpoint
-from model.config import model_config
-from model.promptbart import PromptBart
-from model.vocab import Vocabulary
+from model.nn.checkpoint import save_checkpoint
+from model.nn.config import model_config
+from model.nn.promptbart import PromptBart
+from model.tokens.vocab import Vocabulary
 from tests.test_vocab import toy_patients
 v = Vocabulary.build(toy_patients(20))
 torch.manual_seed(0)

@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from model.constraints import (
+from model.generation.constraints import (
     DONE,
     Limits,
     TokenLayout,
@@ -21,7 +21,7 @@ from model.constraints import (
     mask_logits,
     select_in_place,
 )
-from model.sample import SamplingOptions, choose, uniforms, window_index
+from model.generation.sampler import SamplingOptions, choose, uniforms, window_index
 
 N_SPECIAL = 7
 

@@ -2,17 +2,17 @@
 import numpy as np
 import torch
 
-from model.batches import collate
-from model.cooccurrence import (
+from model.training.batches import collate
+from model.nn.cooccurrence import (
     common_pairs,
     cooc_targets,
     cooccurrence_penalty,
     count_cooccurrences,
 )
-from model.corruption import empty_encoder
+from model.training.corruption import empty_encoder
 from model.patient import Patient
-from model.tokenizer import Tokenizer
-from model.vocab import Vocabulary
+from model.tokens.tokenizer import Tokenizer
+from model.tokens.vocab import Vocabulary
 
 VISITS = [["A1", "B1", "C1"], ["A1", "B1"], ["A1", "B1"], ["B1", "C1"], ["D1"]]
 

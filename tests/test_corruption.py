@@ -3,8 +3,8 @@ from collections import Counter
 
 import numpy as np
 
-from model.config import TrainConfig
-from model.corruption import (
+from model.nn.config import TrainConfig
+from model.training.corruption import (
     Layout,
     delete_tokens,
     empty_encoder,
@@ -15,8 +15,8 @@ from model.corruption import (
     split_visits,
     validation_examples,
 )
-from model.tokenizer import Tokenizer
-from model.vocab import BOS, END_VISIT, EOS, MASK, VISIT, Vocabulary
+from model.tokens.tokenizer import Tokenizer
+from model.tokens.vocab import BOS, END_VISIT, EOS, MASK, VISIT, Vocabulary
 from tests.test_vocab import toy_patients
 
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from model.demo_data import NOTICE
+from model.data.demo_data import NOTICE
 from tests.test_demo_data import _serve_under_files, demo_server  # noqa: F401  (fixture)
 
 PROMPTEHR = str(Path(sys.executable).parent / "promptehr")

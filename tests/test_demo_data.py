@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from model.demo_data import FILES, DemoDataUnavailable, fetch_mimic3_demo
+from model.data.demo_data import FILES, DemoDataUnavailable, fetch_mimic3_demo
 
 
 @pytest.fixture()

@@ -152,7 +152,7 @@ def test_cli_evaluate_rejects_bad_input(tmp_path, shared_data, capsys):
     rc = main(["evaluate", "--synthetic", str(good), "--real", real, "--out", str(tmp_path / "r.json"), "--model", str(tmp_path)])
     err = capsys.readouterr().err
     try:
-        import model.scoring  # noqa: F401
+        import model.evaluation.scorer  # noqa: F401
     except ModuleNotFoundError:
         assert rc == 2 and "model/scoring.py" in err
 

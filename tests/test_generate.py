@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cli.main import main
-from model.cohort import (
+from model.generation.cohort import (
     AgeSpec,
     CohortSpec,
     check_feasible,
@@ -23,7 +23,7 @@ from model.cohort import (
     generate_cohort,
 )
 from model.rules import violations
-from model.sample import SamplingOptions
+from model.generation.sampler import SamplingOptions
 
 N = 2000
 SETTINGS = {"deadline": None, "suppress_health_check": [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]}
@@ -49,7 +49,7 @@ def model_dir(tmp_path_factory, shared_data, one_thread):
 
 @pytest.fixture(scope="module")
 def bundle(model_dir):
-    from model.checkpoint import load_checkpoint
+    from model.nn.checkpoint import load_checkpoint
 
     return load_checkpoint(model_dir, "cpu")
 

@@ -4,10 +4,10 @@ import math
 import pytest
 import torch
 
-from model.checkpoint import load_checkpoint
-from model.config import train_config
-from model.perplexity import heldout_perplexity, within_category_nll
-from model.train import train
+from model.nn.checkpoint import load_checkpoint
+from model.nn.config import train_config
+from model.training.perplexity import heldout_perplexity, within_category_nll
+from model.training.train import train
 from tests.test_vocab import toy_patients
 
 

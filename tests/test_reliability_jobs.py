@@ -149,7 +149,7 @@ def _dataset(stack: Stack, name: str, path: str) -> str:
 
 @pytest.fixture(scope="module")
 def killed_training(stack):
-    from model.checkpoint import load_resume, resume_dir
+    from model.nn.checkpoint import load_resume, resume_dir
     from service.models import Model, TrainingJob
 
     dataset_id = _dataset(stack, "mimic3-demo", "mimic3")

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from model.patient import Patient
-from model.sample import (
+from model.generation.sampler import (
     MIN_ROWS,
     Sampler,
     SamplingOptions,
@@ -24,9 +24,9 @@ CODES = ["4019", "25000", "4280", "41401", "5849", "V5861", "E8889", "2724", "48
 
 @pytest.fixture(scope="module")
 def sampler():
-    from model.config import model_config
-    from model.promptbart import PromptBart
-    from model.vocab import Vocabulary
+    from model.nn.config import model_config
+    from model.nn.promptbart import PromptBart
+    from model.tokens.vocab import Vocabulary
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -40,9 +40,9 @@ def sampler():
 @pytest.fixture(scope="module")
 def wide_sampler():
     """Categories of up to 14 codes: code steps take windows of several widths."""
-    from model.config import model_config
-    from model.promptbart import PromptBart
-    from model.vocab import Vocabulary
+    from model.nn.config import model_config
+    from model.nn.promptbart import PromptBart
+    from model.tokens.vocab import Vocabulary
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -116,7 +116,7 @@ def test_rows_do_not_depend_on_batch(sampler):
 
 
 def test_reconstruction_keeps_the_prefix(sampler):
-    from model.scoring import Scorer, first_half
+    from model.evaluation.scorer import Scorer, first_half
 
     real = [Patient(f"p{i}", 30.0 + i, "MF"[i % 2], [CODES[i:i + 3], CODES[i + 4:i + 6]]) for i in range(6)]
     real.append(Patient("man", 40.0, "M", [["650", "4019", "4280"]]))  # 650 is female-only: dropped from the forcing
@@ -141,8 +141,8 @@ def test_reconstruction_keeps_the_prefix(sampler):
 
 
 def test_perplexity_is_finite(sampler):
-    from model.scoring import Scorer
-    from model.tokenizer import Tokenizer
+    from model.evaluation.scorer import Scorer
+    from model.tokens.tokenizer import Tokenizer
 
     scorer = Scorer(sampler, Tokenizer(sampler.vocab, "hierarchical"))
     pats = [Patient(f"p{i}", 60.0, "F", [CODES[i:i + 4], CODES[i + 2:i + 5]]) for i in range(8)]
@@ -179,7 +179,7 @@ def test_wide_rows_do_not_depend_on_batch(wide_sampler):
 
 def test_preallocated_cache_gives_the_dynamic_caches_states(wide_sampler):
     # in-place KV cache (room 4: grows twice) against transformers' concatenating one, with rows dropped
-    from model.promptbart import demographics_to_tensors
+    from model.nn.promptbart import demographics_to_tensors
 
     m = wide_sampler.model
     B = 20
@@ -207,7 +207,7 @@ def test_preallocated_cache_gives_the_dynamic_caches_states(wide_sampler):
 
 
 def test_window_logits_are_the_full_heads_for_any_group_size(wide_sampler):
-    from model.sample import window_index
+    from model.generation.sampler import window_index
 
     s = wide_sampler
     L = s.layout
@@ -241,7 +241,7 @@ def closing_sampler(wide_sampler):
 def test_stragglers_set_aside_give_the_same_records(closing_sampler, batch, monkeypatch):
     # generate_many sets stragglers aside with their cache and joins them to a later batch at their
     # position: records equal one batch of everyone, with forced prefixes of different lengths too
-    from model import sample
+    from model.generation import sampler as sample
 
     s = closing_sampler
     n = 150

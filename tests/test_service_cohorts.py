@@ -134,7 +134,7 @@ AGES_PAST_THE_LIMIT = [
 def test_age_limits_are_the_models(client, auth, body, runner):
     """What POST /cohorts accepts the generating worker accepts too (model.cohort.AgeSpec), and an age
     the model would refuse is a 422 naming the age field at POST time rather than a failed job."""
-    from model.cohort import MAX_AGE, AgeSpec
+    from model.generation.cohort import MAX_AGE, AgeSpec
     from service.schemas import cohorts as schema
 
     assert schema.MAX_AGE == MAX_AGE

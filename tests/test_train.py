@@ -9,9 +9,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from model.checkpoint import FILES, MANIFEST, resume_dir
-from model.config import train_config
-from model.train import train
+from model.nn.checkpoint import FILES, MANIFEST, resume_dir
+from model.nn.config import train_config
+from model.training.train import train
 from tests.test_vocab import toy_patients
 
 REPO = Path(__file__).resolve().parents[1]
@@ -102,7 +102,7 @@ def test_init_from_local_hf_bart(tmp_path):
     hf.save_pretrained(tmp_path / "hf")
     tr, va = data()
     r = train(tr, va, config(epochs=1, init_from=str(tmp_path / "hf")), tmp_path / "m", device="cpu")
-    from model.checkpoint import load_checkpoint
+    from model.nn.checkpoint import load_checkpoint
 
     m, vocab, _, cfg = load_checkpoint(tmp_path / "m")
     assert r.status == "completed" and cfg.d_model == 32 and cfg.encoder_layers == 1 and cfg.init_from == str(tmp_path / "hf")
@@ -113,7 +113,7 @@ def test_init_from_local_hf_bart(tmp_path):
 def test_flat_mode_trains(tmp_path):
     tr, va = data()
     r = train(tr, va, config(epochs=1, mode="flat"), tmp_path / "m", device="cpu")
-    from model.checkpoint import load_checkpoint
+    from model.nn.checkpoint import load_checkpoint
 
     _, _, tk, cfg = load_checkpoint(tmp_path / "m")
     assert r.status == "completed" and cfg.mode == "flat" and tk.mode == "flat" and r.log[0]["val_ppl"] > 0

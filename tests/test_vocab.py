@@ -2,7 +2,7 @@
 import numpy as np
 
 from model.patient import Patient
-from model.vocab import SPECIALS, UNK, Vocabulary
+from model.tokens.vocab import SPECIALS, UNK, Vocabulary
 
 CODES = ["4019", "25000", "4280", "42731", "5849", "V5861", "E8889", "2724", "41401", "5990", "4011", "E8790"]
 

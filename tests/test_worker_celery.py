@@ -22,7 +22,7 @@ from types import SimpleNamespace
 import pytest
 import sqlalchemy as sa
 
-from model.checkpoint import load_checkpoint
+from model.nn.checkpoint import load_checkpoint
 from tests.test_worker_support import (
     Api,
     app_env,
@@ -144,10 +144,10 @@ def test_a_killed_worker_child_is_taken_over_and_training_resumes(stack):
     assert not snapshot.parent.exists()  # resume state removed once training finished
 
     # Resumed, it ends with the very weights an uninterrupted run of the same job trains.
-    from model.checkpoint import sha256_of
+    from model.nn.checkpoint import sha256_of
     from model.data import load_patients
     from model.split import split_patients
-    from model.train import train
+    from model.training.train import train
     from worker.train_task import _train_config
 
     train_patients, val_patients, _ = split_patients(load_patients(stack.data / "m3", format="mimic3"), 3)

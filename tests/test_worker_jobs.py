@@ -75,7 +75,7 @@ def training_job(ctx, path="mimic3-demo", fmt="mimic3"):
 
 def fake_checkpoint(directory: Path) -> str:
     """A directory that passes manifest verification (its files are not a loadable model)."""
-    from model.checkpoint import FILES, MANIFEST, sha256_of, write_manifest
+    from model.nn.checkpoint import FILES, MANIFEST, sha256_of, write_manifest
 
     directory.mkdir(parents=True)
     for name in FILES:

@@ -93,11 +93,11 @@ def _preload(**_):
     here touches CUDA (a forked child could not use a CUDA context its parent made)."""
     import torch  # noqa: F401
 
-    import model.checkpoint
-    import model.cohort
+    import model.nn.checkpoint
+    import model.generation.cohort
     import model.data
     import model.evaluation
-    import model.train  # noqa: F401
+    import model.training.train  # noqa: F401
     import worker.evaluate_task
     import worker.generate_task
     import worker.train_task  # noqa: F401

@@ -32,9 +32,9 @@ def _scorer(ctx: WorkerContext, model_row, n_holdout: int):
     if n_holdout > MAX_SCORED_HOLDOUT["cuda" if device.startswith("cuda") else "cpu"]:
         return None
     try:
-        from model.scoring import load_scorer
+        from model.evaluation.scorer import load_scorer
     except ModuleNotFoundError as e:
-        if e.name != "model.scoring":
+        if e.name != "model.evaluation.scorer":
             raise
         return None
     directory = checkpoint_dir(ctx.model_root, model_row.checkpoint_path)

@@ -34,7 +34,7 @@ def stored_prefix(session, cohort_id: str, start: int, count: int) -> int:
 
 
 def generate_shard(ctx: WorkerContext, lease: Lease) -> None:
-    from model.cohort import CohortSpec, generate_cohort
+    from model.generation.cohort import CohortSpec, generate_cohort
 
     shard_id = lease.job_id
     with ctx.session() as session:

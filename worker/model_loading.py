@@ -35,7 +35,7 @@ def relative_to_root(model_root: Path, directory: Path) -> str:
 
 def verify_registered(directory: Path, manifest_sha256: str) -> None:
     """The checkpoint's manifest is the one registered with the model (CheckpointError otherwise)."""
-    from model.checkpoint import MANIFEST, sha256_of
+    from model.nn.checkpoint import MANIFEST, sha256_of
 
     manifest = directory / MANIFEST
     if not manifest.is_file():
@@ -48,7 +48,7 @@ def verify_registered(directory: Path, manifest_sha256: str) -> None:
 
 def load_model_bundle(model_root: Path, model_row, device: str):
     """(model, vocab, tokenizer, config) of a Model row, verified (manifest digest and every file)."""
-    from model.checkpoint import load_checkpoint
+    from model.nn.checkpoint import load_checkpoint
 
     directory = checkpoint_dir(model_root, model_row.checkpoint_path)
     verify_registered(directory, model_row.manifest_sha256)

@@ -49,7 +49,7 @@ def dataset_path(data_root: Path, path: str) -> Path:
 
 
 def read_training_log(directory: Path) -> list[dict]:
-    from model.checkpoint import LOG
+    from model.nn.checkpoint import LOG
 
     f = directory / LOG
     if not f.is_file():
@@ -58,7 +58,7 @@ def read_training_log(directory: Path) -> list[dict]:
 
 
 def _train_config(job):
-    from model.config import train_config
+    from model.nn.config import train_config
 
     overrides = {field: job.options[name] for name, field in OPTION_FIELDS.items() if name in (job.options or {})}
     return train_config(job.preset, epochs=job.epochs, seed=job.seed, mode=job.mode, **overrides)
@@ -78,10 +78,10 @@ def _model_for_job(session, job_id: str) -> Model | None:
 
 
 def train_job(ctx: WorkerContext, lease: Lease) -> None:
-    from model.checkpoint import MANIFEST, load_resume, sha256_of
+    from model.nn.checkpoint import MANIFEST, load_resume, sha256_of
     from model.data import load_patients
     from model.split import split_patients
-    from model.train import train
+    from model.training.train import train
 
     job_id = lease.job_id
     with ctx.session() as session:

@@ -9,7 +9,7 @@ from service.schemas.common import JobPublic, StrictModel
 # The model's limits (model/cohort.py, MAX_AGE): ages are whole years in [0, 90], as every loader caps
 # them (MIMIC shifts ages over 89); a histogram's last edge may be 91, since bin [90, 91) is age 90.
 # Checked here so that an age the model would refuse is a 422 at POST time, not a failed job.
-# (service/ does not import model.cohort, which pulls in torch; a test keeps the two in step.)
+# (service/ does not import model.generation.cohort, which pulls in torch; a test keeps the two in step.)
 MAX_AGE = 90
 Age = Annotated[float, Field(ge=0, le=MAX_AGE)]
 BinEdge = Annotated[float, Field(ge=0, le=MAX_AGE + 1)]

@@ -21,9 +21,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from model.config import ModelConfig, TrainConfig, load_json, save_json
+from model.nn.config import ModelConfig, TrainConfig, load_json, save_json
 from model.errors import CheckpointError
-from model.vocab import Vocabulary
+from model.tokens.vocab import Vocabulary
 
 WEIGHTS, CONFIG, VOCAB, LOG, MANIFEST = "model.safetensors", "config.json", "vocab.json", "training_log.jsonl", "manifest.json"
 FILES = (WEIGHTS, CONFIG, VOCAB, LOG)
@@ -114,8 +114,8 @@ def verify_manifest(directory: str | Path) -> None:
 
 def load_checkpoint(directory: str | Path, device="cpu"):
     """-> (model in eval mode on `device`, vocab, tokenizer, ModelConfig). Verifies the manifest first."""
-    from model.promptbart import PromptBart
-    from model.tokenizer import Tokenizer
+    from model.nn.promptbart import PromptBart
+    from model.tokens.tokenizer import Tokenizer
 
     d = Path(directory)
     verify_manifest(d)

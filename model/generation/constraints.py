@@ -53,7 +53,7 @@ class TokenLayout:
 
 def layout_from_vocab(vocab, hierarchical: bool) -> TokenLayout:
     """Build the layout from model/vocab.py's Vocabulary (specials <s>=0 <pad>=1 </s>=2 <unk>=3 <v>=4 </v>=5 <mask>=6)."""
-    from model import vocab as v
+    from model.tokens import vocab as v
 
     V = len(vocab)
     code_category = np.full(V, -1, dtype=np.int64)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from model.patient import Patient
-from model.sample import Sampler, SamplingOptions, row_key
+from model.generation.sampler import Sampler, SamplingOptions, row_key
 
 
 def first_half(p: Patient) -> Patient:
@@ -49,7 +49,7 @@ class Scorer:
     def perplexity(self, patients, *, seed: int = 1234, batch_size: int = 32) -> dict[str, float]:
         """Flat {name: float} on held-out patients: "masked", "next_visit", "all" (exp(mean NLL)), the
         unigram baseline's "baseline_masked", "baseline_next_visit", "baseline_all", and "n_scored_*"."""
-        from model.perplexity import heldout_perplexity
+        from model.training.perplexity import heldout_perplexity
 
         r = heldout_perplexity(self.model, self.sampler.vocab, self.tokenizer, patients, seed=seed, batch_size=batch_size,
                                device=self.device)
@@ -123,7 +123,7 @@ class Scorer:
 
 
 def load_scorer(model_dir, device: str = "cpu") -> Scorer:
-    from model.checkpoint import load_checkpoint
+    from model.nn.checkpoint import load_checkpoint
 
     model, vocab, tokenizer, config = load_checkpoint(model_dir, device)
     return Scorer(sampler=Sampler.from_bundle((model, vocab, tokenizer, config), device), tokenizer=tokenizer, device=str(device))

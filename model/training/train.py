@@ -25,15 +25,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model import checkpoint as ckpt
-from model.batches import IGNORE, batch_order, collate
-from model.config import ModelConfig, TrainConfig, model_config
-from model.cooccurrence import common_pairs, count_cooccurrences, patient_visits
-from model.corruption import Layout, make_example
-from model.perplexity import evaluate, unigram_logp, validation_batches
-from model.promptbart import LossWeights, PromptBart
-from model.tokenizer import Tokenizer
-from model.vocab import Vocabulary
+from model.nn import checkpoint as ckpt
+from model.training.batches import IGNORE, batch_order, collate
+from model.nn.config import ModelConfig, TrainConfig, model_config
+from model.nn.cooccurrence import common_pairs, count_cooccurrences, patient_visits
+from model.training.corruption import Layout, make_example
+from model.training.perplexity import evaluate, unigram_logp, validation_batches
+from model.nn.promptbart import LossWeights, PromptBart
+from model.tokens.tokenizer import Tokenizer
+from model.tokens.vocab import Vocabulary
 
 
 @dataclass

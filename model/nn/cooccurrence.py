@@ -27,7 +27,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from model.vocab import END_VISIT, VISIT, Vocabulary
+from model.tokens.vocab import END_VISIT, VISIT, Vocabulary
 
 
 def count_cooccurrences(visits: Iterable[Sequence[str]], vocab: Vocabulary) -> sp.csr_matrix:

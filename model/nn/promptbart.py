@@ -28,10 +28,10 @@ from transformers.cache_utils import (
     EncoderDecoderCache,
 )
 
-from model.config import ModelConfig
-from model.cooccurrence import CoocTargets, cooccurrence_penalty
-from model.prompts import DemographicPrompt
-from model.vocab import BOS, EOS, PAD
+from model.nn.config import ModelConfig
+from model.nn.cooccurrence import CoocTargets, cooccurrence_penalty
+from model.nn.prompts import DemographicPrompt
+from model.tokens.vocab import BOS, EOS, PAD
 
 
 @dataclass
@@ -327,10 +327,3 @@ class PromptBart(nn.Module):
         w = self.loss_weights
         loss = lm_loss + w.age * age_loss + w.sex * sex_loss + w.cooc * cooc_loss
         return ModelOutput(loss, logits, lm_loss.detach(), age_loss.detach(), sex_loss.detach(), cooc_loss.detach())
-
-
-def load_checkpoint(directory, device="cpu"):
-    """-> (model, vocab, tokenizer, ModelConfig); verifies the sha256 manifest (see model/checkpoint.py)."""
-    from model.checkpoint import load_checkpoint as _load
-
-    return _load(directory, device)

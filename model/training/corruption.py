@@ -34,7 +34,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from model.vocab import BOS, END_VISIT, EOS, MASK, VISIT
+from model.tokens.vocab import BOS, END_VISIT, EOS, MASK, VISIT
 
 OBJECTIVES = ("mask", "delete", "replace", "next_visit", "empty")
 

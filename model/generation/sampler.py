@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from model.constraints import (
+from model.generation.constraints import (
     CATEGORY,
     DONE,
     Limits,
@@ -53,7 +53,7 @@ from model.constraints import (
 if TYPE_CHECKING:
     from transformers.cache_utils import EncoderDecoderCache
 
-    from model.promptbart import EncoderState
+    from model.nn.promptbart import EncoderState
 
 MIN_ROWS = 32  # batch floor for bit-identical kernels on CPU (measured: paths differ up to 15 rows)
 STRAGGLERS = 8  # a batch sets its live rows aside once they are fewer than 1/STRAGGLERS of it
@@ -382,7 +382,7 @@ class Sampler:
 
     def _start(self, take: list[int], ages, sexes, keys, forced: list[list[int]], limits: Limits, log) -> _Group:
         """A new batch of rows `take`: encoder, the prefix all its rows share in the first decoder call."""
-        from model.promptbart import demographics_to_tensors
+        from model.nn.promptbart import demographics_to_tensors
 
         L, m, dev = self.layout, self.model, self.device
         n_real = len(take)
@@ -458,7 +458,7 @@ class Sampler:
     def _encode_demographics(self, age_t: torch.Tensor, sex_t: torch.Tensor):
         """The encoder on prompts only, run once per distinct (age, sex) of the batch (it depends on nothing
         else), at least MIN_ROWS rows so every row gets the bits a whole batch gives it."""
-        from model.promptbart import EncoderState
+        from model.nn.promptbart import EncoderState
 
         key = torch.stack([age_t, sex_t.to(age_t.dtype)], 1)
         uniq, inv = torch.unique(key, dim=0, return_inverse=True)

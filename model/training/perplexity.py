@@ -18,8 +18,8 @@ import math
 import numpy as np
 import torch
 
-from model.batches import IGNORE, Batch, collate
-from model.corruption import Layout, validation_examples
+from model.training.batches import IGNORE, Batch, collate
+from model.training.corruption import Layout, validation_examples
 
 
 def unigram_logp(vocab) -> torch.Tensor:
@@ -136,7 +136,7 @@ def heldout_perplexity(model, vocab, tokenizer, patients, *, seed: int = 1234, b
     unigram baseline's. Keys: ppl, ppl_masked, ppl_next_visit, baseline_ppl, baseline_ppl_masked, ..."""
     from types import SimpleNamespace
 
-    from model.promptbart import demographics_to_tensors
+    from model.nn.promptbart import demographics_to_tensors
 
     cfg = model.config
     patients = [p for p in patients if p.visits]

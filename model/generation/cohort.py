@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from model.patient import Patient
-from model.sample import SamplingOptions
+from model.generation.sampler import SamplingOptions
 
 MAX_AGE = 90
 MAX_REDRAWS = 200
@@ -216,7 +216,7 @@ def generate_cohort(model_bundle, spec: CohortSpec | dict, n_patients: int, seed
     `model_bundle` is what checkpoint.load_checkpoint returns (model, vocab, tokenizer, config);
     `progress(done, total)` is called after each batch with counts for this shard.
     """
-    from model.sample import Sampler
+    from model.generation.sampler import Sampler
 
     if isinstance(spec, dict):
         spec = CohortSpec.from_dict(spec)
@@ -243,6 +243,6 @@ def generate_cohort(model_bundle, spec: CohortSpec | dict, n_patients: int, seed
 
 
 def sampler_row_key(seed: int, index: int) -> int:
-    from model.sample import row_key
+    from model.generation.sampler import row_key
 
     return row_key(seed, index)

@@ -6,9 +6,9 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
-from model.cooccurrence import CoocTargets, cooc_targets
-from model.corruption import Example
-from model.vocab import PAD
+from model.nn.cooccurrence import CoocTargets, cooc_targets
+from model.training.corruption import Example
+from model.tokens.vocab import PAD
 
 IGNORE = -100  # labels ignored by cross-entropy
 
