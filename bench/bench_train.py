@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO))
 
 from model.nn.config import model_config, train_config
 from model.nn.cooccurrence import common_pairs, count_cooccurrences, patient_visits
-from model.training.corruption import Layout
+from model.tokens.layout import TokenLayout
 from model.nn.promptbart import LossWeights, PromptBart
 from model.tokens.tokenizer import Tokenizer
 from model.training.train import (
@@ -69,7 +69,7 @@ def bench_preset(preset, patients, device, steps: int, batch_size: int, bf16: bo
     tk = Tokenizer(vocab, cfg.mode)
     seqs, ages, sexes = encode_patients(patients, tk, mcfg)
     common = common_pairs(count_cooccurrences(patient_visits(patients), vocab), cfg.cooc_threshold)
-    layout = Layout.of(vocab)
+    layout = TokenLayout.of(vocab)
     torch.manual_seed(0)
     model = PromptBart(mcfg).to(device)
     model.loss_weights = LossWeights(cfg.age_weight, cfg.sex_weight, cfg.cooc_weight)

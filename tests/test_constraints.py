@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 from model.generation.constraints import (
     DONE,
     Limits,
-    TokenLayout,
     advance,
     allowed_at,
     allowed_head,
@@ -21,6 +20,7 @@ from model.generation.constraints import (
     mask_logits,
     select_in_place,
 )
+from model.tokens.layout import TokenLayout
 from model.generation.sampler import SamplingOptions, choose, uniforms, window_index
 
 N_SPECIAL = 7

@@ -5,7 +5,6 @@ import numpy as np
 
 from model.nn.config import TrainConfig
 from model.training.corruption import (
-    Layout,
     delete_tokens,
     empty_encoder,
     make_example,
@@ -15,6 +14,7 @@ from model.training.corruption import (
     split_visits,
     validation_examples,
 )
+from model.tokens.layout import TokenLayout
 from model.tokens.tokenizer import Tokenizer
 from model.tokens.vocab import BOS, END_VISIT, EOS, MASK, VISIT, Vocabulary
 from tests.test_vocab import toy_patients
@@ -24,7 +24,7 @@ def setup(n=200, mode="hierarchical"):
     ps = toy_patients(n, seed=3)
     v = Vocabulary.build(ps)
     tk = Tokenizer(v, mode)
-    return [tk.encode(p.visits) for p in ps], Layout.of(v)
+    return [tk.encode(p.visits) for p in ps], TokenLayout.of(v)
 
 
 def structure(tokens):
@@ -54,7 +54,8 @@ def test_span_mask():
 
 def test_span_lengths_follow_poisson():
     # one long visit: spans are runs of masked tokens, mean near lambda when few merge
-    layout = Layout(7, 100, 1100)
+    layout = TokenLayout(vocab_size=1100, bos=BOS, pad=1, eos=EOS, unk=3, visit_open=VISIT, visit_close=END_VISIT, mask=MASK,
+                         category_offset=7, code_offset=100, code_category=np.full(1100, -1))
     s = [BOS, VISIT] + list(range(100, 1100)) + [END_VISIT, EOS]
     ex = span_mask(s, np.random.default_rng(1), layout, ratio=0.1, lam=3.0)
     runs = np.diff(np.flatnonzero(np.diff(np.r_[0, np.array([t >= 100 for t in s]) & ~np.isin(s, ex.encoder), 0])))[::2]

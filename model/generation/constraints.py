@@ -18,51 +18,14 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from model.tokens.layout import TokenLayout
+
 # Row phases: what the last token was.
 START = 0  # after <s>: only <v>
 OPEN = 1  # after <v> or a code: a category (hier) / code (flat), or </v> once the visit is non-empty
 CATEGORY = 2  # after a category token: a not-yet-used allowed code of that category
 CLOSED = 3  # after </v>: <v> or </s>
 DONE = 4  # after </s>: only <pad> (rows kept in the batch as padding)
-
-
-@dataclass(frozen=True)
-class TokenLayout:
-    """Where things are in the vocabulary, as plain data (no dependency on the vocabulary class)."""
-
-    vocab_size: int
-    bos: int
-    pad: int
-    eos: int
-    unk: int
-    visit_open: int
-    visit_close: int
-    mask: int
-    category_offset: int
-    code_offset: int
-    code_category: np.ndarray  # (V,) int64: category token id of each code token, -1 for other tokens
-    hierarchical: bool = True
-
-    @property
-    def n_categories(self) -> int:
-        return self.code_offset - self.category_offset
-
-    def is_code(self) -> np.ndarray:
-        return np.arange(self.vocab_size) >= self.code_offset
-
-
-def layout_from_vocab(vocab, hierarchical: bool) -> TokenLayout:
-    """Build the layout from model/vocab.py's Vocabulary (specials <s>=0 <pad>=1 </s>=2 <unk>=3 <v>=4 </v>=5 <mask>=6)."""
-    from model.tokens import vocab as v
-
-    V = len(vocab)
-    code_category = np.full(V, -1, dtype=np.int64)
-    code_category[vocab.code_offset:] = np.asarray(vocab.code_category, dtype=np.int64)  # (n_codes,) category token ids
-    return TokenLayout(
-        vocab_size=V, bos=v.BOS, pad=v.PAD, eos=v.EOS, unk=v.UNK, visit_open=v.VISIT, visit_close=v.END_VISIT, mask=v.MASK,
-        category_offset=vocab.category_offset, code_offset=vocab.code_offset,
-        code_category=code_category, hierarchical=hierarchical,
-    )
 
 
 @dataclass(frozen=True)

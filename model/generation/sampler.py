@@ -37,7 +37,6 @@ from model.generation.constraints import (
     DONE,
     Limits,
     RowState,
-    TokenLayout,
     advance,
     allowed_at,
     allowed_head,
@@ -45,10 +44,10 @@ from model.generation.constraints import (
     allowed_tokens,
     category_windows,
     init_state,
-    layout_from_vocab,
     mask_logits,
     tokens_to_visits,
 )
+from model.tokens.layout import TokenLayout
 
 if TYPE_CHECKING:
     from transformers.cache_utils import EncoderDecoderCache
@@ -261,7 +260,7 @@ class Sampler:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.vocab, self.config = vocab, config
-        self.layout = layout_from_vocab(vocab, hierarchical=config.mode == "hierarchical")
+        self.layout = TokenLayout.of(vocab, hierarchical=config.mode == "hierarchical")
         self.rules = allowed_matrix(vocab.tokens)  # specials match no rule: always allowed
         counts = torch.as_tensor(np.asarray(vocab.code_counts, dtype=np.float64), dtype=torch.float32)
         freq = torch.full((len(vocab),), -torch.inf)

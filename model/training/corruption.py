@@ -1,6 +1,6 @@
 """Training examples: BART denoising corruptions, next-visit prediction and empty-encoder examples.
 
-Every function takes a plain token list (`<s> <v> ... </v> ... </s>`, see model/tokenizer.py) and a
+Every function takes a plain token list (`<s> <v> ... </v> ... </s>`, see model/tokens/tokenizer.py) and a
 numpy Generator and returns an Example(encoder, target, scored):
 
     encoder  tokens the encoder sees
@@ -23,31 +23,19 @@ Objectives:
               encoder looks like a clean record, and a model trained mostly to reproduce its input starts
               the target by repeating visit 1 (next-visit perplexity then rose above the unigram
               baseline's as training went on; measured on DE-SynPUF sample 1)
-  empty       encoder = no tokens at all (the prompt alone, as model/sample.py generates); target = the whole
+  empty       encoder = no tokens at all (the prompt alone, as model/generation/sampler.py generates); target = the whole
               record: generation from demographics alone
 The target of the denoising objectives is the original sequence.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
-
 import numpy as np
 
+from model.tokens.layout import TokenLayout
 from model.tokens.vocab import BOS, END_VISIT, EOS, MASK, VISIT
 
 OBJECTIVES = ("mask", "delete", "replace", "next_visit", "empty")
-
-
-class Layout(NamedTuple):
-    """Where the token kinds sit in the vocabulary: [specials | categories | codes]."""
-    category_offset: int
-    code_offset: int
-    size: int
-
-    @classmethod
-    def of(cls, vocab) -> Layout:
-        return cls(vocab.category_offset, vocab.code_offset, len(vocab))
 
 
 @dataclass
@@ -58,16 +46,16 @@ class Example:
     objective: str = ""
 
 
-def is_content(tokens: np.ndarray, layout: Layout) -> np.ndarray:
+def is_content(tokens: np.ndarray, layout: TokenLayout) -> np.ndarray:
     return tokens >= layout.category_offset
 
 
-def is_code(tokens: np.ndarray, layout: Layout) -> np.ndarray:
+def is_code(tokens: np.ndarray, layout: TokenLayout) -> np.ndarray:
     return tokens >= layout.code_offset
 
 
 # ---- denoising ---------------------------------------------------------------------------------
-def span_mask(tokens: list[int], rng: np.random.Generator, layout: Layout, ratio: float = 0.3,
+def span_mask(tokens: list[int], rng: np.random.Generator, layout: TokenLayout, ratio: float = 0.3,
               lam: float = 3.0) -> Example:
     t = np.asarray(tokens)
     content = is_content(t, layout)
@@ -98,18 +86,18 @@ def span_mask(tokens: list[int], rng: np.random.Generator, layout: Layout, ratio
     return Example(encoder, list(tokens), (masked & is_code(t, layout)).tolist(), "mask")
 
 
-def delete_tokens(tokens: list[int], rng: np.random.Generator, layout: Layout, p: float = 0.15) -> Example:
+def delete_tokens(tokens: list[int], rng: np.random.Generator, layout: TokenLayout, p: float = 0.15) -> Example:
     t = np.asarray(tokens)
     gone = is_content(t, layout) & (rng.random(len(t)) < p)
     encoder = t[~gone].tolist()
     return Example(encoder, list(tokens), (gone & is_code(t, layout)).tolist(), "delete")
 
 
-def replace_tokens(tokens: list[int], rng: np.random.Generator, layout: Layout, p: float = 0.15) -> Example:
+def replace_tokens(tokens: list[int], rng: np.random.Generator, layout: TokenLayout, p: float = 0.15) -> Example:
     t = np.asarray(tokens)
     hit = is_content(t, layout) & (rng.random(len(t)) < p)
     codes = is_code(t, layout)
-    random_code = rng.integers(layout.code_offset, layout.size, size=len(t))
+    random_code = rng.integers(layout.code_offset, layout.vocab_size, size=len(t))
     random_category = rng.integers(layout.category_offset, max(layout.code_offset, layout.category_offset + 1),
                                    size=len(t))
     encoder = np.where(hit, np.where(codes, random_code, random_category), t)
@@ -132,7 +120,7 @@ def split_visits(tokens: list[int]) -> list[list[int]]:
     return visits
 
 
-def next_visit(tokens: list[int], rng: np.random.Generator, layout: Layout, k: int | None = None) -> Example | None:
+def next_visit(tokens: list[int], rng: np.random.Generator, layout: TokenLayout, k: int | None = None) -> Example | None:
     """None when the record has fewer than 2 visits."""
     visits = split_visits(tokens)
     if len(visits) < 2:
@@ -154,7 +142,7 @@ def empty_encoder(tokens: list[int]) -> Example:
 
 
 # ---- choosing an objective ---------------------------------------------------------------------
-def make_example(tokens: list[int], rng: np.random.Generator, layout: Layout, config) -> Example:
+def make_example(tokens: list[int], rng: np.random.Generator, layout: TokenLayout, config) -> Example:
     """One training example; the objective drawn from `config.objectives` (next_visit needs 2+ visits)."""
     names = [n for n in OBJECTIVES if config.objectives.get(n, 0) > 0]
     if tokens.count(VISIT) < 2:
@@ -172,7 +160,7 @@ def make_example(tokens: list[int], rng: np.random.Generator, layout: Layout, co
     return empty_encoder(tokens)
 
 
-def validation_examples(sequences: list[list[int]], layout: Layout, config, seed: int) -> list[tuple[int, Example]]:
+def validation_examples(sequences: list[list[int]], layout: TokenLayout, config, seed: int) -> list[tuple[int, Example]]:
     """Fixed validation set: (patient index, example) for a span-masked copy of every record and a
     next-visit example for every record with 2+ visits. Same seed -> same examples."""
     rng = np.random.default_rng(seed)

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from model.training.batches import IGNORE, Batch, collate
-from model.training.corruption import Layout, validation_examples
+from model.tokens.layout import TokenLayout
+from model.training.corruption import validation_examples
 
 
 def unigram_logp(vocab) -> torch.Tensor:
@@ -116,7 +117,7 @@ def evaluate(model, batches: list[tuple[str, Batch]], baseline_logp: torch.Tenso
     return result
 
 
-def validation_batches(sequences, ages, sexes, layout: Layout, config, batch_size: int, common=None) -> list[tuple[str, Batch]]:
+def validation_batches(sequences, ages, sexes, layout: TokenLayout, config, batch_size: int, common=None) -> list[tuple[str, Batch]]:
     """The fixed validation set (seed config.val_seed) as (tag, Batch), grouped by objective and length."""
     examples = validation_examples(sequences, layout, config, config.val_seed)
     out = []
@@ -143,7 +144,7 @@ def heldout_perplexity(model, vocab, tokenizer, patients, *, seed: int = 1234, b
     seqs = [tokenizer.encode(p.visits, cfg.max_length) for p in patients]
     age, sex = demographics_to_tensors([p.age for p in patients], [p.sex for p in patients], cfg)
     opts = SimpleNamespace(mask_ratio=mask_ratio, poisson_lambda=poisson_lambda, val_seed=seed)
-    batches = validation_batches(seqs, age.tolist(), sex.tolist(), Layout.of(vocab), opts, batch_size)
+    batches = validation_batches(seqs, age.tolist(), sex.tolist(), TokenLayout.of(vocab), opts, batch_size)
     r = evaluate(model.to(device), batches, unigram_logp(vocab), device,
                  vocab.code_category if tokenizer.hierarchical else None)
     return {k.replace("val_", ""): v for k, v in r.items() if "ppl" in k or "n_scored" in k}

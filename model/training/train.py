@@ -29,7 +29,8 @@ from model.nn import checkpoint as ckpt
 from model.training.batches import IGNORE, batch_order, collate
 from model.nn.config import ModelConfig, TrainConfig, model_config
 from model.nn.cooccurrence import common_pairs, count_cooccurrences, patient_visits
-from model.training.corruption import Layout, make_example
+from model.tokens.layout import TokenLayout
+from model.training.corruption import make_example
 from model.training.perplexity import evaluate, unigram_logp, validation_batches
 from model.nn.promptbart import LossWeights, PromptBart
 from model.tokens.tokenizer import Tokenizer
@@ -124,7 +125,7 @@ def epoch_batches(n: int, lengths, cfg: TrainConfig, epoch: int):
     return batch_order(lengths, cfg.batch_size, np.random.default_rng([cfg.seed, epoch]))
 
 
-def train_batch(idx, seqs, ages, sexes, layout: Layout, cfg: TrainConfig, epoch: int, common):
+def train_batch(idx, seqs, ages, sexes, layout: TokenLayout, cfg: TrainConfig, epoch: int, common):
     examples = [make_example(seqs[i], np.random.default_rng([cfg.seed, epoch, int(i)]), layout, cfg) for i in idx]
     return collate(examples, [ages[i] for i in idx], [sexes[i] for i in idx], common, layout.code_offset)
 
@@ -191,7 +192,7 @@ def train(train_patients, val_patients, config: TrainConfig, out_dir, *, progres
     model.loss_weights = LossWeights(config.age_weight, config.sex_weight, config.cooc_weight, config.label_smoothing)
     model.to(dev)
     tokenizer = Tokenizer(vocab, config.mode)
-    layout = Layout.of(vocab)
+    layout = TokenLayout.of(vocab)
 
     seqs, ages, sexes = encode_patients(train_patients, tokenizer, mcfg)
     if not seqs:

@@ -1,0 +1,45 @@
+"""Where the token kinds sit in the vocabulary, as plain data: [specials | categories | codes].
+
+One class for training (corruption, validation) and generation (constraints, sampler): both only need
+the offsets, the special ids and which category each code token belongs to, not the Vocabulary itself.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from model.tokens.vocab import BOS, END_VISIT, EOS, MASK, PAD, UNK, VISIT
+
+
+@dataclass(frozen=True)
+class TokenLayout:
+    vocab_size: int
+    bos: int
+    pad: int
+    eos: int
+    unk: int
+    visit_open: int
+    visit_close: int
+    mask: int
+    category_offset: int
+    code_offset: int
+    code_category: np.ndarray  # (V,) int64: category token id of each code token, -1 for other tokens
+    hierarchical: bool = True
+
+    @classmethod
+    def of(cls, vocab, hierarchical: bool = True) -> TokenLayout:
+        """The layout of model/tokens/vocab.py's Vocabulary (<s>=0 <pad>=1 </s>=2 <unk>=3 <v>=4 </v>=5 <mask>=6)."""
+        V = len(vocab)
+        code_category = np.full(V, -1, dtype=np.int64)
+        code_category[vocab.code_offset:] = np.asarray(vocab.code_category, dtype=np.int64)  # (n_codes,) category token ids
+        return cls(vocab_size=V, bos=BOS, pad=PAD, eos=EOS, unk=UNK, visit_open=VISIT, visit_close=END_VISIT, mask=MASK,
+                   category_offset=vocab.category_offset, code_offset=vocab.code_offset,
+                   code_category=code_category, hierarchical=hierarchical)
+
+    @property
+    def n_categories(self) -> int:
+        return self.code_offset - self.category_offset
+
+    def is_code(self) -> np.ndarray:
+        return np.arange(self.vocab_size) >= self.code_offset
