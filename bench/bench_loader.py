@@ -1,11 +1,14 @@
-"""Loader benchmark at full MIMIC-III scale (run by hand, not a test).
+"""Loader benchmark at full MIMIC-III scale, and on a mixed-version MIMIC-IV folder (run by hand, not a test).
 
-    .venv/bin/python bench/bench_loader.py [--copies 370] [--repeat 5] [--keep DIR]
+    .venv/bin/python bench/bench_loader.py [--case all|mimic3|mimic4] [--copies 370] [--copies4 145] [--repeat 5] [--keep DIR]
 
-Builds a MIMIC-III-shaped folder by replicating the demo with fresh subject and admission ids until
+mimic3: a MIMIC-III-shaped folder, the demo replicated with fresh subject and admission ids until
 DIAGNOSES_ICD has >= 650,000 rows (full MIMIC-III: 651,047), written as full MIMIC-III is: upper-case
-headers, strings quoted. Then loads it `repeat` times in a fresh process (so that peak RSS is the
-loader's, not the builder's) and prints one JSON object: rows, median seconds, rows/s, peak RSS.
+headers, strings quoted. mimic4: the MIMIC-IV demo's hosp/ tables replicated the same way (145 x
+4,506 = 653,370 diagnosis rows, ICD-9 and ICD-10 about half each; full MIMIC-IV has 4.76 M, about
+--copies4 1056), gzipped as MIMIC-IV ships them. Each folder is loaded `repeat` times in a fresh
+process (so that peak RSS is the loader's, not the builder's); prints one JSON object per case: rows,
+median seconds, rows/s, peak RSS. The issue's floor is 100,000 rows/s.
 """
 from __future__ import annotations
 
@@ -23,7 +26,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-DEMO = Path(os.environ.get("PROMPTEHR_SHARED_DATA", REPO.parent / "shared" / "data")) / "mimic3-demo"
+DATA = Path(os.environ.get("PROMPTEHR_SHARED_DATA", REPO.parent / "shared" / "data"))
+DEMO = DATA / "mimic3-demo"
+DEMO4 = DATA / "mimic4-demo" / "hosp"
 
 
 def build(folder: Path, copies: int) -> int:
@@ -53,7 +58,30 @@ def build(folder: Path, copies: int) -> int:
     return n_diag
 
 
-def measure(folder: Path, repeat: int) -> dict:
+def build_mimic4(folder: Path, copies: int) -> int:
+    """Write hosp/patients, admissions, diagnoses_icd (.csv.gz) with `copies` copies of the MIMIC-IV demo."""
+    import pandas as pd
+
+    hosp = folder / "hosp"
+    hosp.mkdir(parents=True, exist_ok=True)
+    n_diag = 0
+    for name in ("patients", "admissions", "diagnoses_icd"):
+        df = pd.read_csv(DEMO4 / f"{name}.csv.gz", dtype=str, keep_default_na=False)
+        parts = []
+        for k in range(copies):
+            part = df.copy()
+            for col in ("subject_id", "hadm_id"):  # demo ids have 8 digits: offsets of 10^8 keep copies apart
+                if col in part:
+                    part[col] = (part[col].astype("int64") + k * 100_000_000).astype(str)
+            parts.append(part)
+        out = pd.concat(parts, ignore_index=True)
+        out.to_csv(hosp / f"{name}.csv.gz", index=False, compression={"method": "gzip", "compresslevel": 1})
+        if name == "diagnoses_icd":
+            n_diag = len(out)
+    return n_diag
+
+
+def measure(folder: Path, repeat: int, fmt: str = "mimic3") -> dict:
     """Runs in its own process: load `repeat` times, report median time and peak RSS."""
     from model.data import dataset_stats, load_patients
 
@@ -61,7 +89,7 @@ def measure(folder: Path, repeat: int) -> dict:
     seconds, cpu = [], []
     for _ in range(repeat):
         t, c = time.perf_counter(), time.process_time()
-        patients = load_patients(folder, format="mimic3")
+        patients = load_patients(folder, format=fmt)
         seconds.append(time.perf_counter() - t)
         cpu.append(time.process_time() - c)  # less sensitive than wall time to other users of the machine
         stats = dataset_stats(patients)
@@ -77,32 +105,41 @@ def measure(folder: Path, repeat: int) -> dict:
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "rss_after_imports_mib": round(rss_before / 1024, 1),
         "patients": stats["patients"], "visits": stats["visits"], "codes": stats["codes"], "diagnosis_rows": stats["diagnosis_rows"],
+        "codes_by_system": stats["codes_by_system"],
     }
+
+
+def run_case(case: str, copies: int, repeat: int, keep: Path | None) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = keep / case if keep else Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        t = time.perf_counter()
+        rows = (build if case == "mimic3" else build_mimic4)(folder, copies)
+        build_s = time.perf_counter() - t
+        child = subprocess.run([sys.executable, __file__, "--measure", str(folder), "--measure-format", case,
+                                "--repeat", str(repeat)], capture_output=True, text=True, check=True)
+        result = json.loads(child.stdout)
+    return {"rows": rows, "copies": copies, "build_seconds": round(build_s, 1), "cpus": os.cpu_count(),
+            "load_average_1m": round(os.getloadavg()[0], 2), **result,
+            "rows_per_second": round(rows / result["seconds_median"])}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--copies", type=int, default=370, help="demo copies (370 x 1,761 = 651,570 rows)")
+    ap.add_argument("--case", choices=("all", "mimic3", "mimic4"), default="all")
+    ap.add_argument("--copies", type=int, default=370, help="MIMIC-III demo copies (370 x 1,761 = 651,570 rows)")
+    ap.add_argument("--copies4", type=int, default=145, help="MIMIC-IV demo copies (145 x 4,506 = 653,370 rows)")
     ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--keep", type=Path, default=None, help="build into this folder and keep it")
+    ap.add_argument("--keep", type=Path, default=None, help="build into DIR/<case> and keep it")
     ap.add_argument("--measure", type=Path, default=None, help=argparse.SUPPRESS)  # the child process
+    ap.add_argument("--measure-format", default="mimic3", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.measure:
-        print(json.dumps(measure(args.measure, args.repeat)))
+        print(json.dumps(measure(args.measure, args.repeat, args.measure_format)))
         return
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = args.keep or Path(tmp)
-        folder.mkdir(parents=True, exist_ok=True)
-        t = time.perf_counter()
-        rows = build(folder, args.copies)
-        build_s = time.perf_counter() - t
-        child = subprocess.run([sys.executable, __file__, "--measure", str(folder), "--repeat", str(args.repeat)],
-                               capture_output=True, text=True, check=True)
-        result = json.loads(child.stdout)
-    result = {"rows": rows, "copies": args.copies, "build_seconds": round(build_s, 1), "cpus": os.cpu_count(),
-              "load_average_1m": round(os.getloadavg()[0], 2), **result,
-              "rows_per_second": round(rows / result["seconds_median"])}
-    print(json.dumps(result, indent=2))
+    cases = ("mimic3", "mimic4") if args.case == "all" else (args.case,)
+    copies = {"mimic3": args.copies, "mimic4": args.copies4}
+    print(json.dumps({case: run_case(case, copies[case], args.repeat, args.keep) for case in cases}, indent=2))
 
 
 if __name__ == "__main__":

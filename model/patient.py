@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 class Patient:
     """A patient: demographics plus visits in time order.
 
-    Codes are undotted ICD-9-CM strings exactly as the source has them ("4019", "V5861", "E8889"),
-    de-duplicated within a visit in their original order. `age` is in years at the first visit
+    Codes are undotted strings in the form of model/codes.py: ICD-9-CM bare as the source has them
+    ("4019", "V5861", "E8889"), ICD-10-CM with their system ("icd10:I10"); de-duplicated within a
+    visit in their original order. `age` is in years at the first visit
     (capped at 90), `sex` is "M" or "F".
     """
 

@@ -1,8 +1,11 @@
-"""Sex and age validity rules for ICD-9-CM codes: one table, used as logit masks and by the validity report.
+"""Sex and age validity rules for ICD-9-CM and ICD-10-CM codes: one table, used as logit masks and by
+the validity report.
 
-A rule names an inclusive range of categories, the sex it allows and/or the ages it allows, and
-where it comes from. Ranges compare by category (see icd9.category_key), so a rule holds for every
-code below its categories, for codes missing from the table, and for category tokens themselves.
+A rule names its code system, an inclusive range of categories of that system, the sex it allows
+and/or the ages it allows, and where it comes from. A rule applies only to codes of its system (an
+ICD-9 rule never matches an "icd10:" code, nor the other way round; see model/codes.py). Ranges
+compare by category (icd9.category_key, icd10.in_range), so a rule holds for every code below its
+categories, for codes missing from the tables, and for category tokens themselves.
 
 Ages are whole years, as the CMS Medicare Code Editor (MCE) counts them: an age of 55.8 is 55, and
 "under 1" is max_age=0. Sex is "F" or "M"; any other value (unknown) and a NaN age violate nothing,
@@ -17,12 +20,16 @@ from functools import lru_cache
 
 import numpy as np
 
-from model.icd9 import category_of, in_range
+from model import icd9, icd10
+from model.codes import category_of, split
 
 TABULAR = "ICD-9-CM Tabular List"
+TABULAR_10 = "ICD-10-CM Tabular List (CMS, April 2026, as shipped by simple-icd-10-cm)"
 MCE_SEX = "CMS Medicare Code Editor, edit 'Sex conflict'"
 MCE_MATERNITY = "CMS Medicare Code Editor, edit 'Maternity diagnosis' age conflict (12-55 there; 10-55 here, per the issue)"
 MCE_NEWBORN = "CMS Medicare Code Editor, edit 'Newborn diagnosis' age conflict (age 0)"
+MCE_MATERNITY_10 = "CMS Medicare Code Editor (ICD-10), edit 'Maternity diagnosis' age conflict (ages 10-55 here, per the issue, as for ICD-9-CM)"
+IN_RANGE = {"icd9": icd9.in_range, "icd10": icd10.in_range}  # (bare category, first, last) -> bool
 
 
 @dataclass(frozen=True)
@@ -34,6 +41,7 @@ class Rule:
     sex: str | None = None  # the only sex allowed, or None for either
     min_age: int | None = None  # youngest allowed age in whole years
     max_age: int | None = None  # oldest allowed age in whole years
+    system: str = "icd9"  # the code system of first, last and of the codes the rule applies to
 
     @property
     def kind(self) -> str:
@@ -41,7 +49,8 @@ class Rule:
         return "sex" if self.sex is not None else "age"
 
     def covers(self, code: str) -> bool:
-        return in_range(category_of(code), self.first, self.last)
+        system, category = split(category_of(code))
+        return system == self.system and IN_RANGE[system](category, self.first, self.last)
 
     def sex_ok(self, sex: str) -> bool:
         return self.sex is None or sex not in ("F", "M") or sex == self.sex
@@ -53,13 +62,25 @@ class Rule:
         return (self.min_age is None or years >= self.min_age) and (self.max_age is None or years <= self.max_age)
 
 
-def _sex(name: str, first: str, last: str, sex: str, source: str) -> Rule:
-    return Rule(f"{name}: {'female' if sex == 'F' else 'male'} only", first, last, source, sex=sex)
+def _sex(name: str, first: str, last: str, sex: str, source: str, system: str = "icd9") -> Rule:
+    return Rule(f"{name}: {'female' if sex == 'F' else 'male'} only", first, last, source, sex=sex, system=system)
 
 
-def _age(name: str, first: str, last: str, min_age: int, max_age: int, source: str) -> Rule:
+def _age(name: str, first: str, last: str, min_age: int, max_age: int, source: str, system: str = "icd9") -> Rule:
     ages = "under 1" if max_age == 0 else f"ages {min_age}-{max_age}"
-    return Rule(f"{name}: {ages}", first, last, source, min_age=min_age, max_age=max_age)
+    return Rule(f"{name}: {ages}", first, last, source, min_age=min_age, max_age=max_age, system=system)
+
+
+def _span(first: str, last: str) -> str:
+    return first if first == last else f"{first}-{last}"
+
+
+def _sex10(name: str, first: str, last: str, sex: str) -> Rule:
+    return _sex(f"{name} (ICD-10-CM)", first, last, sex, f"{TABULAR_10}, {_span(first, last)}; {MCE_SEX}", "icd10")
+
+
+def _age10(name: str, first: str, last: str, min_age: int, max_age: int, source: str) -> Rule:
+    return _age(f"{name} (ICD-10-CM)", first, last, min_age, max_age, f"{TABULAR_10}, {_span(first, last)}; {source}", "icd10")
 
 
 # Sex-specific categories are those whose Tabular List titles name the organ of one sex; each is on
@@ -87,16 +108,39 @@ RULES: tuple[Rule, ...] = (
     # and this project, treat them as newborn-only so that generated adults never carry them.
     _age("Certain conditions originating in the perinatal period", "760", "779", 0, 0, f"{TABULAR}, chapter 15; {MCE_NEWBORN}"),
     _age("Liveborn infants according to type of birth", "V30", "V39", 0, 0, f"{TABULAR}, V30-V39; {MCE_NEWBORN}"),
+    # ICD-10-CM: the same concerns, by the ICD-10-CM chapters and blocks.
+    _sex10("Pregnancy, childbirth and the puerperium", "O00", "O9A", "F"),
+    _age10("Pregnancy, childbirth and the puerperium", "O00", "O9A", 10, 55, MCE_MATERNITY_10),
+    # Z33-Z3A are the mother's encounters, except Z38 (liveborn infants: the newborn's record, either
+    # sex), which is carved out of the range and is a newborn rule below.
+    _sex10("Pregnant state, supervision of pregnancy, antenatal screening, outcome of delivery", "Z33", "Z37", "F"),
+    _age10("Pregnant state, supervision of pregnancy, antenatal screening, outcome of delivery", "Z33", "Z37", 10, 55, MCE_MATERNITY_10),
+    _sex10("Postpartum care, weeks of gestation", "Z39", "Z3A", "F"),
+    _age10("Postpartum care, weeks of gestation", "Z39", "Z3A", 10, 55, MCE_MATERNITY_10),
+    _sex10("Malignant neoplasms of female genital organs", "C51", "C58", "F"),
+    _sex10("Malignant neoplasms of male genital organs", "C60", "C63", "M"),
+    _sex10("Benign neoplasms of uterus, ovary, other female genital organs", "D25", "D28", "F"),
+    _sex10("Benign neoplasm of male genital organs", "D29", "D29", "M"),
+    _sex10("Ovarian dysfunction", "E28", "E28", "F"),
+    _sex10("Testicular dysfunction", "E29", "E29", "M"),
+    _sex10("Diseases of male genital organs", "N40", "N53", "M"),
+    _sex10("Noninflammatory and inflammatory disorders of female genital organs", "N70", "N98", "F"),
+    # As for ICD-9-CM chapter 15: newborn-only here, although the guidelines let P codes follow a patient.
+    _age10("Certain conditions originating in the perinatal period", "P00", "P96", 0, 0, MCE_NEWBORN),
+    _age10("Liveborn infants according to place of birth and type of delivery", "Z38", "Z38", 0, 0, MCE_NEWBORN),
 )
 
 
 @lru_cache(maxsize=8192)
 def _rules_for_category(category: str) -> tuple[Rule, ...]:
-    return tuple(r for r in RULES if in_range(category, r.first, r.last))
+    system, bare = split(category)
+    in_range = IN_RANGE[system]
+    return tuple(r for r in RULES if r.system == system and in_range(bare, r.first, r.last))
 
 
 def rules_for(code: str) -> tuple[Rule, ...]:
-    """The rules whose range holds the code's category (cached per category: about 1,200 exist)."""
+    """The rules of the code's system whose range holds its category (cached per category: about
+    1,200 ICD-9-CM and 1,900 ICD-10-CM exist)."""
     return _rules_for_category(category_of(code))
 
 

@@ -44,3 +44,33 @@ def test_cli_format_choices_match_the_loaders():
     from model.data import FORMATS
 
     assert cli_formats == FORMATS
+
+
+def test_cli_code_systems_match_the_model():
+    from cli.data import SYSTEMS as cli_systems
+    from model.codes import SYSTEMS
+
+    assert cli_systems == SYSTEMS
+
+
+def test_stats_of_mixed_mimic4_and_one_system(shared_data):
+    r = promptehr("data", "stats", str(shared_data / "mimic4-demo"))
+    assert r.returncode == 0, r.stderr
+    stats = json.loads(r.stdout)
+    assert (stats["patients"], stats["visits"], stats["codes"]) == (100, 275, 1474)
+    assert stats["codes_by_system"] == {"icd9": 740, "icd10": 734}
+    r = promptehr("data", "stats", "--code-system", "icd9", str(shared_data / "mimic4-demo"))
+    assert r.returncode == 0, r.stderr
+    assert (json.loads(r.stdout)["patients"], json.loads(r.stdout)["codes_by_system"]) == (76, {"icd9": 740, "icd10": 0})
+
+
+def test_bad_codes_and_systems_give_exit_2_and_one_line(tmp_path):
+    path = tmp_path / "x.csv"
+    path.write_text("patient_id,visit_id,visit_time,code\np1,v1,1,E8809\n")
+    r = promptehr("data", "stats", str(path))
+    assert r.returncode == 2 and r.stdout == "" and len(r.stderr.strip().splitlines()) == 1
+    assert f"{path}, line 2, column 'code': ambiguous code" in r.stderr and "code_system column" in r.stderr
+    r = promptehr("data", "stats", "--code-system", "icd11", str(path))  # argparse: usage line, then the error
+    assert r.returncode == 2 and r.stdout == "" and "invalid choice: 'icd11'" in r.stderr
+    r = promptehr("data", "stats", "--code-system", "icd10", str(path))
+    assert r.returncode == 0 and json.loads(r.stdout)["codes_by_system"] == {"icd9": 0, "icd10": 1}

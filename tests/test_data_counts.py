@@ -7,19 +7,28 @@ from model.data import dataset_stats, detect_format, load_patients
 
 
 @pytest.mark.parametrize(
-    "folder, fmt, patients, visits, codes",
+    "folder, fmt, patients, visits, codes, by_system",
     [
-        ("mimic3-demo", "mimic3", 100, 129, 581),
-        ("mimic4-demo", "mimic4", 76, 152, 740),
-        ("mimic4-demo/hosp", "mimic4", 76, 152, 740),
-        ("desynpuf-sample/1-sample-10000", "desynpuf", 3268, 5768, 2806),
-        ("desynpuf-sample", "desynpuf", 19461, 34373, 4626),
+        ("mimic3-demo", "mimic3", 100, 129, 581, (581, 0)),
+        ("mimic4-demo", "mimic4", 100, 275, 1474, (740, 734)),  # both ICD versions
+        ("mimic4-demo/hosp", "mimic4", 100, 275, 1474, (740, 734)),
+        ("desynpuf-sample/1-sample-10000", "desynpuf", 3268, 5768, 2806, (2806, 0)),
+        ("desynpuf-sample", "desynpuf", 19461, 34373, 4626, (4626, 0)),
     ],
 )
-def test_acceptance_counts(shared_data, folder, fmt, patients, visits, codes):
+def test_acceptance_counts(shared_data, folder, fmt, patients, visits, codes, by_system):
     assert detect_format(shared_data / folder) == fmt
     stats = dataset_stats(load_patients(shared_data / folder))
     assert (stats["patients"], stats["visits"], stats["codes"]) == (patients, visits, codes)
+    assert stats["codes_by_system"] == dict(zip(("icd9", "icd10"), by_system))
+
+
+@pytest.mark.parametrize("system, patients, visits, codes", [("icd9", 76, 152, 740), ("icd10", 44, 123, 734)])
+def test_mimic4_demo_one_version(shared_data, system, patients, visits, codes):
+    """code_system keeps one version's admissions: "icd9" is the ICD-9-only reading of earlier versions."""
+    stats = dataset_stats(load_patients(shared_data / "mimic4-demo", code_system=system))
+    assert (stats["patients"], stats["visits"], stats["codes"]) == (patients, visits, codes)
+    assert stats["codes_by_system"][system] == codes
 
 
 def test_mimic3_demo_figures(shared_data):

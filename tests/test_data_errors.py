@@ -172,12 +172,13 @@ def test_long_format_errors(tmp_path):
     assert e.column == "code" and "x.parquet" in str(e)
 
 
-# --- diagnosis codes: undotted ICD-9-CM only ------------------------------------------------------
+# --- diagnosis codes: ICD-9-CM in MIMIC-III and DE-SynPUF ------------------------------------------
 
-# Not ICD-9-CM shaped after stripping blanks: dotted, lower case, too short or long, a wrong letter,
-# non-ASCII digits (Arabic-Indic 4019), a blank inside.
-BAD_CODES = ["XYZ!!", "250.00", "v5861", "40", "123456", "V1", "V12345", "E12", "E12345", "X123", "4019A",
-             "\u0664\u0660\u0661\u0669", "40 19"]
+# Not ICD-9-CM shaped after stripping blanks and the one dot after a category: a dot elsewhere (a
+# float column's 4019.0), lower case, too short or long, a wrong letter, non-ASCII digits
+# (Arabic-Indic 4019), a blank inside, an ICD-10-CM code in an ICD-9 column.
+BAD_CODES = ["XYZ!!", "4019.0", "25.000", "v5861", "40", "123456", "V1", "V12345", "E12", "E12345", "X123", "4019A",
+             "\u0664\u0660\u0661\u0669", "40 19", "I10"]
 # Every accepted shape: 3, 4 and 5 digits (leading zero kept), V + 2 and 4 digits, E + 3 and 4 digits.
 GOOD_CODES = ["401", "4019", "40191", "0389", "V12", "V5861", "E849", "E8889"]
 
@@ -199,36 +200,63 @@ def test_every_icd9_shape_loads_as_given(tmp_path):
     assert p.visits == [["401", "4019"]] + [[c] for c in GOOD_CODES[1:]]
 
 
-def test_mimic4_checks_icd9_rows_only(shared_data, tmp_path):
-    hosp = tmp_path / "m4" / "hosp"
+def test_mimic3_dotted_codes_load_undotted(demo):
+    lines = (demo / "DIAGNOSES_ICD.csv").read_text().split("\n")
+    code = lines[6].rsplit(",", 1)[1].strip('"')
+    assert len(code) >= 4 and code.isdigit()
+    edit_line(demo / "DIAGNOSES_ICD.csv", 7, lambda s: s.rsplit(",", 1)[0] + "," + code[:3] + "." + code[3:])
+    subject = lines[6].split(",")[1]
+    (p,) = [p for p in load_patients(demo) if p.id == subject]
+    assert any(code in v for v in p.visits) and not any("." in c for v in p.visits for c in v)
+
+
+def copy_mimic4(shared_data, dst: Path) -> tuple[Path, list[str]]:
+    hosp = dst / "hosp"
     hosp.mkdir(parents=True)
     for t in ("patients", "admissions", "diagnoses_icd"):
         shutil.copy(shared_data / "mimic4-demo" / "hosp" / f"{t}.csv.gz", hosp)
     path = hosp / "diagnoses_icd.csv.gz"
     lines = gzip.decompress(path.read_bytes()).decode().split("\n")
     assert lines[0] == "subject_id,hadm_id,seq_num,icd_code,icd_version" and lines[1].endswith(",9")
+    return path, lines
+
+
+def test_mimic4_checks_the_rows_of_both_versions(shared_data, tmp_path):
+    path, lines = copy_mimic4(shared_data, tmp_path / "m4")
     ten = next(i for i, s in enumerate(lines) if s.endswith(",10"))
-    lines[ten] = lines[ten].rsplit(",", 2)[0] + ",NOT-ICD9!,10"  # an ICD-10 row is not checked
-    path.write_bytes(gzip.compress("\n".join(lines).encode()))
-    assert len(load_patients(tmp_path / "m4")) == 76
-    lines[1] = lines[1].rsplit(",", 2)[0] + ",413.9,9"
-    path.write_bytes(gzip.compress("\n".join(lines).encode()))
-    e = error(tmp_path / "m4")
-    assert (Path(e.path).name, e.line, e.column) == ("diagnoses_icd.csv.gz", 2, "icd_code") and "'413.9'" in str(e)
+    good = list(lines)
+    good[1] = good[1].rsplit(",", 2)[0] + ",413.9,9"  # dotted ICD-9: stored undotted
+    good[ten] = good[ten].rsplit(",", 2)[0] + ",E11.9,10"  # dotted ICD-10
+    path.write_bytes(gzip.compress("\n".join(good).encode()))
+    codes = {c for p in load_patients(tmp_path / "m4") for v in p.visits for c in v}
+    assert {"4139", "icd10:E119"} <= codes and not any("." in c for c in codes)
+    for line, value, column, words in ((ten, "NOT-ICD10!,10", "icd_code", "not an ICD-10-CM diagnosis code"),
+                                       (ten, "4019,10", "icd_code", "not an ICD-10-CM diagnosis code"),
+                                       (1, "I10,9", "icd_code", "not an ICD-9-CM diagnosis code"),
+                                       (1, "4019,11", "icd_version", "unknown code system: expected 9 (ICD-9-CM) or 10")):
+        bad = list(lines)
+        bad[line] = bad[line].rsplit(",", 2)[0] + "," + value
+        path.write_bytes(gzip.compress("\n".join(bad).encode()))
+        e = error(tmp_path / "m4")
+        assert (Path(e.path).name, e.line, e.column) == ("diagnoses_icd.csv.gz", line + 1, column) and words in str(e)
 
 
-def test_desynpuf_bad_code_names_its_slot_column(shared_data, tmp_path):
+def test_desynpuf_codes_dotted_and_bad_name_their_slot_column(shared_data, tmp_path):
     folder = copy_test0(shared_data, tmp_path / "a")
 
-    def slot_3(s: str) -> str:
-        fields = s.split(",")
-        assert fields[22] == "4019"  # ICD9_DGNS_CD_3 of the second claim
-        fields[22] = "401.9"
-        return ",".join(fields)
+    def slot_3(value: str):
+        def change(s: str) -> str:
+            fields = s.split(",")
+            assert fields[22] in ("4019", "401.9")  # ICD9_DGNS_CD_3 of the second claim
+            fields[22] = value
+            return ",".join(fields)
+        return change
 
-    edit_line(folder / CLAIMS, 3, slot_3)
+    edit_line(folder / CLAIMS, 3, slot_3("401.9"))
+    assert any("4019" in v for p in load_patients(folder) for v in p.visits)
+    edit_line(folder / CLAIMS, 3, slot_3("40.19"))
     e = error(folder)
-    assert (Path(e.path).name, e.line, e.column) == (CLAIMS, 3, "icd9_dgns_cd_3") and "(got '401.9')" in str(e)
+    assert (Path(e.path).name, e.line, e.column) == (CLAIMS, 3, "icd9_dgns_cd_3") and "(got '40.19')" in str(e)
 
 
 def test_long_format_bad_code_in_csv_and_parquet(tmp_path):

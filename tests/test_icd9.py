@@ -99,3 +99,9 @@ def test_every_mimic4_demo_icd9_code_is_known(shared_data: Path):
     codes = set(rows.loc[rows["icd_version"] == "9", "icd_code"].str.strip())
     assert len(codes) == 740
     assert not [c for c in codes if not icd9.is_known(c)]
+
+
+def test_shape_check_accepts_codes_missing_from_the_table():
+    assert icd9.is_valid("71860") and not icd9.is_known("71860")
+    assert all(icd9.is_valid(c) for c in ("401", "4019", "40191", "V12", "V5861", "E849", "E8889"))
+    assert not any(icd9.is_valid(c) for c in ("401.9", "I10", "v5861", "E12", "40", "123456"))

@@ -101,3 +101,76 @@ def test_real_mimic3_demo_has_no_sex_conflicts(shared_data):
     mask = rules.allowed_matrix(codes).sex_mask(sex.reindex(patients.index).to_numpy())
     has = np.array([[c in s for c in codes] for s in patients])
     assert not (has & ~mask).any()
+
+
+# --- ICD-10-CM: the same table, each rule for its own system ---------------------------------------
+
+@pytest.mark.parametrize(
+    "code, sex, age, allowed",
+    [
+        ("icd10:O80", "F", 30, True),
+        ("icd10:O80", "M", 30, False),
+        ("icd10:O9A11", "F", 9.9, False),  # O9A: the last category of the range
+        ("icd10:O9A11", "F", 55.9, True),
+        ("icd10:O99", "F", 56, False),
+        ("icd10:O", "M", 30, True),  # not a category: no rule
+        ("icd10:Z3A20", "M", 30, False),
+        ("icd10:Z370", "F", 60, False),
+        ("icd10:Z392", "F", 25, True),
+        ("icd10:Z3800", "M", 0, True),  # liveborn infant: the newborn's record, either sex ...
+        ("icd10:Z3800", "F", 1, False),  # ... under 1 only
+        ("icd10:N800", "M", 40, False),
+        ("icd10:N98", "F", 40, True),
+        ("icd10:N99", "M", 40, True),  # postprocedural genitourinary: either sex
+        ("icd10:C56", "M", 60, False),
+        ("icd10:C50", "M", 60, True),  # breast: either sex
+        ("icd10:C61", "F", 60, False),
+        ("icd10:N40", "F", 70, False),
+        ("icd10:N400", "M", 70, True),
+        ("icd10:N53", "F", 40, False),
+        ("icd10:D27", "M", 40, False),
+        ("icd10:D29", "F", 40, False),
+        ("icd10:P07", "F", 0.5, True),
+        ("icd10:P96", "M", 1, False),
+        ("icd10:Q00", "M", 1, True),
+        ("icd10:I10", "F", 0, True),
+    ],
+)
+def test_icd10_rule_boundaries(code, sex, age, allowed):
+    assert rules.is_allowed(code, sex, age) is allowed
+    assert (rules.violations(code, sex, age) == []) is allowed
+
+
+def test_a_rule_applies_to_its_own_system_only():
+    # ICD-10 V22-V24, V27-V28, V30-V39 are transport accidents, not the ICD-9 maternity/newborn V codes.
+    for code in ("icd10:V220", "icd10:V27", "icd10:V3000"):
+        assert rules.rules_for(code) == ()
+    # ICD-9 codes never meet an ICD-10 rule: 630-679 are ICD-9 maternity, no ICD-10 rule covers them.
+    assert {r.system for r in rules.rules_for("630")} == {"icd9"}
+    assert {r.system for r in rules.rules_for("icd10:O80")} == {"icd10"}
+    assert rules.rules_for("V30") and not rules.rules_for("icd10:V30")
+
+
+def test_icd10_rules_name_range_and_source():
+    ten = [r for r in rules.RULES if r.system == "icd10"]
+    assert {(r.first, r.last) for r in ten} >= {("O00", "O9A"), ("Z33", "Z37"), ("Z39", "Z3A"), ("N70", "N98"), ("C51", "C58"),
+                                                 ("N40", "N53"), ("C60", "C63"), ("P00", "P96")}
+    assert all("ICD-10-CM Tabular List" in r.source and "Medicare Code Editor" in r.source for r in ten)
+    o_sex, o_age = rules.violations("icd10:O80", "M", 70)
+    assert (o_sex.kind, o_age.kind) == ("sex", "age") and "O00-O9A" in o_sex.source
+
+
+def test_mixed_vocabulary_mask_agrees_with_is_allowed():
+    codes = ["icd10:O80", "630", "icd10:N400", "185", "icd10:P070", "765", "icd10:Z3800", "icd10:V27", "V27", "<s>", "icd10:O"]
+    sexes = np.array(["F", "M", "U", "F", "M", "F"])
+    ages = np.array([0, 0.5, 30, 56, 70, np.nan])
+    mask = rules.allowed_mask(codes, sexes, ages)
+    expected = np.array([[rules.is_allowed(c, s, a) for c in codes] for s, a in zip(sexes, ages)])
+    assert (mask == expected).all() and not mask.all()
+
+
+def test_real_mimic4_demo_icd10_has_no_sex_conflicts(shared_data):
+    from model.data import load_patients
+
+    for p in load_patients(shared_data / "mimic4-demo", code_system="icd10"):
+        assert not [c for v in p.visits for c in v for r in rules.violations(c, p.sex, float("nan")) if r.kind == "sex"]

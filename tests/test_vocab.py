@@ -1,5 +1,6 @@
 """Vocabulary: BART-ordered specials, sorted categories then codes, code <-> category structure, JSON."""
 import numpy as np
+import pytest
 
 from model.patient import Patient
 from model.tokens.vocab import SPECIALS, UNK, Vocabulary
@@ -52,3 +53,37 @@ def test_json_round_trip(tmp_path):
     v.save(tmp_path / "vocab.json")
     w = Vocabulary.load(tmp_path / "vocab.json")
     assert w == v and w.tokens == v.tokens and np.array_equal(w.code_category, v.code_category)
+
+
+def test_icd9_vocabulary_json_has_no_systems_field(tmp_path):
+    """An ICD-9 vocabulary is written exactly as before the code systems, and loads as ICD-9-CM."""
+    v = Vocabulary.build(toy_patients(30))
+    assert v.code_systems == ("icd9",) and "code_systems" not in v.to_dict()
+    assert set(v.to_dict()) == {"version", "specials", "min_count", "categories", "codes", "code_counts"}
+    assert Vocabulary([], []).code_systems == ("icd9",)
+
+
+def test_mixed_systems_are_separate_tokens_and_recorded(tmp_path):
+    ps = [Patient("a", 50, "F", [["E8809", "icd10:E8809", "4019"], ["icd10:I10", "icd10:E8881"]]),
+          Patient("b", 60, "M", [["E8881", "icd10:E119"]])]
+    v = Vocabulary.build(ps)
+    assert v.code_systems == ("icd9", "icd10")
+    assert v.categories == ["401", "E880", "E888", "icd10:E11", "icd10:E88", "icd10:I10"]
+    assert v.code_id("E8809") != v.code_id("icd10:E8809") and v.id_of("E8809") != v.id_of("icd10:E8809")
+    assert v.token_of(v.category_token_of(v.code_id("icd10:E8881"))) == "icd10:E88"
+    assert v.code_token_for("icd10:E8899") == (v.id_of("icd10:E88"), UNK)  # unseen code, seen category
+    assert v.code_token_for("E8899") == (UNK, UNK)  # the ICD-9 category E889 is not in the vocabulary
+    # Each category's codes are contiguous (the sampler's windows rely on it).
+    for ids in v.category_codes.values():
+        assert list(ids) == list(range(ids[0], ids[-1] + 1))
+    v.save(tmp_path / "vocab.json")
+    assert Vocabulary.load(tmp_path / "vocab.json") == v and v.to_dict()["code_systems"] == ["icd9", "icd10"]
+    ten = Vocabulary.build([Patient("c", 40, "F", [["icd10:I10"]])])
+    assert ten.code_systems == ("icd10",) and ten.to_dict()["code_systems"] == ["icd10"]
+
+
+def test_a_systems_field_that_disagrees_with_the_codes_is_refused():
+    d = Vocabulary.build(toy_patients(5)).to_dict()
+    d["code_systems"] = ["icd10"]
+    with pytest.raises(ValueError, match=r"code systems \['icd10'\] but its codes are \['icd9'\]"):
+        Vocabulary.from_dict(d)

@@ -2,6 +2,10 @@
 
     patients = load_patients("../shared/data/mimic3-demo")            # format detected
     patients = load_patients(["a.parquet", "b.parquet"], format="long")
+    patients = load_patients("../shared/data/mimic4-demo", code_system="icd9")  # its ICD-9 admissions only
+
+Codes come out in the in-memory form of model/codes.py: ICD-9-CM bare, ICD-10-CM as "icd10:I10".
+`code_system` is the system of codes the source leaves open (see model/data/systems.py).
 
 Bad input raises model.errors.DataError naming the file (and line / column); nothing is half-loaded.
 """
@@ -10,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from model.codes import parse_system
 from model.data.detect import FORMATS, detect_format
 from model.data.stats import dataset_stats
 from model.errors import DataError
@@ -33,12 +38,19 @@ def _loader(fmt: str):
     return load
 
 
-def load_patients(paths: str | Path | Sequence[str | Path], format: str | None = None) -> list[Patient]:
+def load_patients(paths: str | Path | Sequence[str | Path], format: str | None = None,
+                  code_system: str | None = None) -> list[Patient]:
     """Load one source or several (each detected on its own unless `format` is given) into one list.
 
     The same patient id in two sources is an error rather than a silent merge: the sources would
-    disagree on the patient's demographics and visit order.
+    disagree on the patient's demographics and visit order. `code_system`: "icd9" | "icd10" (also 9,
+    10) for every source, or None: each source's own, or what its codes say.
     """
+    if code_system is not None:
+        try:
+            code_system = parse_system(code_system)
+        except ValueError as e:
+            raise DataError(None, str(e)) from None
     if isinstance(paths, (str, Path)):
         paths = [paths]
     if not paths:
@@ -48,7 +60,7 @@ def load_patients(paths: str | Path | Sequence[str | Path], format: str | None =
     for path in map(Path, paths):
         if not path.exists():
             raise DataError(path, "no such file or folder")
-        for p in _loader(format or detect_format(path))(path):
+        for p in _loader(format or detect_format(path))(path, code_system=code_system):
             if p.id in origin:
                 raise DataError(path, f"patient id {p.id!r} also in {origin[p.id]}: expected each patient in one source")
             origin[p.id] = path

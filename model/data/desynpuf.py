@@ -1,8 +1,9 @@
 """CMS DE-SynPUF folder: beneficiary summary file(s) + inpatient claims; or a parent folder of samples.
 
 - A visit is an inpatient claim (CLM_ID) at CLM_ADMSN_DT, or CLM_FROM_DT where that is empty.
-- Its codes are ICD9_DGNS_CD_1..10 in that order, empty slots skipped; a code that is not ICD-9-CM
-  shaped is an error naming its file, line and slot column.
+- Its codes are ICD9_DGNS_CD_1..10 in that order, empty slots skipped. They are ICD-9-CM: a dotted
+  one is stored undotted, one that is not ICD-9-CM shaped is an error naming its file, line and slot
+  column.
 - ADMTNG_ICD9_DGNS_CD (the admitting diagnosis) is NOT included. It is a separate field, the reason
   for admission rather than a diagnosis of the stay, and the agreed counts decide it: sample 1 has
   2,806 distinct codes without it and 2,923 with it; samples 1-6 have 4,626 without and 4,752 with.
@@ -31,9 +32,7 @@ from model.data.assemble import (
     whole_years,
 )
 from model.data.reading import (
-    BAD_CODE,
     CSV_SUFFIXES,
-    bad_codes,
     fail,
     parse_numbers,
     parse_sex,
@@ -41,6 +40,7 @@ from model.data.reading import (
     read_table,
     require,
 )
+from model.data.systems import resolve_codes
 from model.errors import DataError
 from model.patient import Patient
 
@@ -75,7 +75,7 @@ def read_beneficiaries(paths: list[Path]) -> pd.DataFrame:
     return df.drop_duplicates("desynpuf_id").set_index("desynpuf_id")
 
 
-def read_claims(paths: list[Path]) -> pd.DataFrame:
+def read_claims(paths: list[Path], code_system: str | None = None) -> pd.DataFrame:
     """One row per diagnosis slot of a SEGMENT 1 claim, in the common long shape of assemble.py."""
     frames = []
     for i, path in enumerate(paths):
@@ -99,23 +99,21 @@ def read_claims(paths: list[Path]) -> pd.DataFrame:
         }))
     rows = pd.concat(frames, ignore_index=True)
     rows["code"] = clean_codes(rows["code"].astype("str"))
-    bad = bad_codes(rows["code"])
-    if bad.any():  # name the slot column the code came from: seq k is ICD9_DGNS_CD_k
-        slot = int(rows["seq"].iat[int(np.flatnonzero(bad)[0])])
-        fail(paths, rows, bad, BAD_CODE, column="code", name=DX_COLUMNS[slot - 1])
+    # A bad code names the slot column it came from: seq k is ICD9_DGNS_CD_k.
+    rows = resolve_codes(paths, rows, "icd9", code_system, name=lambda df, i: DX_COLUMNS[int(df["seq"].iat[i]) - 1])
     # A claim id listed twice with different dates stays one visit, at its earliest date.
     rows["time"] = rows.groupby(["patient_id", "visit_id"], sort=False)["time"].transform("min")
     return rows
 
 
-def load_desynpuf(folder: Path) -> list[Patient]:
+def load_desynpuf(folder: Path, code_system: str | None = None) -> list[Patient]:
     folders = sample_folders(folder)
     if not folders:
         raise DataError(folder, "no DE-SynPUF files: expected *Beneficiary_Summary_File*.csv and *Inpatient_Claims*.csv here or in sample sub-folders")
     bene_paths = [p for d in folders for p in _files(d, BENEFICIARY)]
     claim_paths = [p for d in folders for p in _files(d, INPATIENT)]
     bene = read_beneficiaries(bene_paths)
-    rows = order_rows(read_claims(claim_paths))
+    rows = order_rows(read_claims(claim_paths, code_system))
     first = first_visits(rows).reset_index()
     unknown = bene.index.get_indexer(first["patient_id"]) < 0  # (isin on arrow strings loops in Python)
     if unknown.any():

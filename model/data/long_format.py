@@ -1,10 +1,14 @@
-"""Long-format CSV or Parquet file, or a folder of them: `patient_id, visit_id, visit_time, code[, age, sex]`.
+"""Long-format CSV or Parquet file, or a folder of them: `patient_id, visit_id, visit_time, code[, code_system, age, sex]`.
 
 One row per diagnosis, the interchange format of other EHR tools (and our own long CSV export).
 - visit_time: ISO dates/datetimes, or plain numbers (e.g. days since an index date); one kind per
   data set. A visit's time is the earliest time given on its rows.
-- codes keep the order of the file within a visit (there is no seq column); each must be an undotted
-  ICD-9-CM code (4019, V5861, E8889), else an error names its file, line (or Parquet row) and value.
+- codes keep the order of the file within a visit (there is no seq column); each is an ICD-9-CM or
+  ICD-10-CM code, undotted or dotted (4019, 401.9, V5861, I10, E11.9), else an error names its file,
+  line (or Parquet row) and value.
+- code_system (optional): icd9 or icd10 (also 9 or 10) per row. Without it each file is read in the
+  one system its codes name, and a file whose codes could be either is refused; a code may also
+  carry its system ("icd10:I10"). model/data/systems.py has the rules.
 - age is the patient's age at the first visit: the first non-empty value in time order; capped at 90.
 - sex accepts M/F and male/female in any case; a patient's first non-empty value is used.
 - age and sex are optional columns. Without them a patient gets age NaN and sex "U" (unknown); the
@@ -20,7 +24,6 @@ import pandas as pd
 from model.data.assemble import cap_age, clean_codes, order_rows, to_patients
 from model.data.reading import (
     TABLE_SUFFIXES,
-    check_codes,
     fail,
     is_table,
     parse_numbers,
@@ -29,11 +32,12 @@ from model.data.reading import (
     read_table,
     require,
 )
+from model.data.systems import declared_systems, resolve_codes
 from model.errors import DataError
 from model.patient import Patient
 
-COLUMNS = ["patient_id", "visit_id", "visit_time", "code", "age", "sex"]
-OPTIONAL = ("age", "sex")
+COLUMNS = ["patient_id", "visit_id", "visit_time", "code", "code_system", "age", "sex"]
+OPTIONAL = ("code_system", "age", "sex")
 SEX = {"M": "M", "F": "F", "male": "M", "female": "F"}
 
 
@@ -62,8 +66,8 @@ def _times(paths: list[Path], df: pd.DataFrame) -> tuple[str, pd.Series]:
     return "datetime", parse_times(paths, df, "visit_time")
 
 
-def read_long(paths: list[Path]) -> pd.DataFrame:
-    frames, kinds = [], set()
+def read_long(paths: list[Path], code_system: str | None = None) -> pd.DataFrame:
+    frames, kinds, declared = [], set(), []
     for i, path in enumerate(paths):
         df = read_table(path, COLUMNS, file_index=i, optional=OPTIONAL)
         for c in ("patient_id", "visit_id", "code"):
@@ -76,22 +80,23 @@ def read_long(paths: list[Path]) -> pd.DataFrame:
         if negative.any():
             fail(paths, df, negative, "negative age: expected an age in years >= 0", column="age")
         df["sex"] = parse_sex(paths, df, "sex", SEX) if "sex" in df else None
+        df["code"] = clean_codes(df["code"].astype("str"))
+        declared.append(declared_systems(paths, df, "code_system", "icd9 or icd10 (also 9 or 10)") if "code_system" in df
+                        else np.full(len(df), -1, dtype=np.int8))
         frames.append(df[["patient_id", "visit_id", "time", "code", "age", "sex", "_line", "_file"]])
     if len(kinds) > 1:
         raise DataError(paths[0], "visit_time is a date in some files and a number in others: expected one kind", column="visit_time")
-    rows = pd.concat(frames, ignore_index=True)
-    rows["code"] = clean_codes(rows["code"].astype("str"))
-    check_codes(paths, rows)
+    rows = resolve_codes(paths, pd.concat(frames, ignore_index=True), np.concatenate(declared), code_system)
     rows["time"] = rows.groupby(["patient_id", "visit_id"], sort=False)["time"].transform("min")
     rows["seq"] = np.nan  # file order decides within a visit (order_rows breaks ties by row position)
     return rows
 
 
-def load_long(path: Path) -> list[Patient]:
+def load_long(path: Path, code_system: str | None = None) -> list[Patient]:
     paths = long_files(path)
     if not paths:
         raise DataError(path, f"no data files: expected {', '.join(TABLE_SUFFIXES)} files with columns {', '.join(COLUMNS[:4])}")
-    rows = order_rows(read_long(paths))
+    rows = order_rows(read_long(paths, code_system))
     # groupby().first() skips missing values: the first non-empty age/sex in time order.
     per_patient = rows.groupby("patient_id", sort=True)[["age", "sex"]].first()
     sex = per_patient["sex"].astype(object).where(per_patient["sex"].notna(), "U")

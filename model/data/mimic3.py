@@ -3,8 +3,9 @@
 A visit is an admission (HADM_ID) at ADMITTIME; its codes are DIAGNOSES_ICD.ICD9_CODE in SEQ_NUM
 order. Age is whole years from DOB to the first admission that has a diagnosis; MIMIC shifts the DOB
 of patients over 89 so that they compute to about 300, hence the cap at 90. Rows with an empty
-ICD9_CODE (full MIMIC-III has a few) are skipped; admissions without diagnoses are not visits. A
-code that is not ICD-9-CM shaped (undotted: 4019, V5861, E8889) is an error naming its line.
+ICD9_CODE (full MIMIC-III has a few) are skipped; admissions without diagnoses are not visits. The
+codes are ICD-9-CM: a dotted one (401.9) is stored undotted, one that is not ICD-9-CM shaped (4019,
+V5861, E8889) is an error naming its line (model/data/systems.py).
 """
 from __future__ import annotations
 
@@ -22,7 +23,6 @@ from model.data.assemble import (
     whole_years,
 )
 from model.data.reading import (
-    check_codes,
     fail,
     find_table,
     parse_numbers,
@@ -31,6 +31,7 @@ from model.data.reading import (
     read_table,
     require,
 )
+from model.data.systems import resolve_codes
 from model.patient import Patient
 
 SEX = {"M": "M", "F": "F"}
@@ -97,13 +98,12 @@ def demographics(rows: pd.DataFrame, pat: pd.DataFrame, pat_path: Path, diag_pat
     return cap_age(age), p["sex"]
 
 
-def load_mimic3(folder: Path) -> list[Patient]:
+def load_mimic3(folder: Path, code_system: str | None = None) -> list[Patient]:
     folder = Path(folder)
     pat_path, adm_path, diag_path = (find_table(folder, n) for n in ("PATIENTS", "ADMISSIONS", "DIAGNOSES_ICD"))
     pat = read_patients(pat_path)
     adm = read_admissions(adm_path)
-    diag = read_diagnoses(diag_path)
-    check_codes([diag_path], diag, name="icd9_code")
+    diag = resolve_codes([diag_path], read_diagnoses(diag_path), "icd9", code_system, name="icd9_code")
     rows = order_rows(join_admissions(diag, adm, diag_path, adm_path))
     age, sex = demographics(rows, pat, pat_path, diag_path)
     return to_patients(rows, age, sex, diag_path)

@@ -1,8 +1,11 @@
 """MIMIC-IV folder (the folder holding hosp/, or hosp/ itself): patients, admissions, diagnoses_icd.
 
-Only ICD-9 rows (icd_version 9) are kept, so an admission coded in ICD-10 is not a visit and a patient
-with only ICD-10 admissions is dropped; an ICD-9 row's code must be ICD-9-CM shaped. MIMIC-IV has no date of birth: age at an admission is
-anchor_age + (year(admittime) - anchor_year), taken at the first ICD-9 admission and capped at 90.
+Both versions are kept: icd_version 9 rows are ICD-9-CM codes, 10 rows ICD-10-CM codes ("icd10:"
+in memory, see model/codes.py); each code must have its system's shape, and any other icd_version is
+an error naming its line. code_system="icd9" (or "icd10") keeps that version's rows only, so that an
+admission coded in the other is not a visit and a patient with only such admissions is dropped (the
+ICD-9-only reading of earlier versions). MIMIC-IV has no date of birth: age at an admission is
+anchor_age + (year(admittime) - anchor_year), taken at the first admission kept and capped at 90.
 """
 from __future__ import annotations
 
@@ -13,7 +16,6 @@ import pandas as pd
 from model.data.assemble import cap_age, first_visits, order_rows, to_patients
 from model.data.mimic3 import join_admissions, read_admissions, read_diagnoses
 from model.data.reading import (
-    check_codes,
     fail,
     find_table,
     parse_numbers,
@@ -21,6 +23,7 @@ from model.data.reading import (
     read_table,
     require,
 )
+from model.data.systems import declared_systems, resolve_codes
 from model.patient import Patient
 
 
@@ -45,14 +48,14 @@ def read_patients(path: Path) -> pd.DataFrame:
     return df.set_index("subject_id")
 
 
-def load_mimic4(folder: Path) -> list[Patient]:
+def load_mimic4(folder: Path, code_system: str | None = None) -> list[Patient]:
     hosp = hosp_folder(folder)
     pat_path, adm_path, diag_path = (find_table(hosp, n) for n in ("patients", "admissions", "diagnoses_icd"))
     pat = read_patients(pat_path)
     adm = read_admissions(adm_path)
     diag = read_diagnoses(diag_path, code_column="icd_code", extra=("icd_version",))
-    diag = diag[(parse_numbers([diag_path], diag, "icd_version") == 9).to_numpy()]
-    check_codes([diag_path], diag, name="icd_code")  # after the filter: ICD-10 rows are not checked
+    versions = declared_systems([diag_path], diag, "icd_version", "9 (ICD-9-CM) or 10 (ICD-10-CM)")
+    diag = resolve_codes([diag_path], diag, versions, code_system, name="icd_code")
     rows = order_rows(join_admissions(diag, adm, diag_path, adm_path))
     first = first_visits(rows)
     unknown = pat.index.get_indexer(first.index) < 0  # (isin on arrow strings loops in Python)

@@ -12,6 +12,7 @@ import csv
 import gzip
 import io
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,6 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from model.errors import DataError
-from model.icd9 import CODE_PATTERN
 
 CSV_SUFFIXES = (".csv", ".csv.gz")
 TABLE_SUFFIXES = (".csv", ".csv.gz", ".parquet")
@@ -168,12 +168,16 @@ def _shown(text: str, limit: int = 60) -> str:
     return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text):,} characters)"
 
 
-def fail(paths: list[Path], df: pd.DataFrame, bad: pd.Series | np.ndarray, expected: str, column: str | None = None, *, name: str | None = None):
+def fail(paths: list[Path], df: pd.DataFrame, bad: pd.Series | np.ndarray, expected: str, column: str | None = None, *,
+         name: str | Callable[[pd.DataFrame, int], str] | None = None):
     """Raise a DataError at the first row where `bad` is true, naming its file, line and value.
 
-    `name` is the column as the user knows it, where the frame has renamed it (visit_id -> hadm_id).
+    `name` is the column as the user knows it, where the frame has renamed it (visit_id -> hadm_id),
+    or a function (df, row position) -> name (DE-SynPUF: the slot column a code came from).
     """
     i = int(np.flatnonzero(np.asarray(bad))[0])
+    if callable(name):
+        name = name(df, i)
     path = Path(paths[int(df["_file"].iat[i])])
     line = int(df["_line"].iat[i])
     value = df[column].iat[i] if column is not None and column in df else None
@@ -217,24 +221,6 @@ def parse_numbers(paths: list[Path], df: pd.DataFrame, column: str) -> pd.Series
     if bad.any():
         fail(paths, df, bad, "not a number: expected a number", column=column)
     return out
-
-
-BAD_CODE = ("not an ICD-9-CM diagnosis code: expected an undotted code such as 4019, 0389, V5861 or E8889 "
-            "(3-5 digits, V + 2-4 digits or E + 3-4 digits)")
-
-
-def bad_codes(codes: pd.Series) -> np.ndarray:
-    """True where a code is present but not ICD-9-CM shaped (model.icd9.CODE_PATTERN); one regex
-    match over the whole column, no row loop. Missing codes are not bad: loaders skip them."""
-    return (codes.notna() & ~codes.str.fullmatch(CODE_PATTERN, na=False)).to_numpy(dtype=bool)
-
-
-def check_codes(paths: list[Path], df: pd.DataFrame, column: str = "code", *, name: str | None = None) -> None:
-    """Refuse the first code that is not ICD-9-CM shaped, naming its file, line, column and value.
-    Run it on codes already cleaned (clean_codes) and on the rows the loader keeps."""
-    bad = bad_codes(df[column])
-    if bad.any():
-        fail(paths, df, bad, BAD_CODE, column=column, name=name)
 
 
 def parse_sex(paths: list[Path], df: pd.DataFrame, column: str, mapping: dict[str, str]) -> pd.Series:

@@ -5,6 +5,7 @@ from collections import Counter
 
 import numpy as np
 
+from model.codes import SYSTEMS, system_of
 from model.patient import Patient
 
 
@@ -21,11 +22,13 @@ def dataset_stats(patients: list[Patient]) -> dict:
     known = ages[~np.isnan(ages)]
     sex = Counter(p.sex for p in patients)
     codes = {c for p in patients for v in p.visits for c in v}
+    by_system = Counter(system_of(c) for c in codes)
     n, nv = len(patients), len(codes_per_visit)
     return {
         "patients": n,
         "visits": nv,
         "codes": len(codes),
+        "codes_by_system": {s: by_system.get(s, 0) for s in SYSTEMS},  # distinct codes of each system
         "diagnosis_rows": int(codes_per_visit.sum()),
         "visits_per_patient_mean": _number(visits_per_patient.mean()) if n else None,
         "visits_per_patient_max": int(visits_per_patient.max()) if n else None,

@@ -10,10 +10,10 @@ import io
 
 import numpy as np
 
+from model.codes import describe
 from model.evaluation import plots
 from model.evaluation.fidelity import top_codes
 from model.evaluation.schema import Measure, Report
-from model.icd9 import describe
 
 CSS = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
@@ -89,7 +89,8 @@ def model_table(report: Report) -> str:
 
 
 def top_table(title: str, codes: list[str], prevalence: dict[str, np.ndarray], by: str, k: int = 20) -> str:
-    """The k most frequent codes of one cohort, with their ICD-9 titles and every cohort's prevalence."""
+    """The k most frequent codes of one cohort, with their titles (ICD-9-CM or ICD-10-CM, model/codes.py)
+    and every cohort's prevalence."""
     cols = top_codes(prevalence[by], k)
     head = "".join(f"<th>{n}</th>" for n in prevalence)
     rows = "".join(

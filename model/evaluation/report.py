@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 
+from model.codes import category_of
 from model.evaluation import fidelity, privacy, utility, validity
 from model.evaluation.counts import (
     Encoded,
@@ -33,7 +34,6 @@ from model.evaluation.schema import (
     Report,
 )
 from model.evaluation.thresholds import threshold
-from model.icd9 import category_of
 from model.patient import Patient
 
 

@@ -1,15 +1,16 @@
 """Validity: codes a clinician would reject regardless of statistics.
 
 Sex and age rules come from model/rules.py, the same table generation masks with, so the report and the
-decoder cannot disagree. They are folded into per-code arrays once, so a 20,000-patient cohort is a
-few array operations, not one rule look-up per code slot.
+decoder cannot disagree; it covers ICD-9-CM and ICD-10-CM codes alike, each rule its own system's. They
+are folded into per-code arrays once, so a 20,000-patient cohort is a few array operations, not one
+rule look-up per code slot.
 """
 from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
 
-from model.icd9 import category_of, is_known
+from model.codes import category_of, is_known
 from model.patient import Patient
 from model.rules import allowed_matrix
 
@@ -42,10 +43,12 @@ def duplicate_code_rate(patients: list[Patient]) -> float | None:
 
 
 def unknown_code_rate(patients: list[Patient], train_vocab: set[str]) -> float | None:
-    """Share of code slots in neither the ICD-9-CM table nor the training vocabulary.
+    """Share of code slots in neither their system's table (the ICD-9-CM table, the ICD-10-CM
+    release; model.codes.is_known) nor the training vocabulary.
 
-    Real data uses some non-billable parent codes the table may lack; a code the model was trained on
-    is a code it may emit, so only codes from neither source count as invented.
+    Real data uses some non-billable parent codes the table may lack, and ICD-10-CM codes of other
+    years than the release; a code the model was trained on is a code it may emit, so only codes from
+    neither source count as invented.
     """
     codes = [c for p in patients for v in p.visits for c in v]
     if not codes:
@@ -60,7 +63,7 @@ def category_mismatch_rate(patients: list[Patient], categories: list[list[list[s
 
     With hierarchical output (`categories[i][v][k]` = the category generated for code k of visit v of
     patient i) a code mismatches when its own category differs from the generated one. Without it, a
-    code mismatches when its category is not a category of the ICD-9-CM table.
+    code mismatches when its category is not a category of its system's table.
     """
     if categories is not None:
         pairs = [(c, g) for p, pc in zip(patients, categories) for v, vc in zip(p.visits, pc) for c, g in zip(v, vc)]

@@ -1,4 +1,4 @@
-"""The vocabulary: special tokens, then ICD-9 category tokens, then code tokens; one token per code.
+"""The vocabulary: special tokens, then category tokens, then code tokens; one token per code.
 
 Layout (ids): 0..6 specials in BART order, then `n_categories` category tokens (sorted), then `n_codes`
 code tokens (sorted). Codes are never split into pieces, so a token is a diagnosis and the model's
@@ -6,6 +6,11 @@ output layer is a distribution over diagnoses.
 
 Categories are those of the kept codes only, so every category token owns at least one code token:
 hierarchical generation can always expand a category it has chosen.
+
+Tokens are the in-memory code strings of model/codes.py, so ICD-9-CM ("4019") and ICD-10-CM
+("icd10:I10") codes and categories never share a token. The JSON names the systems it holds only
+when that is not ICD-9-CM alone, so an ICD-9 vocabulary is written byte for byte as before and an
+older vocab.json (no field: ICD-9-CM) still loads.
 """
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model.icd9 import category_of
+from model.codes import category_of, systems_in
 
 BOS, PAD, EOS, UNK, VISIT, END_VISIT, MASK = 0, 1, 2, 3, 4, 5, 6
 SPECIALS = ("<s>", "<pad>", "</s>", "<unk>", "<v>", "</v>", "<mask>")
@@ -73,6 +78,12 @@ class Vocabulary:
     def n_codes(self) -> int:
         return len(self.codes)
 
+    @property
+    def code_systems(self) -> tuple[str, ...]:
+        """The code systems of the vocabulary's codes ("icd9", "icd10"), in model.codes.SYSTEMS order;
+        ("icd9",) for a vocabulary without codes, as for an older vocab.json."""
+        return systems_in(self.codes) or ("icd9",)
+
     def id_of(self, token: str) -> int:
         """Id of a special token, a code, or (when not a code) a category; `<unk>` otherwise."""
         if token in self._special_id:
@@ -108,14 +119,20 @@ class Vocabulary:
 
     # ---- persistence --------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        return {"version": VERSION, "specials": list(SPECIALS), "min_count": self.min_count,
-                "categories": self.categories, "codes": self.codes, "code_counts": self.code_counts.tolist()}
+        d = {"version": VERSION, "specials": list(SPECIALS), "min_count": self.min_count,
+             "categories": self.categories, "codes": self.codes, "code_counts": self.code_counts.tolist()}
+        if self.code_systems != ("icd9",):  # optional: absent means ICD-9-CM only (see the module docstring)
+            d["code_systems"] = list(self.code_systems)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> Vocabulary:
         if d.get("version") != VERSION or tuple(d.get("specials", ())) != SPECIALS:
             raise ValueError(f"unsupported vocabulary version {d.get('version')!r} or special tokens")
-        return cls(d["categories"], d["codes"], d["code_counts"], min_count=d.get("min_count", 1))
+        vocab = cls(d["categories"], d["codes"], d["code_counts"], min_count=d.get("min_count", 1))
+        if tuple(d.get("code_systems", ("icd9",))) != vocab.code_systems:
+            raise ValueError(f"vocabulary lists code systems {d.get('code_systems', ['icd9'])} but its codes are {list(vocab.code_systems)}")
+        return vocab
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict()))
