@@ -30,8 +30,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from model.generation.cohort import CohortSpec, demographics
-from model.generation.constraints import DONE, advance, allowed_next, init_state
-from model.generation.sampler import Sampler, SamplingOptions, choose, row_key, uniforms
+from model.generation.constraints import DONE, advance, init_state
+from model.generation.draw import SamplingOptions
+from model.generation.reference import next_token
+from model.generation.sampler import Sampler
+from model.generation.streams import row_key, uniforms
 
 DATA = REPO.parent / "shared" / "data" / "desynpuf-sample" / "1-sample-10000"
 
@@ -68,6 +71,7 @@ def naive_one(sampler: Sampler, age: float, sex: str, key: int, opts: SamplingOp
     allowed = torch.from_numpy(sampler.rules.mask(np.asarray([sex]), np.asarray([age], dtype=float))).to(dev)
     state = init_state(L, allowed)
     keys = np.asarray([key], dtype=np.uint64)
+    windows = sampler.head.windows if sampler.head is not None else None
     history: list[int] = []
     pos = 1
     while True:
@@ -75,11 +79,9 @@ def naive_one(sampler: Sampler, age: float, sex: str, key: int, opts: SamplingOp
         enc = m.encode(enc_ids, None, age_t, sex_t)
         dec = [L.bos]
         while True:
-            logits, _ = m.decode(torch.tensor([dec], device=dev), enc, age_t, sex_t)  # full prefix, no cache
-            ok = allowed_next(state, L, limits)
-            # the draw is computed (it is part of the work compared) and then replaced by the replayed token
-            choose(logits[:, -1], ok, L, torch.from_numpy(uniforms(keys, pos)), opts, sampler.freq_logits, state.phase == 2,
-                   state.category, sampler.windows)
+            hidden, _ = m.decoder_hidden(torch.tensor([dec], device=dev), enc, age_t, sex_t)  # full prefix, no cache
+            # logits, masks and the draw are computed (part of the work compared), then the replayed token replaces it
+            next_token(m, hidden[:, -1], state, L, limits, torch.from_numpy(uniforms(keys, pos)), opts, sampler.freq_logits, windows)
             t = replay[pos - 1]
             state = advance(state, torch.tensor([t], device=dev), L, limits, check=False)
             dec.append(t)

@@ -1,6 +1,8 @@
 """Property tests: whatever the logits, constrained decoding never breaks the grammar or a rule."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -15,13 +17,17 @@ from model.generation.constraints import (
     allowed_head,
     allowed_next,
     allowed_tokens,
-    category_windows,
     init_state,
     mask_logits,
     select_in_place,
 )
+from model.generation.draw import SamplingOptions, window_index
+from model.generation.draw import (
+    draw as draw_flat,  # `draw` is hypothesis' name in the strategies below
+)
+from model.generation.head import SlicedHead
+from model.generation.streams import uniforms
 from model.tokens.layout import TokenLayout
-from model.generation.sampler import SamplingOptions, choose, uniforms, window_index
 
 N_SPECIAL = 7
 
@@ -74,23 +80,38 @@ def check_sequence(seq: list[int], layout: TokenLayout, limits: Limits, allowed:
     assert all(len(v) <= limits.max_codes_per_visit for v in visits)
 
 
-def decode(layout, limits, allowed, logits_fn, opts, forced=None):
+class LogitsAsHidden:
+    """Stands in for PromptBart in SlicedHead: its "hidden states" are the logits themselves, so the
+    sampler's own hierarchical draws run on any logits."""
+
+    config = SimpleNamespace(d_model=64)
+
+    @staticmethod
+    def lm_head_columns(h, stop):
+        return h[:, :stop]
+
+    @staticmethod
+    def lm_head_at(h, idx):
+        return h.gather(1, idx)
+
+
+def decode(layout, limits, allowed, logits_fn, opts):
+    """The sampler's steps on logits_fn's logits: the sliced head's draws (hierarchical), draw.draw (flat)."""
     state = init_state(layout, torch.as_tensor(allowed))
     B = allowed.shape[0]
     seqs = [[layout.bos] for _ in range(B)]
     keys = np.arange(B, dtype=np.uint64) * np.uint64(7919) + np.uint64(1)
     freq = torch.log(torch.arange(layout.vocab_size, dtype=torch.float32) % 5)
-    w = category_windows(layout)  # sorted layouts take the sliced (windowed) path, shuffled ones the full one
-    windows = (torch.as_tensor(w[0]), w[1]) if w is not None else None
+    head = SlicedHead(LogitsAsHidden(), layout, freq, torch.device("cpu")) if layout.hierarchical else None
     for step in range(limits.max_length + 2):
         if bool((state.phase == DONE).all()):
             break
         ok = allowed_next(state, layout, limits)
         assert ok.any(1).all()
-        check_sliced_masks(state, layout, limits, ok, windows)
+        check_sliced_masks(state, layout, limits, ok, head.windows if head is not None else None)
         u = torch.as_tensor(uniforms(keys, step))
-        tok = choose(logits_fn(step, B), ok, layout, u, opts, freq_logits=freq, in_category=state.phase == 2,
-                     category=state.category, windows=windows)
+        logits = logits_fn(step, B)
+        tok = head.choose(logits, state, limits, u, opts) if head is not None else draw_flat(logits, ok, layout, u, opts)
         assert ok.gather(1, tok[:, None]).all()
         state = advance(state, tok, layout, limits, allowed=ok)
         for i in range(B):
@@ -122,9 +143,9 @@ def check_sliced_masks(state, layout, limits, ok, windows):
 def problems(draw):
     n_cat = draw(st.integers(1, 6))
     code_cats = draw(st.lists(st.integers(0, n_cat - 1), min_size=1, max_size=14))
-    if draw(st.booleans()):
-        code_cats = sorted(code_cats)  # contiguous categories, as the real vocabulary has them
     hier = draw(st.booleans())
+    if hier or draw(st.booleans()):  # flat layouts may be in any order; the hierarchical head needs them sorted
+        code_cats = sorted(code_cats)  # contiguous categories, as the real vocabulary has them
     layout = make_layout(n_cat, code_cats, hier)
     limits = Limits(max_visits=draw(st.integers(1, 4)), max_codes_per_visit=draw(st.integers(1, 5)),
                     max_length=draw(st.integers(5, 40)))

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cli.main import main
+from model.data import load_patients
 from model.generation.cohort import (
     AgeSpec,
     CohortSpec,
@@ -22,8 +23,9 @@ from model.generation.cohort import (
     demographics,
     generate_cohort,
 )
-from model.rules import violations
-from model.generation.sampler import SamplingOptions
+from model.generation.draw import SamplingOptions
+from model.nn.checkpoint import load_checkpoint
+from model.rules import is_allowed, violations
 
 N = 2000
 SETTINGS = {"deadline": None, "suppress_health_check": [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]}
@@ -49,8 +51,6 @@ def model_dir(tmp_path_factory, shared_data, one_thread):
 
 @pytest.fixture(scope="module")
 def bundle(model_dir):
-    from model.nn.checkpoint import load_checkpoint
-
     return load_checkpoint(model_dir, "cpu")
 
 
@@ -111,8 +111,6 @@ def test_required_code_in_every_patient(model_dir, tmp_path):
 
 def test_required_code_redraws_demographics(bundle):
     # a pregnancy code: only women aged 10-55 may carry it, so the cohort is drawn among them
-    from model.rules import is_allowed
-
     code = next(c for c in bundle[1].codes if c[:3] in {str(k) for k in range(630, 680)} and is_allowed(c, "F", 30))
     spec = CohortSpec(required_codes=(code,), female=0.5)
     patients = generate_cohort(bundle, spec, 40, seed=3, batch_size=40)
@@ -142,8 +140,6 @@ def test_frequency_code_sampler_is_valid(bundle):
 
 
 def test_mimic3_and_csv_exports_read_back(model_dir, tmp_path):
-    from model.data import load_patients
-
     assert generate(model_dir, tmp_path / "c.jsonl", "--n", 50, "--seed", 9) == 0
     assert generate(model_dir, tmp_path / "c.zip", "--n", 50, "--seed", 9) == 0
     assert generate(model_dir, tmp_path / "c.csv", "--n", 50, "--seed", 9) == 0

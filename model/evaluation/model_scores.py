@@ -1,6 +1,6 @@
 """Model-based scores through a plain callable interface, so this package never imports torch.
 
-The model team's scorer (model.scoring.load_scorer) is any object with
+The model team's scorer (model.evaluation.scorer.load_scorer) is any object with
     perplexity(patients) -> {"masked": float, "next_visit": float, "masked_median_of_medians": float, ...}
     reconstruct(prefixes: list[Patient]) -> list[Patient]
 where each reconstructed record starts with the codes of its prefix (same order) and continues them.

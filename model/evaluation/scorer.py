@@ -2,9 +2,9 @@
 
     scorer = load_scorer("runs/m1", "cpu")
     scorer.perplexity(holdout)                 # {"masked": ..., "next_visit": ..., plus the unigram baseline}
-    scorer.reconstruct([first_half(p) for p in holdout], seed=0)
+    scorer.reconstruct([split_half(p)[0] for p in holdout], seed=0)   # model_scores.split_half
 
-Perplexity is model/perplexity.py's standard exp(mean NLL) over masked codes and over next-visit codes.
+Perplexity is model/training/perplexity.py's standard exp(mean NLL) over masked codes and over next-visit codes.
 
 Reconstruction completes each given partial record with the batched sampler: the prefix is forced as
 decoder tokens (closed visits, the last visit left open), the encoder sees the demographics only, as
@@ -20,20 +20,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from model.generation.draw import SamplingOptions
+from model.generation.sampler import Sampler
+from model.generation.streams import row_key
+from model.nn.checkpoint import load_checkpoint
 from model.patient import Patient
-from model.generation.sampler import Sampler, SamplingOptions, row_key
-
-
-def first_half(p: Patient) -> Patient:
-    """The record cut after the first ceil(n/2) of its codes, in visit order (the cut visit stays partial)."""
-    keep = (p.n_codes + 1) // 2
-    visits: list[list[str]] = []
-    for v in p.visits:
-        if keep <= 0:
-            break
-        visits.append(list(v[:keep]))
-        keep -= len(visits[-1])
-    return Patient(id=p.id, age=p.age, sex=p.sex, visits=visits)
+from model.training.perplexity import heldout_perplexity
 
 
 @dataclass
@@ -49,8 +41,6 @@ class Scorer:
     def perplexity(self, patients, *, seed: int = 1234, batch_size: int = 32) -> dict[str, float]:
         """Flat {name: float} on held-out patients: "masked", "next_visit", "all" (exp(mean NLL)), the
         unigram baseline's "baseline_masked", "baseline_next_visit", "baseline_all", and "n_scored_*"."""
-        from model.training.perplexity import heldout_perplexity
-
         r = heldout_perplexity(self.model, self.sampler.vocab, self.tokenizer, patients, seed=seed, batch_size=batch_size,
                                device=self.device)
         out = {"masked": r.get("ppl_masked"), "next_visit": r.get("ppl_next_visit"), "all": r.get("ppl"),
@@ -123,7 +113,5 @@ class Scorer:
 
 
 def load_scorer(model_dir, device: str = "cpu") -> Scorer:
-    from model.nn.checkpoint import load_checkpoint
-
     model, vocab, tokenizer, config = load_checkpoint(model_dir, device)
     return Scorer(sampler=Sampler.from_bundle((model, vocab, tokenizer, config), device), tokenizer=tokenizer, device=str(device))

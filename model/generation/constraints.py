@@ -297,21 +297,3 @@ def advance(state: RowState, tokens: torch.Tensor, layout: TokenLayout, limits: 
     s.phase = phase
     s.length = state.length + live.long()
     return s
-
-
-def tokens_to_visits(tokens: list[int], layout: TokenLayout, id_to_token) -> list[list[str]]:
-    """Visits of code strings from one generated token list (category tokens dropped)."""
-    visits: list[list[str]] = []
-    cur: list[str] | None = None
-    for t in tokens:
-        if t == layout.visit_open:
-            cur = []
-        elif t == layout.visit_close:
-            if cur is not None:
-                visits.append(cur)
-            cur = None
-        elif t == layout.eos:
-            break
-        elif t >= layout.code_offset and cur is not None:
-            cur.append(id_to_token[t])
-    return visits

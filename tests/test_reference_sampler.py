@@ -1,0 +1,143 @@
+"""The batched sampler gives the records of the plain one-patient reference (model/generation/reference.py),
+token for token, and every draw reads the same masked logits to the bit: tiny models trained for this
+module on the MIMIC-III demo (hierarchical and flat), with batches that pad, drop rows and set
+stragglers aside, with required codes and with prefixes of each patient's own."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from cli.main import main
+from model.generation import draw as draw_module
+from model.generation import reference
+from model.generation.cohort import CohortSpec, demographics, generate_cohort
+from model.generation.draw import SamplingOptions
+from model.generation.sampler import Sampler
+from model.generation.streams import row_key
+from model.nn.checkpoint import load_checkpoint
+
+N = 48
+SAMPLE_FROM_LOGITS = draw_module.sample_from_logits
+BATCH = 17  # several batches, each padded to MIN_ROWS; rows drop, stragglers join the next batch
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # 2 shared cores: torch's default threads oversubscribe them (measured ~20x slower under load)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def trained(tmp_path_factory, shared_data, mode: str) -> Sampler:
+    out = tmp_path_factory.mktemp(mode) / "model"
+    rc = main(["train", "--data", str(shared_data / "mimic3-demo"), "--preset", "tiny", "--mode", mode, "--epochs", "2",
+               "--seed", "0", "--out", str(out), "--device", "cpu"])
+    assert rc == 0
+    return Sampler.from_bundle(load_checkpoint(out, "cpu"))
+
+
+@pytest.fixture(scope="module")
+def hier(tmp_path_factory, shared_data, one_thread) -> Sampler:
+    s = trained(tmp_path_factory, shared_data, "hierarchical")
+    assert s.head is not None and len(s.head.buckets) >= 2  # code windows of more than one width
+    return s
+
+
+@pytest.fixture(scope="module")
+def flat(tmp_path_factory, shared_data, one_thread) -> Sampler:
+    s = trained(tmp_path_factory, shared_data, "flat")
+    assert s.head is None
+    return s
+
+
+def patients(n: int = N, seed: int = 4):
+    ages = [float(5 + 7 * i % 85) for i in range(n)]
+    sexes = ["F" if i % 3 else "M" for i in range(n)]
+    return ages, sexes, [row_key(seed, i) for i in range(n)]
+
+
+def record_draws(monkeypatch) -> dict[float, list[torch.Tensor]]:
+    """From now on, the masked logits of every draw, by the uniform it draws with (a hash of row key and position)."""
+    book: dict[float, list[torch.Tensor]] = {}
+
+    def recording(masked, u, *args):
+        for row, x in zip(masked, u.tolist()):
+            book.setdefault(x, []).append(row.clone())
+        return SAMPLE_FROM_LOGITS(masked, u, *args)
+
+    monkeypatch.setattr(draw_module, "sample_from_logits", recording)
+    return book
+
+
+def assert_same_draws(fast_book, ref_book) -> None:
+    """Every draw of the reference was drawn by the batched sampler from bit-identical masked logits (it
+    draws more: at forced positions, and for padding rows)."""
+    assert ref_book
+    for u, (row,) in ref_book.items():
+        assert u in fast_book
+        assert all(torch.equal(r, row) for r in fast_book[u])
+
+
+def fast_and_reference(s: Sampler, monkeypatch, ages, sexes, keys, opts, forced=None, limits=None, batch_size=BATCH,
+                       shared=None):
+    fast_book = record_draws(monkeypatch)
+    fast = s.generate_many(ages, sexes, keys, opts, forced, limits, batch_size=batch_size)
+    ref_book = record_draws(monkeypatch)
+    forced = forced or [[] for _ in ages]
+    ref = [reference.generate(s, a, x, k, opts, f, limits, shared) for a, x, k, f in zip(ages, sexes, keys, forced)]
+    assert fast == ref
+    assert_same_draws(fast_book, ref_book)
+    assert sum(len(t) for t in fast) > 8 * len(ages)  # real records, not empty ones
+    return fast
+
+
+@pytest.mark.parametrize("opts", [SamplingOptions(), SamplingOptions(temperature=1.7, top_p=1.0, top_k=5),
+                                  SamplingOptions(temperature=0.6, top_p=0.8), SamplingOptions(code_sampler="frequency")],
+                         ids=["default", "hot-top-k", "cold-top-p", "frequency"])
+def test_hierarchical_records_are_the_references(hier, monkeypatch, opts):
+    fast_and_reference(hier, monkeypatch, *patients(), opts)
+
+
+def test_required_codes_give_the_references_cohort(hier, monkeypatch):
+    # a cohort forces the same tokens on every row: the reference feeds them all with <s>, as every batch does
+    spec = CohortSpec.from_dict({"required_codes": ["4019", "4280"]})
+    seed = 9
+    fast_book = record_draws(monkeypatch)
+    cohort = generate_cohort(None, spec, N, seed, batch_size=BATCH, sampler=hier)
+    ref_book = record_draws(monkeypatch)
+    forced = hier.required_prefix(spec.required_codes)
+    limits = hier.limits(spec.max_visits, spec.max_codes_per_visit, n_forced=len(spec.required_codes))
+    for i, p in enumerate(cohort):
+        age, sex = demographics(spec, seed, i)
+        tokens = reference.generate(hier, age, sex, row_key(seed, i), spec.sampling, forced, limits)
+        assert (p.age, p.sex, p.visits) == (age, sex, hier.visits_of(tokens))
+        assert p.visits[0][:2] == ["4019", "4280"]
+    assert_same_draws(fast_book, ref_book)
+
+
+@pytest.mark.parametrize("kind", ["shared-first-visit", "some-without"])
+def test_prefixes_of_their_own_give_the_references_records(hier, monkeypatch, kind):
+    # reconstruction: each row forces its own partial record. One batch: it feeds the prefix all its
+    # rows share with <s> (`shared`), the rest one token per step; the reference is told how many
+    ages, sexes, keys = patients()
+    first = ["4019", "5849"] if kind == "shared-first-visit" else []
+    visits = [[first + [["42731", "4280", "25000"][i % 3]], [["51881", "2724"][i % 2]]][: 1 + i % 2] for i in range(N)]
+    if kind == "some-without":
+        visits = [v if i % 4 else [] for i, v in enumerate(visits)]
+    forced = [hier.record_prefix(v) for v in visits]
+    shared = len(os.path.commonprefix(forced))
+    assert shared == (5 if kind == "shared-first-visit" else 0)  # <v> K 4019 K 5849 | nothing
+    limits = hier.limits(max_codes_per_visit=8)
+    fast = fast_and_reference(hier, monkeypatch, ages, sexes, keys, SamplingOptions(), forced, limits, batch_size=N,
+                              shared=shared)
+    assert all(t[: len(f)] == f for t, f in zip(fast, forced))
+
+
+def test_flat_records_are_the_references(flat, monkeypatch):
+    fast_and_reference(flat, monkeypatch, *patients(40, seed=2), SamplingOptions(top_k=20))
+    forced = [flat.required_prefix(["4019"])] * 40
+    fast_and_reference(flat, monkeypatch, *patients(40, seed=3), SamplingOptions(), forced)
