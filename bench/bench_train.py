@@ -22,19 +22,20 @@ from torch.utils.flop_counter import FlopCounterMode
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from model.data import load_patients
 from model.nn.config import model_config, train_config
 from model.nn.cooccurrence import common_pairs, count_cooccurrences, patient_visits
-from model.tokens.layout import TokenLayout
 from model.nn.promptbart import LossWeights, PromptBart
+from model.tokens.layout import TokenLayout
 from model.tokens.tokenizer import Tokenizer
-from model.training.train import (
+from model.tokens.vocab import Vocabulary
+from model.training.prepare import (
     age_stats,
     encode_patients,
     epoch_batches,
     make_optimizer,
     train_batch,
 )
-from model.tokens.vocab import Vocabulary
 
 SHARED = REPO.parent / "shared" / "data" / "desynpuf-sample"
 
@@ -72,7 +73,7 @@ def bench_preset(preset, patients, device, steps: int, batch_size: int, bf16: bo
     layout = TokenLayout.of(vocab)
     torch.manual_seed(0)
     model = PromptBart(mcfg).to(device)
-    model.loss_weights = LossWeights(cfg.age_weight, cfg.sex_weight, cfg.cooc_weight)
+    model.loss_weights = LossWeights(**cfg.loss_weights())
     model.train()
     opt = make_optimizer(model, cfg)
     order = epoch_batches(len(seqs), [len(s) for s in seqs], cfg, 0)
@@ -114,8 +115,6 @@ def bench_preset(preset, patients, device, steps: int, batch_size: int, bf16: bo
 
 
 def load(paths):
-    from model.data import load_patients
-
     return [p for p in load_patients(paths) if p.visits]
 
 

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers import BartConfig, BartModel
 
-from model.nn.checkpoint import FILES, MANIFEST, resume_dir
+from model.nn.checkpoint import FILES, MANIFEST, load_checkpoint, resume_dir
 from model.nn.config import train_config
 from model.training.train import train
 from tests.test_vocab import toy_patients
@@ -95,15 +96,11 @@ def test_cli_on_mimic3_demo(tmp_path, shared_data):
 
 
 def test_init_from_local_hf_bart(tmp_path):
-    from transformers import BartConfig, BartModel
-
     hf = BartModel(BartConfig(vocab_size=50, d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
                               decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=128))
     hf.save_pretrained(tmp_path / "hf")
     tr, va = data()
     r = train(tr, va, config(epochs=1, init_from=str(tmp_path / "hf")), tmp_path / "m", device="cpu")
-    from model.nn.checkpoint import load_checkpoint
-
     m, vocab, _, cfg = load_checkpoint(tmp_path / "m")
     assert r.status == "completed" and cfg.d_model == 32 and cfg.encoder_layers == 1 and cfg.init_from == str(tmp_path / "hf")
     assert cfg.max_length == 128 - cfg.n_prompts and m.bart.shared.weight.shape[0] == len(vocab)
@@ -113,7 +110,5 @@ def test_init_from_local_hf_bart(tmp_path):
 def test_flat_mode_trains(tmp_path):
     tr, va = data()
     r = train(tr, va, config(epochs=1, mode="flat"), tmp_path / "m", device="cpu")
-    from model.nn.checkpoint import load_checkpoint
-
     _, _, tk, cfg = load_checkpoint(tmp_path / "m")
     assert r.status == "completed" and cfg.mode == "flat" and tk.mode == "flat" and r.log[0]["val_ppl"] > 0

@@ -21,8 +21,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from model.nn.config import ModelConfig, TrainConfig, load_json, save_json
 from model.errors import CheckpointError
+from model.nn.config import ModelConfig, TrainConfig, load_json, save_json
+from model.nn.promptbart import LossWeights, PromptBart
+from model.tokens.tokenizer import Tokenizer
 from model.tokens.vocab import Vocabulary
 
 WEIGHTS, CONFIG, VOCAB, LOG, MANIFEST = "model.safetensors", "config.json", "vocab.json", "training_log.jsonl", "manifest.json"
@@ -113,20 +115,20 @@ def verify_manifest(directory: str | Path) -> None:
 
 
 def load_checkpoint(directory: str | Path, device="cpu"):
-    """-> (model in eval mode on `device`, vocab, tokenizer, ModelConfig). Verifies the manifest first."""
-    from model.nn.promptbart import PromptBart
-    from model.tokens.tokenizer import Tokenizer
-
+    """-> (model in eval mode on `device`, vocab, tokenizer, ModelConfig). Verifies the manifest first.
+    The model's loss weights are those of the TrainConfig it was trained with (none if config.json has none)."""
     d = Path(directory)
     verify_manifest(d)
     try:
-        model_config, _, _ = load_json(d / CONFIG)
+        model_config, train_config, _ = load_json(d / CONFIG)
         vocab = Vocabulary.load(d / VOCAB)
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{d}: unreadable config.json or vocab.json ({e})") from None
     if model_config.vocab_size != len(vocab):
         raise CheckpointError(f"{d / CONFIG}: vocab_size {model_config.vocab_size} != {len(vocab)} tokens in vocab.json")
     model = PromptBart(model_config)
+    if train_config is not None:
+        model.loss_weights = LossWeights(**train_config.loss_weights())
     expected = set(_unique_tensors(model))  # tied aliases are loaded through their one stored name
     try:
         tensors = load_file(str(d / WEIGHTS))
@@ -143,10 +145,6 @@ def load_checkpoint(directory: str | Path, device="cpu"):
                               f"unexpected {sorted(unexpected)[:3]})")
     model.to(device).eval()
     return model, vocab, Tokenizer(vocab, model_config.mode), model_config
-
-
-def training_config_of(directory: str | Path) -> tuple[ModelConfig, TrainConfig | None, dict]:
-    return load_json(Path(directory) / CONFIG)
 
 
 # ---- resume state (not part of the checkpoint) -------------------------------------------------

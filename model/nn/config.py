@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass
@@ -79,6 +80,11 @@ class TrainConfig:
     val_seed: int = 1234  # fixed validation corruption
     max_val_patients: int | None = None  # cap on validation patients (None: all)
 
+    def loss_weights(self) -> dict[str, float]:
+        """The keyword arguments of promptbart.LossWeights: this config is their one source."""
+        return {"age": self.age_weight, "sex": self.sex_weight, "cooc": self.cooc_weight,
+                "label_smoothing": self.label_smoothing}
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -123,15 +129,11 @@ def train_config(preset: str, **overrides) -> TrainConfig:
 
 def save_json(path, model: ModelConfig, train: TrainConfig | None = None, extra: dict | None = None) -> None:
     """config.json: {"model": ..., "train": ..., plus extras (e.g. best epoch)}."""
-    from pathlib import Path
-
     d = {"model": model.to_dict(), "train": train.to_dict() if train else None, **(extra or {})}
     Path(path).write_text(json.dumps(d, indent=2))
 
 
 def load_json(path) -> tuple[ModelConfig, TrainConfig | None, dict]:
-    from pathlib import Path
-
     d = json.loads(Path(path).read_text())
     train = TrainConfig.from_dict(d["train"]) if d.get("train") else None
     return ModelConfig.from_dict(d["model"]), train, d

@@ -7,8 +7,8 @@ import numpy as np
 import torch
 
 from model.nn.cooccurrence import CoocTargets, cooc_targets
-from model.training.corruption import Example
 from model.tokens.vocab import PAD
+from model.training.corruption import Example
 
 IGNORE = -100  # labels ignored by cross-entropy
 

@@ -30,6 +30,7 @@ The target of the denoising objectives is the original sequence.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import numpy as np
 
 from model.tokens.layout import TokenLayout

@@ -5,7 +5,7 @@ the predicted next visit (model/corruption.py). The NLL of a code is that of its
 in hierarchical mode it is NLL(category) + NLL(code | category), the code's full probability, so the
 figures are comparable across modes. There both steps are scored as generation samples them, given
 that a code comes next (what the baseline assumes too): the category step's softmax restricted to the
-category tokens, the code step's to the codes of its category (model/sample.py masks a code step to
+category tokens, the code step's to the codes of its category (model/generation/sampler.py masks a code step to
 them). Without the first restriction the model would pay for the mass it rightly keeps on `</v>` and
 `</s>` (about 15% at a category step) while the baseline pays nothing. The baseline is a unigram model of
 training code frequencies (add-one smoothed) on the same positions: a model that ignores context must
@@ -14,12 +14,14 @@ lose to nothing less.
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 
-from model.training.batches import IGNORE, Batch, collate
+from model.nn.promptbart import demographics_to_tensors
 from model.tokens.layout import TokenLayout
+from model.training.batches import IGNORE, Batch, collate
 from model.training.corruption import validation_examples
 
 
@@ -31,7 +33,8 @@ def unigram_logp(vocab) -> torch.Tensor:
     return torch.from_numpy(logp)
 
 
-def _autocast(device):
+def autocast(device):
+    """bf16 autocast on CUDA, nothing on CPU (training and validation alike)."""
     dev = torch.device(device)
     return torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else torch.autocast("cpu", enabled=False)
 
@@ -73,7 +76,7 @@ def evaluate(model, batches: list[tuple[str, Batch]], baseline_logp: torch.Tenso
     baseline_logp = baseline_logp.to(device)
     for tag, batch in batches:
         batch = batch.to(device)
-        with _autocast(device):
+        with autocast(device):
             out = model(**batch.model_inputs())
         n = int((batch.labels != IGNORE).sum())
         sums["tokens"] += n
@@ -135,10 +138,6 @@ def heldout_perplexity(model, vocab, tokenizer, patients, *, seed: int = 1234, b
                        mask_ratio: float = 0.3, poisson_lambda: float = 3.0) -> dict:
     """Perplexity of a trained model on held-out patients (masked codes and next visits) beside the
     unigram baseline's. Keys: ppl, ppl_masked, ppl_next_visit, baseline_ppl, baseline_ppl_masked, ..."""
-    from types import SimpleNamespace
-
-    from model.nn.promptbart import demographics_to_tensors
-
     cfg = model.config
     patients = [p for p in patients if p.visits]
     seqs = [tokenizer.encode(p.visits, cfg.max_length) for p in patients]
