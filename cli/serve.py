@@ -4,7 +4,7 @@ With no DATABASE_URL (the embedded default: a SQLite file under PROMPTEHR_HOME) 
 migrated to the latest schema first, since nothing else uses it. With a DATABASE_URL it is not: run
 `promptehr db upgrade`, and the API refuses to start on an out-of-date schema.
 
-With no CELERY_BROKER_URL, jobs run in this process: the runner from `worker.local_runner`
+With no CELERY_BROKER_URL, jobs run in this process: the runner from `worker.runner`
 (`make_runner(settings) -> callable(task_name, job_id)`) is registered with
 `service.jobs.set_local_runner` (the runner picks up jobs an earlier run left queued or running).
 
@@ -15,7 +15,6 @@ in-process runner lives in one process. One process is the default: see docs/per
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def add_parser(subparsers) -> None:
@@ -28,22 +27,14 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def install_local_runner(settings) -> bool:
-    """Register the in-process job runner; False (with a warning) when worker/ does not provide one."""
-    import importlib
-
+def install_local_runner(settings) -> None:
+    """Register the in-process job runner (worker.runner) with service.jobs."""
+    # worker/ is imported only here: an API that sends its jobs to a broker never loads it
+    # (tests/test_service_app.py checks that importing cli.serve does not).
     from service.jobs import set_local_runner
+    from worker.runner import make_runner
 
-    try:
-        module = importlib.import_module("worker.local_runner")
-    except ModuleNotFoundError as e:
-        if e.name not in ("worker", "worker.local_runner"):
-            raise
-        print("promptehr serve: warning: no in-process job runner (worker.local_runner); jobs stay queued",
-              file=sys.stderr)
-        return False
-    set_local_runner(module.make_runner(settings))
-    return True
+    set_local_runner(make_runner(settings))
 
 
 def _refuse_old_schema(settings) -> None:

@@ -11,8 +11,15 @@ from __future__ import annotations
 import logging
 from contextlib import asynccontextmanager
 
+import sqlalchemy.exc as sa_exc
 from fastapi import APIRouter, Depends, FastAPI
 
+from service.auth import require_api_key
+from service.body_limit import BodySizeLimitMiddleware
+from service.db import make_engine, make_sessionmaker
+from service.migrate import check_schema_current
+from service.problems import install_problem_handlers
+from service.routes import cohorts, datasets, health, models, reports, training_jobs
 from service.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -24,10 +31,6 @@ generate cohorts and read their evaluation reports. All routes but /healthz and 
 
 
 def _check_schema(app: FastAPI) -> None:
-    import sqlalchemy.exc as sa_exc
-
-    from service.migrate import check_schema_current
-
     try:
         check_schema_current(app.state.engine)
     except (sa_exc.OperationalError, sa_exc.InterfaceError) as e:
@@ -42,12 +45,6 @@ async def lifespan(app: FastAPI):
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    from service.auth import require_api_key
-    from service.body_limit import BodySizeLimitMiddleware
-    from service.db import make_engine, make_sessionmaker
-    from service.problems import install_problem_handlers
-    from service.routes import cohorts, datasets, health, models, reports, training_jobs
-
     settings = settings or get_settings()
     app = FastAPI(
         title="PromptEHR",

@@ -10,21 +10,18 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-import sqlalchemy as sa
 from fastapi import Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from service import store
 from service.models import ApiKey, IdempotencyKey
-from service.models.base import utcnow
 from service.problems import Problem, field_error, validation_problem
 from service.settings import Settings
 
 HEADER = "Idempotency-Key"
-IN_PROGRESS = 0  # status_code of a key whose first request has not answered yet
 
 # What a creating route returns: (status, body, Location).
 Created = tuple[int, dict[str, Any], str | None]
@@ -50,7 +47,7 @@ def _replay(record: IdempotencyKey, endpoint: str, request_hash: str) -> JSONRes
             [field_error(["header", HEADER], "this key was used with a different request")],
             detail=f"The {HEADER} was already used with a different request; use a new key.",
         )
-    if record.status_code == IN_PROGRESS:
+    if record.status_code == store.IN_PROGRESS:
         raise Problem(409, f"A request with this {HEADER} is still being processed.", type="idempotency-in-progress")
     return _response(record.status_code, record.response, record.location, replayed=True)
 
@@ -63,6 +60,8 @@ def idempotent_create(
     payload: BaseModel,
     create: Callable[[], Created],
 ) -> JSONResponse:
+    """Answer a creating POST: with no Idempotency-Key, `create()`'s answer; with one, the first
+    answer given to that key (or `create()`'s, kept for the key's retries)."""
     key = request.headers.get(HEADER)
     if key is None:
         status, body, location = create()
@@ -72,57 +71,27 @@ def idempotent_create(
 
     endpoint = f"{request.method} {request.url.path}"
     request_hash = _request_hash(payload)
-    now = utcnow()
-    session.commit()  # begin the next transaction with a write (see service.store._start_write)
-    session.execute(
-        # this API key's expired keys (this one included, if it expired): the table stays small
-        sa.delete(IdempotencyKey).where(IdempotencyKey.api_key_id == api_key.id, IdempotencyKey.expires_at <= now)
+    existing = store.reserve_idempotency_key(
+        session, api_key_id=api_key.id, key=key, endpoint=endpoint, request_hash=request_hash,
+        ttl=timedelta(seconds=settings.idempotency_ttl_seconds),
     )
-    existing = session.get(IdempotencyKey, (api_key.id, key))
     if existing is not None:
-        session.commit()
         return _replay(existing, endpoint, request_hash)
+    return _response(*_create_holding_key(session, api_key.id, key, create))
 
-    # Reserve the key first, so that two concurrent requests cannot both create.
-    record = IdempotencyKey(
-        api_key_id=api_key.id,
-        key=key,
-        endpoint=endpoint,
-        request_hash=request_hash,
-        status_code=IN_PROGRESS,
-        response={},
-        expires_at=now + timedelta(seconds=settings.idempotency_ttl_seconds),
-    )
-    session.add(record)
-    try:
-        session.commit()
-    except IntegrityError:
-        session.rollback()
-        existing = session.get(IdempotencyKey, (api_key.id, key))
-        if existing is None:  # expired and deleted in between: extremely unlikely
-            raise Problem(409, f"A request with this {HEADER} is still being processed.", type="idempotency-in-progress")
-        return _replay(existing, endpoint, request_hash)
 
+def _create_holding_key(session: Session, api_key_id: str, key: str, create: Callable[[], Created]) -> Created:
+    """Run `create()` with `key` reserved; keep its answer for the key's retries, unless it raised or
+    answered 5xx (then the key is released: a retry may succeed)."""
     try:
         status, body, location = create()
     except BaseException:
         session.rollback()
-        session.execute(
-            sa.delete(IdempotencyKey).where(IdempotencyKey.api_key_id == api_key.id, IdempotencyKey.key == key)
-        )
-        session.commit()
+        store.release_idempotency_key(session, api_key_id, key)
         raise
     body = jsonable_encoder(body)
     if status < 500:
-        session.execute(
-            sa.update(IdempotencyKey)
-            .where(IdempotencyKey.api_key_id == api_key.id, IdempotencyKey.key == key)
-            .values(status_code=status, response=body, location=location),
-            execution_options={"synchronize_session": False},
-        )
+        store.save_idempotent_response(session, api_key_id, key, status_code=status, response=body, location=location)
     else:
-        session.execute(
-            sa.delete(IdempotencyKey).where(IdempotencyKey.api_key_id == api_key.id, IdempotencyKey.key == key)
-        )
-    session.commit()
-    return _response(status, body, location)
+        store.release_idempotency_key(session, api_key_id, key)
+    return status, body, location

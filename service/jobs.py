@@ -2,6 +2,7 @@
 
 With a broker (settings.celery_broker_url) a message goes to Celery:
     send_task("promptehr.train" | "promptehr.generate" | "promptehr.evaluate", args=[job_id], queue="gpu")
+(the task of each job kind: service/store/job_kinds.py)
 Without one (the embedded default), the id goes to the in-process runner registered with
 `set_local_runner(runner)`: `runner(task_name, job_id)` must return quickly (run the task on a thread
 of its own) and runs the same task code as the Celery worker. `promptehr serve` registers it. With no
@@ -15,10 +16,9 @@ from collections.abc import Callable
 from functools import lru_cache
 
 from service.settings import Settings, get_settings
+from service.store.job_kinds import task_name
 
 log = logging.getLogger(__name__)
-
-TASK_NAMES = {"train": "promptehr.train", "generate": "promptehr.generate", "evaluate": "promptehr.evaluate"}
 
 LocalRunner = Callable[[str, str], None]
 _local_runner: LocalRunner | None = None
@@ -43,6 +43,8 @@ def get_local_runner() -> LocalRunner | None:
 @lru_cache(maxsize=4)
 def celery_app(broker_url: str):
     """A Celery app used only to send messages (built on first use, one per broker URL)."""
+    # Imported here, not at the top: `from celery import Celery` costs 70-100 ms, which the embedded
+    # default (no broker) never needs.
     from celery import Celery
 
     app = Celery("promptehr-api", broker=broker_url)
@@ -55,15 +57,9 @@ def celery_app(broker_url: str):
     return app
 
 
-def task_name(kind: str) -> str:
-    try:
-        return TASK_NAMES[kind]
-    except KeyError:
-        raise ValueError(f"unknown job kind {kind!r}; expected one of {sorted(TASK_NAMES)}") from None
-
-
 def enqueue(kind: str, job_id: str, settings: Settings | None = None) -> None:
-    """Hand job `job_id` of `kind` ("train", "generate", "evaluate") to whoever runs jobs."""
+    """Hand job `job_id` of `kind` ("train", "generate", "evaluate") to whoever runs jobs (the task
+    name is the kind's, service/store/job_kinds.py; an unknown kind is a ValueError)."""
     settings = settings or get_settings()
     name = task_name(kind)
     if settings.celery_broker_url:

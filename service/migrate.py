@@ -4,6 +4,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
 
@@ -12,9 +16,7 @@ class SchemaOutOfDate(RuntimeError):
     """The database is not at the latest migration."""
 
 
-def alembic_config(url: str | None = None):
-    from alembic.config import Config
-
+def alembic_config(url: str | None = None) -> Config:
     cfg = Config(str(MIGRATIONS_DIR / "alembic.ini"))
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     if url:
@@ -23,26 +25,18 @@ def alembic_config(url: str | None = None):
 
 
 def upgrade(url: str | None = None, revision: str = "head") -> None:
-    from alembic import command
-
     command.upgrade(alembic_config(url), revision)
 
 
 def downgrade(url: str | None = None, revision: str = "base") -> None:
-    from alembic import command
-
     command.downgrade(alembic_config(url), revision)
 
 
 def head_revisions() -> set[str]:
-    from alembic.script import ScriptDirectory
-
     return set(ScriptDirectory.from_config(alembic_config()).get_heads())
 
 
 def current_revisions(engine: sa.Engine) -> set[str]:
-    from alembic.runtime.migration import MigrationContext
-
     with engine.connect() as conn:
         return set(MigrationContext.configure(conn).get_current_heads())
 

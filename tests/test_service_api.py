@@ -223,12 +223,13 @@ def test_idempotency_keys_expire(client_for, auth, session, runner):
     import sqlalchemy as sa
 
     from service.models import IdempotencyKey
+    from service.models.base import utcnow
 
     client = client_for(idempotency_ttl_seconds=60)
     ds = _dataset(session)
     headers = {**auth, "Idempotency-Key": "k-ttl"}
     first = client.post("/training-jobs", json={"dataset_id": ds, "epochs": 1}, headers=headers).json()
-    session.execute(sa.update(IdempotencyKey).values(expires_at=store.utcnow() - timedelta(seconds=1)))
+    session.execute(sa.update(IdempotencyKey).values(expires_at=utcnow() - timedelta(seconds=1)))
     session.commit()
     second = client.post("/training-jobs", json={"dataset_id": ds, "epochs": 2}, headers=headers)
     assert second.status_code == 202 and second.json()["id"] != first["id"]

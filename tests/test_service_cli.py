@@ -58,7 +58,7 @@ def test_embedded_database_is_migrated_by_apikey_and_serve(env, tmp_path, capsys
 
     calls, runners = [], []
     env.setattr(uvicorn, "run", lambda app, **kw: calls.append((app, kw)))
-    env.setattr(cli.serve, "install_local_runner", lambda settings: runners.append(settings) or True)
+    env.setattr(cli.serve, "install_local_runner", lambda settings: runners.append(settings))
     for suffix in ("", "-wal", "-shm"):  # start from no database at all
         (tmp_path / "home" / f"promptehr.sqlite3{suffix}").unlink(missing_ok=True)
     assert main(["serve", "--port", "8123"]) == 0
@@ -81,17 +81,13 @@ def test_serve_refuses_an_old_schema_with_one_line(env, tmp_path, capsys):
 
 
 def test_install_local_runner_registers_the_workers_runner(env, monkeypatch):
-    import sys
-    import types
-
     import cli.serve
+    import worker.runner
     from service import jobs
 
-    fake = types.ModuleType("worker.local_runner")
-    fake.make_runner = lambda settings: ("runner-for", settings)
-    monkeypatch.setitem(sys.modules, "worker.local_runner", fake)
+    monkeypatch.setattr(worker.runner, "make_runner", lambda settings: ("runner-for", settings))
     try:
-        assert cli.serve.install_local_runner(get_settings()) is True
+        cli.serve.install_local_runner(get_settings())
         assert jobs.get_local_runner() == ("runner-for", get_settings())
     finally:
         jobs.set_local_runner(None)

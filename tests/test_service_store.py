@@ -9,6 +9,7 @@ import sqlalchemy as sa
 
 from service import store
 from service.models import CohortPatient, TrainingJob
+from service.models.base import utcnow
 from tests.test_service_support import (  # noqa: F401 - fixtures
     db_url,
     engine,
@@ -41,7 +42,7 @@ def test_stale_running_job_is_taken_over(session):
     job = _job(session)
     assert store.claim_job(session, "train", job.id, "w1")
     session.execute(sa.update(TrainingJob).where(TrainingJob.id == job.id)
-                    .values(heartbeat_at=store.utcnow() - timedelta(hours=1)))
+                    .values(heartbeat_at=utcnow() - timedelta(hours=1)))
     session.commit()
     assert store.claim_job(session, "train", job.id, "w2", stale_after=timedelta(minutes=10)) is True
     job = store.get_training_job(session, job.id)
@@ -160,3 +161,56 @@ def test_failed_shard_fails_the_cohort_and_stops_its_other_shards(session):
 def test_unknown_kind_is_an_error(session):
     with pytest.raises(ValueError):
         store.claim_job(session, "bake", "x", "w")
+
+
+def test_unknown_task_or_kind_in_the_registry(session):
+    assert store.kind_of_task("promptehr.bake") is None
+    assert store.kind_of_task("promptehr.generate").name == "generate"
+    assert [store.task_name(k) for k in store.JOB_KINDS] == ["promptehr.train", "promptehr.generate",
+                                                           "promptehr.evaluate"]
+    with pytest.raises(store.UnknownJobKind, match="expected one of"):
+        store.task_name("bake")
+
+
+def test_a_trained_model_is_registered_once_per_job(session):
+    job = _job(session)
+    fields = {"dataset_id": job.dataset_id, "checkpoint_path": "c", "manifest_sha256": "a" * 64}
+    first = store.register_trained_model(session, training_job_id=job.id, name="first", **fields)
+    # a second attempt of the same job that got as far: the first registration stands
+    second = store.register_trained_model(session, training_job_id=job.id, name="second", **fields)
+    assert (second.id, second.name) == (first.id, "first")
+    assert store.get_model_of_training_job(session, job.id).id == first.id
+    assert store.get_model_of_training_job(session, "no-such-job") is None
+
+
+def test_stored_prefix_stops_at_the_first_gap(session):
+    cohort, _ = store.create_cohort(session, model_id=make_model(session), n_patients=30, seed=1, spec={},
+                                    shard_size=10)
+    assert store.stored_prefix(session, cohort.id, 10, 10) == 0
+    store.insert_patients(session, cohort.id, 10, fake_patients(4, 10))
+    store.insert_patients(session, cohort.id, 15, fake_patients(2, 15))  # 14 is missing
+    store.insert_patients(session, cohort.id, 20, fake_patients(3, 20))  # the next shard's
+    assert store.stored_prefix(session, cohort.id, 10, 10) == 4
+    assert store.stored_prefix(session, cohort.id, 20, 10) == 3
+
+
+def test_live_jobs_are_what_nobody_stopped_in_kind_order(session):
+    train = _job(session)
+    _cohort, shards = store.create_cohort(session, model_id=make_model(session), n_patients=20, seed=1, spec={},
+                                          shard_size=10)
+    stopped = _job(session)
+    store.request_cancel_training_job(session, stopped.id)
+    assert store.claim_job(session, "generate", shards[1].id, "w")
+    queued = store.live_jobs(session, statuses=["queued"])
+    ours = {train.id, stopped.id, *(s.id for s in shards)}
+    assert [(j.kind, j.id) for j in queued if j.id in ours] == [("train", train.id), ("generate", shards[0].id)]
+    running = [j for j in store.live_jobs(session, statuses=["running"]) if j.id in ours]
+    assert [(j.kind, j.id, j.claimed_by) for j in running] == [("generate", shards[1].id, "w")]
+    assert running[0].heartbeat_at is not None
+    before = store.get_training_job(session, train.id).created_at
+    assert train.id not in {j.id for j in store.live_jobs(session, statuses=["queued"], created_before=before)}
+    # a failed shard ends its cohort: its other shards are no longer live
+    store.mark_failed(session, "generate", shards[1].id, "boom")
+    assert not {s.id for s in shards} & {j.id for j in store.live_jobs(session, statuses=["queued", "running"])}
+    assert store.get_job(session, "generate", shards[1].id).status == "failed"
+    assert store.get_job(session, "train", "no-such-id") is None

@@ -1,5 +1,6 @@
 """The Celery app's delivery settings (see worker/celery_app.py for why each is what it is), that
-importing it connects to nothing, and the `promptehr worker` command."""
+importing it connects to nothing, which task module runs each job kind, and the `promptehr worker`
+command."""
 from __future__ import annotations
 
 import subprocess
@@ -53,6 +54,18 @@ def test_importing_the_app_connects_to_nothing_and_registers_the_three_tasks(tmp
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True,
                          timeout=60, check=True)
     assert out.stdout.splitlines() == ["['promptehr.evaluate', 'promptehr.generate', 'promptehr.train']", "False"]
+
+
+def test_every_job_kind_has_a_task_and_unknown_tasks_are_dropped():
+    import importlib
+
+    from service import store
+    from worker.dispatch import TASK_MODULES, run_task
+
+    assert list(TASK_MODULES) == list(store.JOB_KINDS)
+    for kind, module in TASK_MODULES.items():
+        assert importlib.import_module(module).KIND == kind
+    assert run_task("promptehr.bake", "some-id", ctx=None) == "skipped"  # logged and acked, never run
 
 
 def test_worker_command_needs_a_broker(tmp_path):

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import redis
+
 
 def messages_naming(broker_url: str, queue: str, job_ids: Iterable[str]) -> set[str]:
     """The ids among `job_ids` that some message in `queue` (waiting or unacknowledged) names."""
@@ -17,8 +19,6 @@ def messages_naming(broker_url: str, queue: str, job_ids: Iterable[str]) -> set[
         return set()
     if not broker_url.startswith(("redis://", "rediss://", "unix://")):
         return wanted
-    import redis
-
     client = redis.Redis.from_url(broker_url, socket_timeout=10, socket_connect_timeout=5)
     try:
         raw = list(client.lrange(queue, 0, -1)) + list(client.hvals("unacked"))

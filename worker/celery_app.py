@@ -31,8 +31,16 @@ queued ones whose message the broker no longer holds.
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from celery import Celery, bootsteps, signals
+
+from service import store
+from service.models.base import utcnow
+from service.settings import get_settings
+from worker.broker import messages_naming
+from worker.claims import orphaned_jobs, queued_jobs
+from worker.context import forget_process_context, make_context
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +62,6 @@ def max_tasks_per_child(settings) -> int | None:
 
 
 def celery_config() -> dict:
-    from service.settings import get_settings
-
     settings = get_settings()
     queue = settings.celery_queue or QUEUE
     return {
@@ -89,15 +95,12 @@ app.add_defaults(celery_config)
 
 @signals.worker_init.connect
 def _preload(**_):
-    """Import torch and the model code in the master, so each forked child starts warm. Nothing
-    here touches CUDA (a forked child could not use a CUDA context its parent made)."""
+    """Import torch and the model code (the task modules import it) in the master, so each forked
+    child starts warm; here, not at the top, since importing this module must not import torch
+    (tests/test_worker_config.py). Nothing here touches CUDA (a forked child could not use a CUDA
+    context its parent made)."""
     import torch  # noqa: F401
 
-    import model.nn.checkpoint
-    import model.generation.cohort
-    import model.data
-    import model.evaluation
-    import model.training.train  # noqa: F401
     import worker.evaluate_task
     import worker.generate_task
     import worker.train_task  # noqa: F401
@@ -105,8 +108,6 @@ def _preload(**_):
 
 @signals.worker_process_init.connect
 def _fresh_child(**_):
-    from worker.context import forget_process_context
-
     forget_process_context()
 
 
@@ -121,14 +122,6 @@ def send_orphans() -> int:
       lost: Redis restarted empty or was flushed).
     Runs in the master, with an engine of its own that is disposed before returning (a later fork
     must not inherit its connections). A job sent twice runs once: the claim decides."""
-    from datetime import timedelta
-
-    from service.models.base import utcnow
-    from worker.broker import messages_naming
-    from worker.claims import orphaned_jobs, queued_jobs
-    from worker.context import make_context
-    from worker.dispatch import TASK_OF_KIND
-
     ctx = make_context()
     try:
         orphans = orphaned_jobs(ctx, include_queued=False)
@@ -143,7 +136,7 @@ def send_orphans() -> int:
                    for kind, job_id in waiting if job_id not in present]
     for kind, job_id, why in resend:
         log.warning("%s %s %s: sending it again", kind, job_id, why)
-        app.send_task(TASK_OF_KIND[kind], args=[job_id], queue=queue)
+        app.send_task(store.task_name(kind), args=[job_id], queue=queue)
     return len(resend)
 
 
@@ -164,8 +157,6 @@ class OrphanSweep(bootsteps.StartStopStep):
         self.tref = None
 
     def start(self, worker):
-        from service.settings import get_settings
-
         interval = sweep_interval(get_settings())
         self.tref = worker.timer.call_repeatedly(interval, _sweep_safely, (), priority=10)
 

@@ -9,6 +9,10 @@ is a compare-and-set on the heartbeat the dead process left, done by the same st
 
 `Lease` keeps the claim alive from a thread of its own (heartbeat), watches for a cancel request,
 and throttles progress writes. `should_stop()` is what training and generation poll.
+
+`orphaned_jobs` / `queued_jobs` are the sweep's lists: the store reads the candidates
+(`service.store.live_jobs`); which running ones are orphaned is decided here, since only this host
+can tell that a process on it is gone.
 """
 from __future__ import annotations
 
@@ -19,12 +23,8 @@ import threading
 import time
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from typing import Any
-
-import sqlalchemy as sa
 
 from service import store
-from service.models import Cohort, CohortShard, Report, TrainingJob
 from service.models.base import JobStatus, utcnow
 from worker.context import WorkerContext, new_worker_id, process_start_ticks
 
@@ -80,7 +80,7 @@ def claim(ctx: WorkerContext, kind: str, job_id: str, worker_id: str, *, release
     with ctx.session() as session:
         if store.claim_job(session, kind, job_id, worker_id, stale_after=_stale_after(ctx)):
             return True
-        row = session.get(store.JOB_KINDS[kind], job_id)
+        row = store.get_job(session, kind, job_id)
         if row is None or row.status != JobStatus.running.value or row.heartbeat_at is None:
             return False
         if row.claimed_by not in set(released) and not claimant_is_dead(row.claimed_by):
@@ -162,45 +162,22 @@ def orphaned_jobs(ctx: WorkerContext, *, include_queued: bool) -> list[tuple[str
     this host, and (include_queued) queued ones. Oldest first, training before generation before
     evaluation. Sending them again is safe: a claim decides who runs a job."""
     stale_before = utcnow() - _stale_after(ctx)
-    found: list[tuple[Any, str, str]] = []
+    statuses = [JobStatus.running.value] + ([JobStatus.queued.value] if include_queued else [])
     with ctx.session() as session:
-        for kind, m in (("train", TrainingJob), ("generate", CohortShard), ("evaluate", Report)):
-            wanted = [JobStatus.running.value] + ([JobStatus.queued.value] if include_queued else [])
-            stmt = sa.select(m.id, m.status, m.claimed_by, m.heartbeat_at, m.created_at).where(
-                m.status.in_(wanted), m.cancel_requested.is_(False)
-            )
-            if kind != "train":
-                stmt = stmt.join(Cohort, Cohort.id == m.cohort_id).where(
-                    Cohort.status.in_([JobStatus.queued.value, JobStatus.running.value]),
-                    Cohort.cancel_requested.is_(False),
-                )
-            for job_id, status, claimed_by, heartbeat_at, created_at in session.execute(stmt):
-                if status == JobStatus.queued.value or heartbeat_at is None or heartbeat_at < stale_before \
-                        or claimant_is_dead(claimed_by):
-                    found.append((created_at, kind, job_id))
-    order = {"train": 0, "generate": 1, "evaluate": 2}
-    found.sort(key=lambda t: (order[t[1]], t[0]))
-    return [(kind, job_id) for _, kind, job_id in found]
+        jobs = store.live_jobs(session, statuses=statuses)
+    return [
+        (job.kind, job.id) for job in jobs
+        if job.status == JobStatus.queued.value or job.heartbeat_at is None or job.heartbeat_at < stale_before
+        or claimant_is_dead(job.claimed_by)
+    ]
 
 
 def queued_jobs(ctx: WorkerContext, *, created_before: datetime) -> list[tuple[str, str]]:
     """(kind, id) of jobs still queued that were created before `created_before` (their message should
     have been taken long ago), in the order of orphaned_jobs."""
-    found: list[tuple[Any, str, str]] = []
     with ctx.session() as session:
-        for kind, m in (("train", TrainingJob), ("generate", CohortShard), ("evaluate", Report)):
-            stmt = sa.select(m.id, m.created_at).where(
-                m.status == JobStatus.queued.value, m.cancel_requested.is_(False), m.created_at < created_before
-            )
-            if kind != "train":
-                stmt = stmt.join(Cohort, Cohort.id == m.cohort_id).where(
-                    Cohort.status.in_([JobStatus.queued.value, JobStatus.running.value]),
-                    Cohort.cancel_requested.is_(False),
-                )
-            found.extend((created_at, kind, job_id) for job_id, created_at in session.execute(stmt))
-    order = {"train": 0, "generate": 1, "evaluate": 2}
-    found.sort(key=lambda t: (order[t[1]], t[0]))
-    return [(kind, job_id) for _, kind, job_id in found]
+        jobs = store.live_jobs(session, statuses=[JobStatus.queued.value], created_before=created_before)
+    return [(job.kind, job.id) for job in jobs]
 
 
 __all__ = ["MAX_ATTEMPTS", "Lease", "claim", "claimant_is_dead", "new_worker_id", "orphaned_jobs", "queued_jobs"]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.db import make_engine, make_sessionmaker
 from service.settings import Settings, get_settings
 
 
@@ -39,6 +40,8 @@ def pick_device(settings: Settings) -> str:
     """settings.device (PROMPTEHR_DEVICE) when given, else cuda when torch sees one, else cpu."""
     if settings.device:
         return settings.device
+    # On first use, not at the top: torch costs about 1.7 s to import, and this module is imported by
+    # the embedded runner when `promptehr serve` starts and by every Celery process.
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
@@ -75,8 +78,6 @@ class WorkerContext:
 
 
 def make_context(settings: Settings | None = None, *, device: str | None = None) -> WorkerContext:
-    from service.db import make_engine, make_sessionmaker
-
     settings = settings or get_settings()
     engine = make_engine(settings.database_url)
     return WorkerContext(settings=settings, sessionmaker=make_sessionmaker(engine), device=device, engine=engine)

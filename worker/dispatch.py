@@ -1,29 +1,34 @@
 """Task name -> task function. Celery's tasks and the embedded runner both come through here, so
-both run exactly the same code for a job."""
+both run exactly the same code for a job. Which kind a task name runs is the store's registry
+(service/store/job_kinds.py); which module runs a kind is this one's.
+
+The task modules are imported on first use, not at the top: they import torch and the model code
+(about 1.7 s), and this module is imported by `import worker.celery_app` (which must not import
+torch: tests/test_worker_config.py) and by the embedded runner when `promptehr serve` starts. The
+Celery master imports them once at start (worker.celery_app._preload), so its children start warm.
+"""
 from __future__ import annotations
 
+import importlib
 import logging
 
+from service import store
 from worker.context import WorkerContext
 
 log = logging.getLogger(__name__)
 
-TRAIN, GENERATE, EVALUATE = "promptehr.train", "promptehr.generate", "promptehr.evaluate"
-TASK_NAMES = (TRAIN, GENERATE, EVALUATE)
-KIND_OF_TASK = {TRAIN: "train", GENERATE: "generate", EVALUATE: "evaluate"}
-TASK_OF_KIND = {v: k for k, v in KIND_OF_TASK.items()}
+# The task names, from the registry (worker.tasks names its Celery tasks with them).
+TRAIN, GENERATE, EVALUATE = store.task_name("train"), store.task_name("generate"), store.task_name("evaluate")
+# kind -> the module whose `run(job_id, ctx, **claim)` runs a job of that kind
+TASK_MODULES = {"train": "worker.train_task", "generate": "worker.generate_task", "evaluate": "worker.evaluate_task"}
 
 
 def run_task(task_name: str, job_id: str, ctx: WorkerContext, **claim) -> str:
     """Run task `task_name` on job `job_id`. Returns the outcome (see worker.execution.run_job);
     never raises for a job's own failure. `claim`: worker_id / released, passed to run_job."""
-    if task_name == TRAIN:
-        from worker.train_task import run_train as fn
-    elif task_name == GENERATE:
-        from worker.generate_task import run_generate as fn
-    elif task_name == EVALUATE:
-        from worker.evaluate_task import run_evaluate as fn
-    else:
+    kind = store.kind_of_task(task_name)
+    if kind is None:
         log.error("unknown task %r for job %s: dropped", task_name, job_id)
         return "skipped"
-    return fn(str(job_id), ctx, **claim)
+    module = importlib.import_module(TASK_MODULES[kind.name])
+    return module.run(str(job_id), ctx, **claim)

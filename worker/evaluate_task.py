@@ -11,6 +11,12 @@ from __future__ import annotations
 
 import logging
 
+from model.data import load_patients
+from model.evaluation import build_report
+from model.evaluation.html import render_html
+from model.evaluation.scorer import load_scorer
+from model.patient import Patient
+from model.split import split_patients
 from service import store
 from worker.claims import Lease
 from worker.context import WorkerContext
@@ -31,24 +37,12 @@ def _scorer(ctx: WorkerContext, model_row, n_holdout: int):
     device = ctx.get_device()
     if n_holdout > MAX_SCORED_HOLDOUT["cuda" if device.startswith("cuda") else "cpu"]:
         return None
-    try:
-        from model.evaluation.scorer import load_scorer
-    except ModuleNotFoundError as e:
-        if e.name != "model.evaluation.scorer":
-            raise
-        return None
     directory = checkpoint_dir(ctx.model_root, model_row.checkpoint_path)
     verify_registered(directory, model_row.manifest_sha256)
     return load_scorer(directory, ctx.get_device())
 
 
 def evaluate_report(ctx: WorkerContext, lease: Lease) -> None:
-    from model.data import load_patients
-    from model.evaluation import build_report
-    from model.evaluation.html import render_html
-    from model.patient import Patient
-    from model.split import split_patients
-
     report_id = lease.job_id
     with ctx.session() as session:
         report = store.get_report(session, report_id)
@@ -98,5 +92,5 @@ def evaluate_report(ctx: WorkerContext, lease: Lease) -> None:
         store.mark_succeeded(session, KIND, report_id, worker_id=lease.worker_id)
 
 
-def run_evaluate(report_id: str, ctx: WorkerContext, **claim) -> str:
+def run(report_id: str, ctx: WorkerContext, **claim) -> str:
     return run_job(ctx, KIND, report_id, evaluate_report, **claim)

@@ -69,7 +69,7 @@ def run_job(ctx: WorkerContext, kind: str, job_id: str, body: Body, *, worker_id
             log.info("%s %s: not claimed (running elsewhere, finished, cancelled or unknown)", kind, job_id)
             return "skipped"
         with ctx.session() as session:
-            attempt = session.get(store.JOB_KINDS[kind], job_id).attempt
+            attempt = store.get_job(session, kind, job_id).attempt
             if attempt > MAX_ATTEMPTS:
                 store.mark_failed(
                     session, kind, job_id,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 
+from model.generation.cohort import CohortSpec, generate_cohort
 from service import jobs, store
 from worker.claims import Lease
 from worker.context import WorkerContext
@@ -22,26 +23,13 @@ KIND = "generate"
 DEFAULT_BATCH = 256
 
 
-def stored_prefix(session, cohort_id: str, start: int, count: int) -> int:
-    """How many of patients start, start+1, ... are stored already, without a gap."""
-    rows = store.list_patients(session, cohort_id, after_index=start - 1, limit=count)
-    n = 0
-    for row in rows:
-        if row.index != start + n:
-            break
-        n += 1
-    return n
-
-
 def generate_shard(ctx: WorkerContext, lease: Lease) -> None:
-    from model.generation.cohort import CohortSpec, generate_cohort
-
     shard_id = lease.job_id
     with ctx.session() as session:
         shard = store.get_shard(session, shard_id)
         cohort = store.get_cohort(session, shard.cohort_id)
         model_row = store.get_model(session, cohort.model_id)
-        done = stored_prefix(session, cohort.id, shard.start_index, shard.count)
+        done = store.stored_prefix(session, cohort.id, shard.start_index, shard.count)
     if model_row is None:
         raise ValueError(f"model {cohort.model_id} of cohort {cohort.id} does not exist")
 
@@ -72,5 +60,5 @@ def generate_shard(ctx: WorkerContext, lease: Lease) -> None:
         jobs.enqueue("evaluate", report_id, ctx.settings)
 
 
-def run_generate(shard_id: str, ctx: WorkerContext, **claim) -> str:
+def run(shard_id: str, ctx: WorkerContext, **claim) -> str:
     return run_job(ctx, KIND, shard_id, generate_shard, **claim)

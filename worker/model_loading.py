@@ -7,6 +7,10 @@ the job fails with it as its reason.
 
 The last bundle loaded is kept for the next shard of the same model until `clear_cache()` (the
 embedded runner clears it when it has nothing left to do).
+
+model.nn.checkpoint is imported on first use, not at the top: it imports torch (about 1.7 s and
+170 MB of memory, measured on the CPU build), and the embedded runner imports this module (for
+clear_cache) when `promptehr serve` starts, long before a job needs a checkpoint.
 """
 from __future__ import annotations
 
@@ -35,6 +39,7 @@ def relative_to_root(model_root: Path, directory: Path) -> str:
 
 def verify_registered(directory: Path, manifest_sha256: str) -> None:
     """The checkpoint's manifest is the one registered with the model (CheckpointError otherwise)."""
+    # on first use: see the module's docstring
     from model.nn.checkpoint import MANIFEST, sha256_of
 
     manifest = directory / MANIFEST
@@ -48,6 +53,7 @@ def verify_registered(directory: Path, manifest_sha256: str) -> None:
 
 def load_model_bundle(model_root: Path, model_row, device: str):
     """(model, vocab, tokenizer, config) of a Model row, verified (manifest digest and every file)."""
+    # on first use: see the module's docstring
     from model.nn.checkpoint import load_checkpoint
 
     directory = checkpoint_dir(model_root, model_row.checkpoint_path)

@@ -19,10 +19,12 @@ import logging
 import queue
 import threading
 
+from service import store
 from service.settings import Settings, get_settings
 from worker.claims import orphaned_jobs
 from worker.context import WorkerContext, make_context, new_worker_id
-from worker.dispatch import TASK_OF_KIND, run_task
+from worker.dispatch import run_task
+from worker.model_loading import clear_cache
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +56,7 @@ class LocalRunner:
         """Queue the jobs nobody is working on (queued ones, and running ones whose process is gone)."""
         orphans = orphaned_jobs(self.ctx, include_queued=True)
         for kind, job_id in orphans:
-            self(TASK_OF_KIND[kind], job_id)
+            self(store.task_name(kind), job_id)
         if orphans:
             log.info("embedded runner: picked up %d job(s) left from before", len(orphans))
         return len(orphans)
@@ -62,8 +64,6 @@ class LocalRunner:
     # -- the thread -------------------------------------------------------------------------------
 
     def _loop(self) -> None:
-        from worker.model_loading import clear_cache
-
         while True:
             try:
                 item = self._queue.get(timeout=self.sweep_every)
@@ -107,7 +107,7 @@ class LocalRunner:
         """Queue running jobs whose worker is gone (stale heartbeat, dead process)."""
         try:
             for kind, job_id in orphaned_jobs(self.ctx, include_queued=False):
-                self(TASK_OF_KIND[kind], job_id)
+                self(store.task_name(kind), job_id)
         except Exception:
             log.exception("embedded runner: sweep for orphaned jobs failed")
 
@@ -135,13 +135,4 @@ def make_runner(settings: Settings | None = None, *, recover: bool = True) -> Lo
     """The runner for `promptehr serve`; stopped (its job left resumable) when the process exits."""
     runner = LocalRunner(make_context(settings or get_settings()), recover=recover)
     atexit.register(runner.stop)
-    return runner
-
-
-def install(settings: Settings | None = None) -> LocalRunner:
-    """Make a runner and register it with service.jobs (what `promptehr serve` does)."""
-    from service.jobs import set_local_runner
-
-    runner = make_runner(settings)
-    set_local_runner(runner)
     return runner

@@ -1,4 +1,5 @@
-"""The Celery tasks: promptehr.train, promptehr.generate, promptehr.evaluate, each taking one id.
+"""The Celery tasks: promptehr.train, promptehr.generate, promptehr.evaluate, each taking one id
+(the task names are the job kinds', service/store/job_kinds.py).
 
 Thin on purpose: each hands its id to the same function the embedded runner calls
 (worker.dispatch.run_task) with this process's context. A job's own failure is recorded on its

@@ -14,11 +14,12 @@ import json
 import logging
 from pathlib import Path
 
-import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
-
+from model.data import load_patients
+from model.nn.checkpoint import LOG, MANIFEST, load_resume, sha256_of
+from model.nn.config import train_config
+from model.split import split_patients
+from model.training.train import train
 from service import store
-from service.models import Model
 from worker.claims import Lease
 from worker.context import WorkerContext
 from worker.execution import Stopped, run_job
@@ -49,8 +50,6 @@ def dataset_path(data_root: Path, path: str) -> Path:
 
 
 def read_training_log(directory: Path) -> list[dict]:
-    from model.nn.checkpoint import LOG
-
     f = directory / LOG
     if not f.is_file():
         return []
@@ -58,8 +57,6 @@ def read_training_log(directory: Path) -> list[dict]:
 
 
 def _train_config(job):
-    from model.nn.config import train_config
-
     overrides = {field: job.options[name] for name, field in OPTION_FIELDS.items() if name in (job.options or {})}
     return train_config(job.preset, epochs=job.epochs, seed=job.seed, mode=job.mode, **overrides)
 
@@ -72,39 +69,17 @@ def _progress_writer(lease: Lease):
     return progress
 
 
-def _model_for_job(session, job_id: str) -> Model | None:
-    """A Model already registered by an earlier attempt of this job (it died before marking success)."""
-    return session.scalar(sa.select(Model).where(Model.training_job_id == job_id))
-
-
-def train_job(ctx: WorkerContext, lease: Lease) -> None:
-    from model.nn.checkpoint import MANIFEST, load_resume, sha256_of
-    from model.data import load_patients
-    from model.split import split_patients
-    from model.training.train import train
-
-    job_id = lease.job_id
-    with ctx.session() as session:
-        job = store.get_training_job(session, job_id)
-        dataset = store.get_dataset(session, job.dataset_id)
-        existing = _model_for_job(session, job_id)
-    if existing is not None:  # registered, then the worker died: only the status is missing
-        with ctx.session() as session:
-            store.mark_succeeded(session, KIND, job_id, model_id=existing.id, worker_id=lease.worker_id)
-        return
-    if dataset is None:
-        raise ValueError(f"dataset {job.dataset_id} does not exist")
-
+def _train(ctx: WorkerContext, lease: Lease, job, dataset, out: Path):
+    """Train into `out` (resuming an earlier attempt's snapshot); returns (TrainResult, resumed).
+    Raises Stopped when the lease says to stop."""
     config = _train_config(job)
-    out = job_dir(ctx.model_root, job_id)
     out.parent.mkdir(parents=True, exist_ok=True)
     resume = job.attempt > 1 and load_resume(out) is not None
     if resume:
-        log.info("train %s: resuming from %s", job_id, out)
+        log.info("train %s: resuming from %s", job.id, out)
 
     patients = load_patients(dataset_path(ctx.data_root, dataset.path), format=dataset.format)
-    split_seed = job.seed
-    train_patients, val_patients, _holdout = split_patients(patients, split_seed)
+    train_patients, val_patients, _holdout = split_patients(patients, job.seed)  # split seed: the job's
     if lease.should_stop():
         raise Stopped
     result = train(
@@ -114,9 +89,11 @@ def train_job(ctx: WorkerContext, lease: Lease) -> None:
     if result.status == "stopped":
         raise Stopped
     lease.flush_progress()
+    return result, resume
 
-    config_json = json.loads((out / "config.json").read_text())
-    metrics = {
+
+def _metrics(result, resume: bool, out: Path) -> dict:
+    return {
         "status": result.status,
         "epochs_run": result.epochs_run,
         "steps": result.steps,
@@ -126,26 +103,46 @@ def train_job(ctx: WorkerContext, lease: Lease) -> None:
         "resumed": resume,
         "log": read_training_log(out),
     }
+
+
+def _register(ctx: WorkerContext, lease: Lease, job, dataset, out: Path, metrics: dict) -> str:
+    """Register the checkpoint in `out` as the job's model and mark the job succeeded; the model's id."""
+    config_json = json.loads((out / "config.json").read_text())
     with ctx.session() as session:
-        try:
-            model = store.create_model(
-                session,
-                name=f"{dataset.name}-{job.preset}-{job_id[:8]}",
-                dataset_id=dataset.id,
-                training_job_id=job_id,
-                checkpoint_path=relative_to_root(ctx.model_root, out),
-                manifest_sha256=sha256_of(out / MANIFEST),
-                config={**config_json, "split_seed": split_seed, "preset": job.preset, "mode": job.mode,
-                        "dataset_format": dataset.format},
-                metrics=metrics,
-            )
-        except IntegrityError:  # a concurrent attempt registered it first
-            session.rollback()
-            model = _model_for_job(session, job_id)
+        model = store.register_trained_model(
+            session,
+            training_job_id=job.id,
+            name=f"{dataset.name}-{job.preset}-{job.id[:8]}",
+            dataset_id=dataset.id,
+            checkpoint_path=relative_to_root(ctx.model_root, out),
+            manifest_sha256=sha256_of(out / MANIFEST),
+            config={**config_json, "split_seed": job.seed, "preset": job.preset, "mode": job.mode,
+                    "dataset_format": dataset.format},
+            metrics=metrics,
+        )
         model_id = model.id
-        store.mark_succeeded(session, KIND, job_id, model_id=model_id, worker_id=lease.worker_id)
+        store.mark_succeeded(session, KIND, job.id, model_id=model_id, worker_id=lease.worker_id)
+    return model_id
+
+
+def train_job(ctx: WorkerContext, lease: Lease) -> None:
+    job_id = lease.job_id
+    with ctx.session() as session:
+        job = store.get_training_job(session, job_id)
+        dataset = store.get_dataset(session, job.dataset_id)
+        existing = store.get_model_of_training_job(session, job_id)
+    if existing is not None:  # registered, then the worker died: only the status is missing
+        with ctx.session() as session:
+            store.mark_succeeded(session, KIND, job_id, model_id=existing.id, worker_id=lease.worker_id)
+        return
+    if dataset is None:
+        raise ValueError(f"dataset {job.dataset_id} does not exist")
+
+    out = job_dir(ctx.model_root, job_id)
+    result, resume = _train(ctx, lease, job, dataset, out)
+    model_id = _register(ctx, lease, job, dataset, out, _metrics(result, resume, out))
     log.info("train %s: model %s registered (%s)", job_id, model_id, result.status)
 
 
-def run_train(job_id: str, ctx: WorkerContext, **claim) -> str:
+def run(job_id: str, ctx: WorkerContext, **claim) -> str:
     return run_job(ctx, KIND, job_id, train_job, **claim)

@@ -69,8 +69,8 @@ class Base(DeclarativeBase):
 class JobMixin:
     """The columns every job-like row has: status, progress, timing, error, and the worker's claim.
 
-    A worker claims a row atomically (see `service.store.claim_job`), then refreshes `heartbeat_at`
-    while it works; `attempt` counts claims.
+    A worker claims a row atomically (`service.store.claim_job`, in service/store/lifecycle.py), then
+    refreshes `heartbeat_at` while it works; `attempt` counts claims.
     """
 
     status: Mapped[str] = mapped_column(sa.String(16), default=JobStatus.queued.value, index=True)

@@ -3,7 +3,7 @@
 A cohort of `n_patients` is generated in `n_shards` shards of `shard_size` patients (the last one
 shorter); each shard is a job of its own (`CohortShard`). `shards_done` counts shards that have
 succeeded; it is only ever incremented by the call that flips a shard from running to succeeded, so
-exactly one call sees it reach `n_shards` and queues the evaluation (see `service.store`).
+exactly one call sees it reach `n_shards` and queues the evaluation (see service/store/job_kinds.py).
 """
 from __future__ import annotations
 

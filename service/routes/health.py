@@ -5,6 +5,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 
+from service.jobs import broker_ping
 from service.problems import problem_response
 from service.schemas.common import problem_responses
 
@@ -26,8 +27,6 @@ def _check_database(request: Request) -> str | None:
 
 
 def _check_broker(request: Request) -> str | None:
-    from service.jobs import broker_ping
-
     try:
         broker_ping(request.app.state.settings)
     except Exception as e:  # noqa: BLE001

@@ -1,0 +1,126 @@
+"""Data access shared by the API and the worker. Every function takes a Session; every function that
+changes something commits before it returns (so a worker's progress is visible at once) and begins
+its transaction with the write on SQLite (base.start_write says why).
+
+    base.py              how a write begins, UPDATE with a row count, keyset pages
+    api_keys.py          create_api_key, get_api_key_by_hash
+    idempotency_keys.py  reserve / save the answer / release an Idempotency-Key
+    datasets.py          create_dataset, get_dataset, list_datasets
+    training_jobs.py     create_training_job, get/list, request_cancel_training_job
+    models.py            create_model, register_trained_model, get/list, get_model_of_training_job
+    cohorts.py           create_cohort (and its shards), get/list, get_shard, cohort_progress;
+                         patients: insert_patients, list_patients, iter_patients, stored_prefix, count_patients
+    reports.py           get_report, save_report
+    job_kinds.py         the job kinds: table, Celery task, what a claim and a success write
+    lifecycle.py         the job state machine: claim_job, heartbeat, update_progress, is_cancel_requested,
+                         mark_succeeded / mark_failed / mark_cancelled, get_job, live_jobs (the sweep's view)
+
+Callers use `from service import store` and `store.<function>`: everything is re-exported here.
+"""
+from service.store.api_keys import create_api_key, get_api_key_by_hash
+from service.store.cohorts import (
+    cohort_progress,
+    count_patients,
+    create_cohort,
+    get_cohort,
+    get_shard,
+    insert_patients,
+    iter_patients,
+    list_cohorts,
+    list_patients,
+    stored_prefix,
+)
+from service.store.datasets import create_dataset, get_dataset, list_datasets
+from service.store.idempotency_keys import (
+    IN_PROGRESS,
+    release_idempotency_key,
+    reserve_idempotency_key,
+    save_idempotent_response,
+)
+from service.store.job_kinds import (
+    JOB_KINDS,
+    JobKind,
+    UnknownJobKind,
+    job_kind,
+    kind_of_task,
+    task_name,
+)
+from service.store.lifecycle import (
+    DEFAULT_STALE_AFTER,
+    MAX_ERROR_CHARS,
+    LiveJob,
+    claim_job,
+    get_job,
+    heartbeat,
+    is_cancel_requested,
+    live_jobs,
+    mark_cancelled,
+    mark_failed,
+    mark_succeeded,
+    update_progress,
+)
+from service.store.models import (
+    create_model,
+    get_model,
+    get_model_of_training_job,
+    list_models,
+    register_trained_model,
+)
+from service.store.reports import get_report, save_report
+from service.store.training_jobs import (
+    create_training_job,
+    get_training_job,
+    list_training_jobs,
+    request_cancel_training_job,
+)
+
+__all__ = [
+    "DEFAULT_STALE_AFTER",
+    "IN_PROGRESS",
+    "JOB_KINDS",
+    "MAX_ERROR_CHARS",
+    "JobKind",
+    "LiveJob",
+    "UnknownJobKind",
+    "claim_job",
+    "cohort_progress",
+    "count_patients",
+    "create_api_key",
+    "create_cohort",
+    "create_dataset",
+    "create_model",
+    "create_training_job",
+    "get_api_key_by_hash",
+    "get_cohort",
+    "get_dataset",
+    "get_job",
+    "get_model",
+    "get_model_of_training_job",
+    "get_report",
+    "get_shard",
+    "get_training_job",
+    "heartbeat",
+    "insert_patients",
+    "is_cancel_requested",
+    "iter_patients",
+    "job_kind",
+    "kind_of_task",
+    "list_cohorts",
+    "list_datasets",
+    "list_models",
+    "list_patients",
+    "list_training_jobs",
+    "live_jobs",
+    "mark_cancelled",
+    "mark_failed",
+    "mark_succeeded",
+    "register_trained_model",
+    "release_idempotency_key",
+    "request_cancel_training_job",
+    "reserve_idempotency_key",
+    "save_idempotent_response",
+    "save_report",
+    "stored_prefix",
+    "task_name",
+    "update_progress",
+]
