@@ -127,8 +127,10 @@ def run(args: argparse.Namespace) -> int:
     if args.max_codes_per_visit is not None:
         body["max_codes_per_visit"] = args.max_codes_per_visit
 
-    from model.generation.cohort import CohortSpec, check_feasible
+    # Here, not at the top: every `promptehr` command imports this module to build its parser;
+    # model.data's package imports pandas (about 0.8 s, measured), model.generation torch.
     from model.data.export import write_export
+    from model.generation.cohort import CohortSpec, check_feasible
 
     try:
         spec = CohortSpec.from_dict(body)

@@ -1,8 +1,10 @@
 """Exports of generated patients: JSONL, long-format CSV, and a MIMIC-III-style zip.
 
-Every writer streams: patients come in as any iterable, output goes out in chunks (`*_chunks`
-generators yield str/bytes), so the service can send an export over HTTP while it is read from the
-store, and the CLI writes the same chunks to a file (`write_export`).
+The one export implementation: `promptehr generate` writes a file with `write_export`, and the API's
+GET /cohorts/{id}/export streams `export_bytes` over HTTP while it reads the cohort from the store a
+page at a time (service/export.py), so the same patients give the same bytes either way. Every
+writer streams: patients come in as any iterable, output goes out every `rows` rows (`*_chunks`
+generators yield str/bytes), so memory holds about one chunk, never the cohort.
 
 - JSONL: one {"patient_id", "age", "sex", "visits"} per line (Patient.to_dict).
 - long CSV: patient_id, visit_id, visit_time, code, age, sex (what model/data/long_format.py reads).
@@ -166,29 +168,35 @@ def mimic3_zip_chunks(patients: Iterable[Patient], rows: int = CHUNK_ROWS) -> It
         yield sink.drain()
 
 
-def export_chunks(patients: Iterable[Patient], format: str) -> Iterator[str | bytes]:
+def export_chunks(patients: Iterable[Patient], format: str, rows: int = CHUNK_ROWS) -> Iterator[str | bytes]:
     if format == "jsonl":
-        return jsonl_chunks(patients)
+        return jsonl_chunks(patients, rows)
     if format == "csv":
-        return csv_chunks(patients)
+        return csv_chunks(patients, rows)
     if format == "mimic3":
-        return mimic3_zip_chunks(patients)
+        return mimic3_zip_chunks(patients, rows)
     raise ValueError(f"unknown export format {format!r}: expected one of {', '.join(FORMATS)}")
+
+
+def export_bytes(patients: Iterable[Patient], format: str, rows: int = CHUNK_ROWS) -> Iterator[bytes]:
+    """The export as non-empty byte chunks. Where the chunks break (`rows`) never changes the bytes."""
+    for c in export_chunks(patients, format, rows):
+        b = c.encode("utf-8") if isinstance(c, str) else c
+        if b:
+            yield b
 
 
 def write_export(patients: Iterable[Patient], out: str | Path | BinaryIO, format: str) -> int:
     """Write an export to a path or binary file object; returns bytes written."""
-    chunks = export_chunks(patients, format)
     if isinstance(out, (str, Path)):
         with open(out, "wb") as f:
-            return _write_all(chunks, f)
-    return _write_all(chunks, out)
+            return _write_all(export_bytes(patients, format), f)
+    return _write_all(export_bytes(patients, format), out)
 
 
-def _write_all(chunks: Iterator[str | bytes], f: BinaryIO) -> int:
+def _write_all(chunks: Iterator[bytes], f: BinaryIO) -> int:
     n = 0
-    for c in chunks:
-        b = c.encode("utf-8") if isinstance(c, str) else c
+    for b in chunks:
         f.write(b)
         n += len(b)
     return n

@@ -123,7 +123,8 @@ def list_cohort_patients(
     "/{cohort_id}/export",
     summary="Download a cohort (streamed)",
     description="`jsonl`: one patient per line; `csv`: long format (patient_id, visit_id, visit_time, code, "
-    "age, sex); `mimic3`: a zip of PATIENTS.csv, ADMISSIONS.csv and DIAGNOSES_ICD.csv. Available once "
+    "age, sex); `mimic3`: a zip of DIAGNOSES_ICD.csv, PATIENTS.csv and ADMISSIONS.csv. The same bytes as "
+    "`promptehr generate --format` writes for the same model, size, seed and spec. Available once "
     "every shard has been generated.",
     response_class=StreamingResponse,
     responses={
