@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -26,6 +27,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="training seed (initialisation, batch order, corruption)")
     p.add_argument("--split-seed", type=int, default=0, help="seed of the train/validation/holdout split")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="data-parallel training in N local processes (gloo on CPU, NCCL with one GPU each on CUDA); "
+                        "the same as `torchrun --nproc_per_node N -m cli.main train ...`")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from <out>.resume/")
     p.add_argument("--init-from", default=None, metavar="HF_DIR", help="local Hugging Face BART checkpoint to start from")
     p.add_argument("--eval-holdout", action="store_true",
@@ -73,9 +77,30 @@ def result_line(result) -> str:
             f"unigram {last.get('baseline_ppl', float('nan')):.2f}) in {result.seconds:.1f} s -> {result.out_dir}")
 
 
+def launch(args: argparse.Namespace) -> int:
+    """`--nproc N`: `run` in N processes (torch.distributed.run's agent, as torchrun); rank 0's exit code."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+    from cli.main import UsageError
+    from model.training import distributed
+
+    if args.device.startswith("cuda"):
+        import torch
+
+        if torch.cuda.device_count() < args.nproc:
+            raise UsageError(f"--nproc {args.nproc} on CUDA needs {args.nproc} GPUs; this machine has {torch.cuda.device_count()}")
+    try:
+        return distributed.launch(args.nproc, run, argparse.Namespace(**{**vars(args), "nproc": 1}))[0]
+    except ChildFailedError as e:
+        print(f"promptehr train: a training process failed: {e.format_msg()}", file=sys.stderr)
+        return 1
+
+
 def run(args: argparse.Namespace) -> int:
-    from model.nn.config import train_config
+    if args.nproc > 1:
+        return launch(args)
     from model.data import load_patients
+    from model.nn.config import train_config
     from model.split import split_patients
 
     patients = load_patients(args.data, format=args.format, code_system=args.code_system)
@@ -85,12 +110,16 @@ def run(args: argparse.Namespace) -> int:
         patients, conversion = convert_patients(patients, args.map_to)
         print(f"promptehr train: {conversion.line()}", file=sys.stderr)
     train_set, val_set, holdout = split_patients(patients, args.split_seed)
+    speaks = os.environ.get("RANK", "0") == "0"  # under a launch (torchrun, --nproc) rank 0 alone prints
     cfg = train_config(args.preset, mode=args.mode, epochs=args.epochs, max_steps=args.max_steps,
                        batch_size=args.batch_size, lr=args.lr, seed=args.seed, init_from=args.init_from)
-    print(f"promptehr train: {len(patients)} patients -> train {len(train_set)}, validation {len(val_set)}, "
-          f"holdout {len(holdout)} (split seed {args.split_seed}); preset {args.preset}, {args.mode}", file=sys.stderr)
+    if speaks:
+        print(f"promptehr train: {len(patients)} patients -> train {len(train_set)}, validation {len(val_set)}, "
+              f"holdout {len(holdout)} (split seed {args.split_seed}); preset {args.preset}, {args.mode}", file=sys.stderr)
 
     result = train_with_progress(train_set, val_set, cfg, args.out, resume=args.resume, device=args.device)
+    if not speaks:
+        return 0
     print(result_line(result))
     if args.eval_holdout and result.status != "stopped":
         import json

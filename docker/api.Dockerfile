@@ -12,8 +12,14 @@ COPY migrations ./migrations
 RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0 \
  && pip install .
 COPY docker/entrypoint-api.sh /usr/local/bin/entrypoint-api.sh
-RUN useradd --create-home --uid 10001 app && chmod +x /usr/local/bin/entrypoint-api.sh
-USER app
+# The model volume's mount point exists and belongs to the app user: Docker copies an image directory's
+# ownership into a fresh named volume, so without this the volume comes up root-owned and the worker
+# cannot write a checkpoint.
+RUN useradd --create-home --uid 10001 app && chmod +x /usr/local/bin/entrypoint-api.sh \
+ && mkdir -p /var/lib/promptehr/models \
+ && chown -R 10001:10001 /var/lib/promptehr
+USER 10001:10001
 EXPOSE 8000
-HEALTHCHECK --interval=10s --timeout=3s --retries=5 CMD python -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2)"
+HEALTHCHECK --interval=10s --timeout=3s --retries=5 \
+  CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2)"]
 ENTRYPOINT ["/usr/local/bin/entrypoint-api.sh"]

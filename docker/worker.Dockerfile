@@ -11,6 +11,11 @@ COPY migrations ./migrations
 # torch==2.13.0 is already in the base image, so pip keeps its CUDA build.
 RUN pip install .
 COPY docker/entrypoint-worker.sh /usr/local/bin/entrypoint-worker.sh
-RUN useradd --create-home --uid 10001 app && chmod +x /usr/local/bin/entrypoint-worker.sh
-USER app
+# The model volume's mount point exists and belongs to the app user: Docker copies an image directory's
+# ownership into a fresh named volume, so without this the volume comes up root-owned and the worker
+# cannot write a checkpoint.
+RUN useradd --create-home --uid 10001 app && chmod +x /usr/local/bin/entrypoint-worker.sh \
+ && mkdir -p /var/lib/promptehr/models \
+ && chown -R 10001:10001 /var/lib/promptehr
+USER 10001:10001
 ENTRYPOINT ["/usr/local/bin/entrypoint-worker.sh"]

@@ -12,7 +12,11 @@ got. Resume state (weights, optimizer, scheduler, torch/numpy/python RNG states,
 best so far; model/training/state.py) is written to `<out>.resume/` every `save_every` steps, at every
 epoch end and when `should_stop()` asks; on CPU a resumed run ends bitwise equal to an uninterrupted one.
 
-Reading order: `train` (the loop), then its steps `run_epoch`, `train_step`, `validate`, `snapshot`, then
+Data parallelism (N processes under torchrun or `promptehr train --nproc N`) lives in
+model/training/distributed.py: each rank takes its share of every global batch, rank 0 validates and
+writes; one process without a launch runs exactly the code it ran before.
+
+Reading order: `train` and its loop, then the steps `run_epoch`, `train_step`, `validate`, `snapshot`, then
 the setup that builds the run (`Run`: what training reads and never changes) and its first state.
 """
 from __future__ import annotations
@@ -36,6 +40,7 @@ from model.nn.promptbart import LossWeights
 from model.tokens.layout import TokenLayout
 from model.tokens.tokenizer import Tokenizer
 from model.tokens.vocab import Vocabulary
+from model.training import distributed
 from model.training.batches import IGNORE, Batch
 from model.training.perplexity import (
     autocast,
@@ -88,8 +93,11 @@ class Run:
     code_category: np.ndarray | None  # hierarchical mode: the category token of each code (None: flat)
     total_steps: int
     labels_per_batch: float
-    progress: Callable[[dict], None] | None
+    progress: Callable[[dict], None] | None  # (rank 0 only)
     started: float  # time.time() when train() was called
+    ctx: distributed.Context  # this process's rank and the world size (SINGLE: one process)
+    forward: torch.nn.Module  # what the forward pass calls: the model, or its DDP wrapper
+    config_record: object  # config.json's train section: the config (+ world_size when above 1)
 
 
 def train(train_patients, val_patients, config: TrainConfig, out_dir, *, progress: Callable[[dict], None] | None = None,
@@ -102,14 +110,23 @@ def train(train_patients, val_patients, config: TrainConfig, out_dir, *, progres
     before each step; when it returns True the resume state is saved and the result has status "stopped".
     """
     started = time.time()
-    dev = resolve_device(device)
     out = Path(out_dir)
-    saved = resume_state_or_fresh_dir(out, resume)
-    random.seed(config.seed)
-    np.random.seed(config.seed)
-    torch.manual_seed(config.seed)
-    run, st = setup(train_patients, val_patients, config, out, dev, model_overrides, saved, progress, started)
+    with distributed.session(resolve_device(device)) as (ctx, dev):
+        saved = resume_state_or_fresh_dir(out, resume, ctx)
+        random.seed(config.seed)
+        np.random.seed(config.seed)
+        torch.manual_seed(config.seed)
+        run, st = setup(train_patients, val_patients, config, out, dev, model_overrides, saved,
+                        progress if ctx.main else None, started, ctx)
+        distributed.seed_rank(ctx, config.seed, saved)
+        res = loop(run, st, should_stop)
+        distributed.barrier(ctx)  # every rank returns once rank 0's checkpoint is written
+        return res
 
+
+def loop(run: Run, st: TrainingState, should_stop: Callable[[], bool] | None) -> TrainResult:
+    """Epochs until the step budget, `patience` epochs without improvement, or should_stop()."""
+    config = run.config
     st.model.train()
     status = "completed"
     while steps_left(run, st):
@@ -123,7 +140,8 @@ def train(train_patients, val_patients, config: TrainConfig, out_dir, *, progres
             break
         if steps_left(run, st):
             snapshot(run, st)
-    shutil.rmtree(ckpt.resume_dir(out), ignore_errors=True)
+    if run.ctx.main:
+        shutil.rmtree(ckpt.resume_dir(run.out), ignore_errors=True)
     return result(run, st, status)
 
 
@@ -137,7 +155,7 @@ def run_epoch(run: Run, st: TrainingState, should_stop: Callable[[], bool] | Non
     order = epoch_batches(len(run.seqs), run.lengths, run.config, st.epoch)
     every = run.config.save_every
     while st.step_in_epoch < len(order) and st.step < run.total_steps:
-        if should_stop is not None and should_stop():
+        if distributed.any_rank(run.ctx, should_stop is not None and should_stop()):
             return False
         train_step(run, st, order[st.step_in_epoch])
         if every and st.step % every == 0 and st.step_in_epoch < len(order):  # (epoch ends snapshot anyway)
@@ -148,7 +166,32 @@ def run_epoch(run: Run, st: TrainingState, should_stop: Callable[[], bool] | Non
 def train_step(run: Run, st: TrainingState, idx) -> None:
     """One optimizer step on the batch of patients `idx`; adds its losses to the epoch's sums."""
     cfg = run.config
-    batch = train_batch(idx, run.seqs, run.ages, run.sexes, run.layout, cfg, st.epoch, run.common).to(run.device)
+    if run.ctx.parallel:
+        def build(rows):
+            return train_batch(rows, run.seqs, run.ages, run.sexes, run.layout, cfg, st.epoch, run.common)
+        losses, n_tokens = distributed.forward_backward(run.forward, st.model, build, idx, run.labels_per_batch,
+                                                        run.ctx, run.device)
+    else:
+        losses, n_tokens = forward_backward(run, st, idx)
+    torch.nn.utils.clip_grad_norm_(st.model.parameters(), cfg.grad_clip)
+    st.opt.step()
+    st.sched.step()
+    st.opt.zero_grad(set_to_none=True)
+    st.step += 1
+    st.step_in_epoch += 1
+    st.tokens_seen += n_tokens
+    for k, v in losses.items():
+        st.run_sums[k] += v
+    st.run_sums["n"] += 1
+    if run.progress is not None:
+        run.progress({"step": st.step, "total_steps": run.total_steps, "epoch": st.epoch + 1, "epochs": cfg.epochs,
+                      "loss": losses["loss"], "lr": st.sched.get_last_lr()[0],
+                      "tokens_per_s": st.tokens_seen / max(time.time() - st.t_rate, 1e-9)})
+
+
+def forward_backward(run: Run, st: TrainingState, idx) -> tuple[dict[str, float], int]:
+    """One process: forward and backward on the batch of patients `idx` -> (its losses, its tokens)."""
+    batch = train_batch(idx, run.seqs, run.ages, run.sexes, run.layout, run.config, st.epoch, run.common).to(run.device)
     with autocast(run.device):
         outp = st.model(**batch.model_inputs())
     # Every objective's target is the whole record, so a batch has sum(len - 1) labels. The loss of a
@@ -157,46 +200,43 @@ def train_step(run: Run, st: TrainingState, idx) -> None:
     # got more weight per token than long ones (where records continue): the model said P(another
     # visit) 0.27 where the data says 0.43, and cohorts had 1.26 visits per patient for 1.75.
     (outp.loss * (int((batch.labels != IGNORE).sum()) / run.labels_per_batch)).backward()
-    torch.nn.utils.clip_grad_norm_(st.model.parameters(), cfg.grad_clip)
-    st.opt.step()
-    st.sched.step()
-    st.opt.zero_grad(set_to_none=True)
-    st.step += 1
-    st.step_in_epoch += 1
-    st.tokens_seen += batch.n_tokens
-    for k, v in (("loss", outp.loss), ("lm", outp.lm_loss), ("age", outp.age_loss), ("sex", outp.sex_loss), ("cooc", outp.cooc_loss)):
-        st.run_sums[k] += float(v.detach())
-    st.run_sums["n"] += 1
-    if run.progress is not None:
-        run.progress({"step": st.step, "total_steps": run.total_steps, "epoch": st.epoch + 1, "epochs": cfg.epochs,
-                      "loss": float(outp.loss.detach()), "lr": st.sched.get_last_lr()[0],
-                      "tokens_per_s": st.tokens_seen / max(time.time() - st.t_rate, 1e-9)})
+    losses = {k: float(v.detach()) for k, v in (("loss", outp.loss), ("lm", outp.lm_loss), ("age", outp.age_loss),
+                                                 ("sex", outp.sex_loss), ("cooc", outp.cooc_loss))}
+    return losses, batch.n_tokens
 
 
 def validate(run: Run, st: TrainingState) -> None:
     """Epoch end (or the step budget reached): validation, the training_log line, and the checkpoint when
     this epoch is the best so far (else one more epoch without improvement)."""
-    metrics = evaluate(st.model, run.val_set, run.baseline, run.device, run.code_category) if run.val_set else {}
+    metrics = distributed.from_main(  # rank 0 validates; every rank takes the same best/patience decision
+        run.ctx, lambda: evaluate(st.model, run.val_set, run.baseline, run.device, run.code_category) if run.val_set else {})
     sums, n, epoch = st.run_sums, max(st.run_sums["n"], 1), st.epoch + 1
     line = {"epoch": epoch, "step": st.step, "train_loss": sums["loss"] / n, "train_lm_loss": sums["lm"] / n,
             "train_age_loss": sums["age"] / n, "train_sex_loss": sums["sex"] / n,
             "train_cooc_loss": sums["cooc"] / n, **metrics, "seconds": round(time.time() - st.t_epoch, 3)}
+    if run.ctx.parallel:  # absent: one process
+        line["world_size"] = run.ctx.world_size
     st.log.append(line)
     val_loss = metrics.get("val_loss", line["train_loss"])
     if st.best["val_loss"] is None or val_loss < st.best["val_loss"]:
         st.best = {"val_loss": val_loss, "epoch": epoch, "bad_epochs": 0}
-        ckpt.save_checkpoint(run.out, st.model, run.vocab, run.model_config, run.config, st.log,
-                             extra={"best": {"epoch": epoch, "step": st.step, "val_loss": val_loss}})
+        if run.ctx.main:
+            ckpt.save_checkpoint(run.out, st.model, run.vocab, run.model_config, run.config_record, st.log,
+                                 extra={"best": {"epoch": epoch, "step": st.step, "val_loss": val_loss}})
     else:
         st.best["bad_epochs"] += 1
-        ckpt.update_log(run.out, st.log)
+        if run.ctx.main:
+            ckpt.update_log(run.out, st.log)
     if run.progress is not None:
         run.progress({"event": "epoch", "epochs": run.config.epochs, "total_steps": run.total_steps, **line})
 
 
 def snapshot(run: Run, st: TrainingState) -> None:
-    """Write the resume state to `<out>.resume/` (the checkpoint itself changes only in `validate`)."""
-    ckpt.save_resume(run.out, st.resume_state(run.vocab, run.config))
+    """Write the resume state to `<out>.resume/` (the checkpoint itself changes only in `validate`); rank 0
+    writes it, with every rank's RNG state."""
+    state = distributed.with_rank_rngs(st.resume_state(run.vocab, run.config), run.ctx)
+    if run.ctx.main:
+        ckpt.save_resume(run.out, state)
 
 
 def result(run: Run, st: TrainingState, status: str) -> TrainResult:
@@ -205,9 +245,9 @@ def result(run: Run, st: TrainingState, status: str) -> TrainResult:
 
 
 # ---- setup: the run and its first state -----------------------------------------------------------
-def resume_state_or_fresh_dir(out: Path, resume: bool) -> dict | None:
-    """The interrupted run's resume state when resuming; otherwise None, after checking that `out` holds
-    nothing but a checkpoint and dropping a stale `<out>.resume/`."""
+def resume_state_or_fresh_dir(out: Path, resume: bool, ctx: distributed.Context = distributed.SINGLE) -> dict | None:
+    """The interrupted run's resume state when resuming (every rank reads it); otherwise None, after checking
+    that `out` holds nothing but a checkpoint and (rank 0) dropping a stale `<out>.resume/`."""
     saved = ckpt.load_resume(out) if resume else None
     if resume and saved is None and (out / ckpt.MANIFEST).exists():
         raise FileExistsError(f"{out}: nothing to resume (no {ckpt.resume_dir(out)}); the run had finished")
@@ -216,12 +256,15 @@ def resume_state_or_fresh_dir(out: Path, resume: bool) -> dict | None:
             extra = [p.name for p in out.iterdir() if p.name not in ckpt.FILES + (ckpt.MANIFEST,)]
             if extra:
                 raise FileExistsError(f"{out}: exists and holds files that are not a checkpoint's ({extra[:3]})")
-        shutil.rmtree(ckpt.resume_dir(out), ignore_errors=True)
+        if ctx.main:
+            shutil.rmtree(ckpt.resume_dir(out), ignore_errors=True)
+        distributed.barrier(ctx)  # no rank starts (and snapshots) before the stale state is gone
     return saved
 
 
 def setup(train_patients, val_patients, config: TrainConfig, out: Path, dev: torch.device, model_overrides,
-          saved: dict | None, progress, started: float) -> tuple[Run, TrainingState]:
+          saved: dict | None, progress, started: float,
+          ctx: distributed.Context = distributed.SINGLE) -> tuple[Run, TrainingState]:
     """Vocabulary, model, encoded data, optimizer and schedule (in this order: the model's initialisation
     is what draws from the seeded RNGs), then the first state: a fresh one, or `saved`."""
     vocab = Vocabulary.build(train_patients, min_count=config.min_count)
@@ -248,7 +291,8 @@ def setup(train_patients, val_patients, config: TrainConfig, out: Path, dev: tor
               sexes=sexes, lengths=[len(s) for s in seqs], common=common,
               val_set=validation_set(val_patients, tokenizer, mcfg, layout, config, common),
               baseline=unigram_logp(vocab), code_category=vocab.code_category if tokenizer.hierarchical else None,
-              total_steps=total_steps, labels_per_batch=labels_per_batch, progress=progress, started=started)
+              total_steps=total_steps, labels_per_batch=labels_per_batch, progress=progress, started=started,
+              ctx=ctx, forward=distributed.wrap(model, ctx, dev), config_record=distributed.recorded_config(config, ctx))
 
     opt = make_optimizer(model, config)
     # short runs: warmup capped at a tenth of the steps
