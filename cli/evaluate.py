@@ -1,6 +1,6 @@
 """`promptehr evaluate`: the cohort report (JSON, optionally HTML) of a synthetic JSONL file against real data.
 
-    promptehr evaluate --synthetic cohort.jsonl --real DATA... [--format F] [--model DIR]
+    promptehr evaluate --synthetic cohort.jsonl --real DATA... [--format F] [--code-system S] [--model DIR]
                        [--split-seed 0] --out report.json [--html report.html]
 
 The real data is split with model/split.py (80/10/10 by seed); the synthetic cohort is compared with
@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
+
+from cli.data import CODE_SYSTEM_HELP, SYSTEMS
 
 FORMATS = ("mimic3", "mimic4", "desynpuf", "long")
 
@@ -90,13 +93,14 @@ def evaluate(args: argparse.Namespace) -> int:
 
     scorer = load_model_scorer(args.model, args.device) if args.model else None  # fail before the slow part
     synthetic = read_synthetic(Path(args.synthetic))
-    train, holdout = train_and_holdout(load_patients(args.real, format=args.format), args.split_seed)
+    real = load_patients(args.real, format=args.format, code_system=args.code_system)
+    train, holdout = train_and_holdout(real, args.split_seed)
     generator = read_generator(Path(args.generator)) if args.generator else None
     config = EvaluationConfig(seed=args.seed, n_subsamples=args.subsamples)
     report = build_report(synthetic, train, holdout, config=config, model_scorer=scorer,
                           generator=generator, split_seed=args.split_seed)
     write_report(report, args.out, args.html)
-    print(json.dumps({"out": args.out, "html": args.html, "passed": report.passed}))
+    print(json.dumps({"out": args.out, "html": args.html, "passed": report.passed, "seconds": report.seconds}))
     return 0
 
 
@@ -105,8 +109,15 @@ def add_parser(subparsers) -> None:
     p.add_argument("--synthetic", required=True, metavar="FILE", help='JSONL: one {"patient_id","age","sex","visits"} per line')
     p.add_argument("--real", required=True, nargs="+", metavar="PATH", help="real data folder(s) or file(s)")
     p.add_argument("--format", choices=FORMATS, default=None, help="read the real data as this format")
+    p.add_argument("--code-system", choices=SYSTEMS, default=None,
+                   help=CODE_SYSTEM_HELP + " (read the real data as the model was trained on it)")
     p.add_argument("--model", metavar="DIR", default=None, help="checkpoint: adds perplexity and reconstruction")
     p.add_argument("--device", default="cpu", help="device for --model (default cpu)")
+    # One thread by default: on 2 shared cores at load ~4, torch's 2 threads made reconstruction 5x slower
+    # (300 DE-SynPUF patients: 48.8 s against 9.4 s on one thread), the cause of a 628 s evaluation.
+    p.add_argument("--threads", type=int, default=1, help="CPU threads for torch with --model (default 1; 0: torch's choice)")
+    p.add_argument("--model-patients", type=int, default=None, metavar="N",
+                   help="score the model on at most N holdout patients, a seeded subsample (default 1000 on CPU, 5000 on CUDA; 0: all)")
     p.add_argument("--split-seed", type=int, default=0, help="seed of the train/validation/holdout split (default 0)")
     p.add_argument("--seed", type=int, default=0, help="seed of subsamples and classifiers (default 0)")
     p.add_argument("--subsamples", type=int, default=5, help="equal-size synthetic subsamples (default 5)")

@@ -1,4 +1,5 @@
-"""`promptehr generate`: sample a synthetic cohort from a trained checkpoint and write it as JSONL, CSV or MIMIC-III zip."""
+"""`promptehr generate`: sample a synthetic cohort from a trained checkpoint and write it as JSONL, CSV, or a
+MIMIC-III or MIMIC-IV zip (model/data/export.py says what each holds; a MIMIC-III zip takes ICD-9-CM only)."""
 from __future__ import annotations
 
 import argparse
@@ -19,7 +20,9 @@ def add_parser(subparsers) -> None:
     age.add_argument("--age-bins", type=float, nargs="+", default=None, metavar="EDGE", help="histogram bin edges, e.g. 0 18 45 65 90")
     age.add_argument("--age-weights", type=float, nargs="+", default=None, metavar="W", help="one weight per bin")
     p.add_argument("--female", type=float, default=0.5, metavar="P", help="share of women (default 0.5)")
-    p.add_argument("--require", nargs="+", default=[], metavar="CODE", help="codes every patient has (in the first visit)")
+    p.add_argument("--require", nargs="+", default=[], metavar="CODE",
+                   help="codes every patient has (in the first visit): a bare code is ICD-9-CM (4019, 401.9), "
+                        "an ICD-10-CM code is prefixed (icd10:I10)")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-p", type=float, default=0.95)
     p.add_argument("--top-k", type=int, default=0, help="0: off")
@@ -31,8 +34,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--out", required=True, metavar="FILE")
-    p.add_argument("--format", choices=("jsonl", "csv", "mimic3"), default=None,
-                   help="default: from the file name (.jsonl, .csv, .zip), else jsonl")
+    p.add_argument("--format", choices=("jsonl", "csv", "mimic3", "mimic4"), default=None,
+                   help="default: from the file name (.jsonl, .csv, .zip = mimic3), else jsonl")
     p.set_defaults(func=run)
 
 
@@ -129,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
 
     # Here, not at the top: every `promptehr` command imports this module to build its parser;
     # model.data's package imports pandas (about 0.8 s, measured), model.generation torch.
-    from model.data.export import write_export
+    from model.data.export import check_exportable, write_export
     from model.generation.cohort import CohortSpec, check_feasible
 
     try:
@@ -144,9 +147,13 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise UsageError(str(e)) from None
 
-    fmt = output_format(args)
+    fmt, systems = output_format(args), sampler.vocab.code_systems  # the systems the cohort may hold
+    try:
+        check_exportable(fmt, systems)  # before any work: a MIMIC-III zip of an ICD-10-CM model
+    except ValueError as e:
+        raise UsageError(f"--out {args.out} ({fmt}): {e} (--format mimic4)") from None
     patients, seconds = generate_with_progress(sampler, spec, args.n, args.seed, batch_size=args.batch_size, device=device)
-    size = write_export(patients, out, fmt)
+    size = write_export(patients, out, fmt, code_systems=systems)
     print(f"{len(patients)} patients in {seconds:.1f} s ({len(patients) / max(seconds, 1e-9):.1f} patients/s), "
           f"seed {args.seed} -> {out} ({fmt}, {size} bytes)", file=sys.stderr)
     return 0

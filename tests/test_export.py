@@ -1,4 +1,5 @@
-"""Exports round-trip through the project's own loaders (JSONL, long CSV, MIMIC-III zip)."""
+"""Exports round-trip through the project's own loaders (JSONL, long CSV, MIMIC-III zip; ICD-10-CM and the
+MIMIC-IV zip: tests/test_icd10_export.py)."""
 from __future__ import annotations
 
 import io
@@ -66,7 +67,7 @@ def test_mimic3_zip_round_trip(tmp_path, patients):
 
 def test_exports_stream_in_chunks_and_are_deterministic():
     patients = [Patient(f"syn-1-{i:07d}", 70.0, "F", [["4019", "25000"], ["4280"]]) for i in range(5000)]
-    for fmt in ("jsonl", "csv", "mimic3"):
+    for fmt in ("jsonl", "csv", "mimic3", "mimic4"):
         chunks = list(export_chunks(iter(patients), fmt))
         assert len(chunks) > 2, fmt  # output comes out while patients go in
         again = b"".join(c.encode() if isinstance(c, str) else c for c in export_chunks(iter(patients), fmt))
@@ -78,7 +79,7 @@ def test_exports_stream_in_chunks_and_are_deterministic():
 @given(cohorts(), st.integers(1, 40))
 def test_where_the_chunks_break_never_changes_the_bytes(patients, rows):
     # The API streams with rows = its page size, the CLI with the default: the same bytes
-    for fmt in ("jsonl", "csv", "mimic3"):
+    for fmt in ("jsonl", "csv", "mimic3", "mimic4"):
         out = io.BytesIO()
         write_export(iter(patients), out, fmt)
         chunks = list(export_bytes(iter(patients), fmt, rows=rows))

@@ -9,6 +9,8 @@ import pytest
 from model import codes, rules
 from tests.test_data_cli import promptehr
 
+pytestmark = pytest.mark.slow  # both tests train a model through the CLI
+
 
 @pytest.fixture(scope="module")
 def mixed_model(shared_data, tmp_path_factory):

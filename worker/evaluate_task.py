@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 
-from model.data import load_patients
 from model.evaluation import build_report
 from model.evaluation.html import render_html
 from model.evaluation.scorer import load_scorer
@@ -22,7 +21,7 @@ from worker.claims import Lease
 from worker.context import WorkerContext
 from worker.execution import Stopped, run_job
 from worker.model_loading import checkpoint_dir, verify_registered
-from worker.train_task import dataset_path
+from worker.train_task import load_dataset
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +51,7 @@ def evaluate_report(ctx: WorkerContext, lease: Lease) -> None:
     lease.progress(0, STEPS, "steps", force=True)
 
     split_seed = int((model_row.config or {}).get("split_seed", 0))
-    real = load_patients(dataset_path(ctx.data_root, dataset.path), format=dataset.format)
+    real = load_dataset(ctx.data_root, dataset)  # in the code system it was registered (and trained) in
     train, _validation, holdout = split_patients(real, split_seed)
     lease.progress(1, STEPS, "steps")
     if lease.should_stop():

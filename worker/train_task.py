@@ -6,7 +6,8 @@ and trained with the job's preset, mode, epochs, seed and options. The checkpoin
 `<model_root>/training-jobs/<job_id>/` and the trainer keeps its resume state beside it
 (`<job_id>.resume/`): a job redelivered after its worker died resumes from there (on CPU the result
 is bitwise that of an uninterrupted run). On success a Model row is registered with the checkpoint
-path (relative to the model root), the sha256 of its manifest, its config and the training log.
+path (relative to the model root), the sha256 of its manifest, its config (with the code systems of
+its vocabulary: GET /models/{id} lists them) and the training log.
 """
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ import logging
 from pathlib import Path
 
 from model.data import load_patients
-from model.nn.checkpoint import LOG, MANIFEST, load_resume, sha256_of
+from model.nn.checkpoint import LOG, MANIFEST, VOCAB, load_resume, sha256_of
 from model.nn.config import train_config
+from model.patient import Patient
 from model.split import split_patients
 from model.training.train import train
 from service import store
@@ -49,6 +51,18 @@ def dataset_path(data_root: Path, path: str) -> Path:
     return p if p.is_absolute() else Path(data_root) / p
 
 
+def load_dataset(data_root: Path, dataset) -> list[Patient]:
+    """The dataset row's patients, read as registered: its format, and the code system of POST
+    /datasets (kept in its stats, service/store/datasets.py; None: each source's own)."""
+    return load_patients(dataset_path(data_root, dataset.path), format=dataset.format,
+                         code_system=(dataset.stats or {}).get("code_system"))
+
+
+def code_systems_of(directory: Path) -> list[str]:
+    """The systems of a checkpoint's vocabulary; a vocab.json without the field is ICD-9-CM only."""
+    return json.loads((directory / VOCAB).read_text()).get("code_systems", ["icd9"])
+
+
 def read_training_log(directory: Path) -> list[dict]:
     f = directory / LOG
     if not f.is_file():
@@ -78,7 +92,7 @@ def _train(ctx: WorkerContext, lease: Lease, job, dataset, out: Path):
     if resume:
         log.info("train %s: resuming from %s", job.id, out)
 
-    patients = load_patients(dataset_path(ctx.data_root, dataset.path), format=dataset.format)
+    patients = load_dataset(ctx.data_root, dataset)
     train_patients, val_patients, _holdout = split_patients(patients, job.seed)  # split seed: the job's
     if lease.should_stop():
         raise Stopped
@@ -117,7 +131,7 @@ def _register(ctx: WorkerContext, lease: Lease, job, dataset, out: Path, metrics
             checkpoint_path=relative_to_root(ctx.model_root, out),
             manifest_sha256=sha256_of(out / MANIFEST),
             config={**config_json, "split_seed": job.seed, "preset": job.preset, "mode": job.mode,
-                    "dataset_format": dataset.format},
+                    "dataset_format": dataset.format, "code_systems": code_systems_of(out)},
             metrics=metrics,
         )
         model_id = model.id

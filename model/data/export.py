@@ -1,4 +1,4 @@
-"""Exports of generated patients: JSONL, long-format CSV, and a MIMIC-III-style zip.
+"""Exports of generated patients: JSONL, long-format CSV, and MIMIC-III- and MIMIC-IV-style zips.
 
 The one export implementation: `promptehr generate` writes a file with `write_export`, and the API's
 GET /cohorts/{id}/export streams `export_bytes` over HTTP while it reads the cohort from the store a
@@ -6,15 +6,29 @@ page at a time (service/export.py), so the same patients give the same bytes eit
 writer streams: patients come in as any iterable, output goes out every `rows` rows (`*_chunks`
 generators yield str/bytes), so memory holds about one chunk, never the cohort.
 
-- JSONL: one {"patient_id", "age", "sex", "visits"} per line (Patient.to_dict).
+Every code keeps its system (model/codes.py), in the form each format's reader expects; each format
+reads back to the same patients through the project's loaders (tests/test_export.py,
+tests/test_icd10_export.py). `code_systems` is what the cohort may hold (the model's vocabulary,
+Vocabulary.code_systems): a streamed header cannot wait for the last patient.
+- JSONL: one {"patient_id", "age", "sex", "visits"} per line (Patient.to_dict): codes as the model
+  writes them, ICD-9-CM bare ("4019"), ICD-10-CM prefixed ("icd10:I10").
 - long CSV: patient_id, visit_id, visit_time, code, age, sex (what model/data/long_format.py reads).
+  When the cohort may hold ICD-10-CM codes a code_system column follows code (icd9 | icd10) and code
+  is bare ("I10"), as `promptehr data convert` writes it; an ICD-9-CM-only cohort has no such column
+  (its bytes are those of the exports before ICD-10-CM).
 - mimic3 zip: PATIENTS.csv, ADMISSIONS.csv, DIAGNOSES_ICD.csv at the root, upper-case headers,
-  synthetic integer ids (SUBJECT_ID = position in the export from 1, HADM_ID from 100001). Dates are
-  plausible and deterministic per patient id: the first admission falls in 2010-2019, later ones
-  7-400 days after the previous discharge, stays last 1-10 days, and DOB is the first admission's
-  date `age` years earlier (birthday arithmetic, as the MIMIC-III loader computes age).
-  DIAGNOSES_ICD streams straight into the zip; PATIENTS and ADMISSIONS (small) are spooled to
-  temporary files and appended after it, so one pass over the patients is enough.
+  synthetic integer ids (SUBJECT_ID = position in the export from 1, HADM_ID from 100001).
+  ICD9_CODE holds ICD-9-CM codes only: a cohort that may hold ICD-10-CM codes is refused.
+- mimic4 zip: patients.csv, admissions.csv, diagnoses_icd.csv at the root (model/data/mimic4.py
+  reads the folder), lower-case headers, subject_id 10000000 + position, hadm_id from 20000001;
+  diagnoses_icd has seq_num, icd_code (bare) and icd_version (9 or 10) per row. patients has
+  anchor_age = the age and anchor_year = the first admission's year, so the loader's anchor_age +
+  (admission year - anchor_year) is the age again.
+Dates in both zips are plausible and deterministic per patient id: the first admission falls in
+2010-2019, later ones 7-400 days after the previous discharge, stays last 1-10 days; MIMIC-III's DOB
+is the first admission's date `age` years earlier (birthday arithmetic, as its loader computes age).
+The diagnoses table streams straight into the zip; the patients and admissions tables (small) are
+spooled to temporary files and appended after it, so one pass over the patients is enough.
 """
 from __future__ import annotations
 
@@ -25,15 +39,37 @@ import io
 import json
 import tempfile
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from model.codes import NAMES, bare, system_of
 from model.patient import Patient
 
-FORMATS = ("jsonl", "csv", "mimic3")
+FORMATS = ("jsonl", "csv", "mimic3", "mimic4")
 LONG_COLUMNS = ["patient_id", "visit_id", "visit_time", "code", "age", "sex"]
+LONG_COLUMNS_WITH_SYSTEM = ["patient_id", "visit_id", "visit_time", "code", "code_system", "age", "sex"]
 CHUNK_ROWS = 2000  # rows per yielded chunk
+ICD9_ONLY = ("icd9",)  # the code systems of a cohort by default: an ICD-9-CM model's
+
+
+def check_exportable(format: str, code_systems: Iterable[str] = ICD9_ONLY) -> None:
+    """ValueError (one line) when `format` cannot hold a cohort of `code_systems`; call it before
+    generating or streaming, so that the refusal comes before any work or byte."""
+    if format not in FORMATS:
+        raise ValueError(f"unknown export format {format!r}: expected one of {', '.join(FORMATS)}")
+    if format == "mimic3" and set(code_systems) - {"icd9"}:
+        raise ValueError("a MIMIC-III zip holds ICD-9-CM codes only (ICD9_CODE), and this model's cohorts may hold "
+                         "ICD-10-CM codes: export as mimic4 (icd_version per row), csv or jsonl")
+
+
+def _icd9(code: str, table: str) -> str:
+    """The code, refused if it is not ICD-9-CM: the streamed output has no place for its system."""
+    if system_of(code) != "icd9":
+        raise ValueError(f"{NAMES[system_of(code)]} code {bare(code)} in an export whose {table} holds ICD-9-CM "
+                         f"codes only: give the export the cohort's code systems (check_exportable)")
+    return code
 
 
 def jsonl_chunks(patients: Iterable[Patient], rows: int = CHUNK_ROWS) -> Iterator[str]:
@@ -75,10 +111,11 @@ def _age_text(age: float) -> str:
     return str(int(age)) if float(age).is_integer() else repr(float(age))
 
 
-def csv_chunks(patients: Iterable[Patient], rows: int = CHUNK_ROWS) -> Iterator[str]:
+def csv_chunks(patients: Iterable[Patient], rows: int = CHUNK_ROWS, code_systems: Iterable[str] = ICD9_ONLY) -> Iterator[str]:
+    with_system = bool(set(code_systems) - {"icd9"})  # the code_system column (see the module docstring)
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
-    w.writerow(LONG_COLUMNS)
+    w.writerow(LONG_COLUMNS_WITH_SYSTEM if with_system else LONG_COLUMNS)
     n = 0
     for p in patients:
         age = _age_text(p.age)
@@ -86,7 +123,10 @@ def csv_chunks(patients: Iterable[Patient], rows: int = CHUNK_ROWS) -> Iterator[
             vid = f"{p.id}-{k + 1:03d}"
             day = admit.date().isoformat()
             for code in visit:
-                w.writerow([p.id, vid, day, code, age, p.sex])
+                if with_system:
+                    w.writerow([p.id, vid, day, bare(code), system_of(code), age, p.sex])
+                else:
+                    w.writerow([p.id, vid, day, _icd9(code, "code column"), age, p.sex])
                 n += 1
         if n >= rows:
             yield out.getvalue()
@@ -120,37 +160,79 @@ def _fmt(t: dt.datetime) -> str:
     return t.strftime("%Y-%m-%d %H:%M:%S")
 
 
-PATIENTS_COLUMNS = ["ROW_ID", "SUBJECT_ID", "GENDER", "DOB", "DOD", "DOD_HOSP", "DOD_SSN", "EXPIRE_FLAG"]
-ADMISSIONS_COLUMNS = ["ROW_ID", "SUBJECT_ID", "HADM_ID", "ADMITTIME", "DISCHTIME", "DEATHTIME", "ADMISSION_TYPE",
-                      "ADMISSION_LOCATION", "DISCHARGE_LOCATION", "HOSPITAL_EXPIRE_FLAG"]
-DIAGNOSES_COLUMNS = ["ROW_ID", "SUBJECT_ID", "HADM_ID", "SEQ_NUM", "ICD9_CODE"]
+@dataclass(frozen=True)
+class ZipLayout:
+    """A MIMIC-style zip: its three tables' file names and headers, the first ids, and one row of each
+    table (patient: subject, patient, first admission; admission: subject, hadm_id, admit, discharge;
+    diagnosis: diagnosis row number, subject, hadm_id, seq_num, code)."""
+
+    names: tuple[str, str, str]  # diagnoses, patients, admissions
+    columns: tuple[list[str], list[str], list[str]]
+    first_subject: int
+    first_hadm: int
+    patient_row: Callable[[int, Patient, dt.datetime], list]
+    admission_row: Callable[[int, int, dt.datetime, dt.datetime], list]
+    diagnosis_row: Callable[[int, int, int, int, str], list]
 
 
-def mimic3_zip_chunks(patients: Iterable[Patient], rows: int = CHUNK_ROWS) -> Iterator[bytes]:
+MIMIC3 = ZipLayout(
+    names=("DIAGNOSES_ICD.csv", "PATIENTS.csv", "ADMISSIONS.csv"),
+    columns=(["ROW_ID", "SUBJECT_ID", "HADM_ID", "SEQ_NUM", "ICD9_CODE"],
+             ["ROW_ID", "SUBJECT_ID", "GENDER", "DOB", "DOD", "DOD_HOSP", "DOD_SSN", "EXPIRE_FLAG"],
+             ["ROW_ID", "SUBJECT_ID", "HADM_ID", "ADMITTIME", "DISCHTIME", "DEATHTIME", "ADMISSION_TYPE",
+              "ADMISSION_LOCATION", "DISCHARGE_LOCATION", "HOSPITAL_EXPIRE_FLAG"]),
+    first_subject=1, first_hadm=100001,
+    patient_row=lambda subject, p, first: [subject, subject, p.sex, _fmt(_dob(first, p.age)), "", "", "", 0],
+    admission_row=lambda subject, hadm, admit, disch: [hadm - 100000, subject, hadm, _fmt(admit), _fmt(disch), "",
+                                                       "EMERGENCY", "EMERGENCY ROOM ADMIT", "HOME", 0],
+    diagnosis_row=lambda row, subject, hadm, seq, code: [row, subject, hadm, seq, _icd9(code, "ICD9_CODE")],
+)
+
+
+def _anchor_year_group(year: int) -> str:
+    start = 2008 + 3 * ((year - 2008) // 3)  # MIMIC-IV's groups: 2008 - 2010, 2011 - 2013, ...
+    return f"{start} - {start + 2}"
+
+
+MIMIC4 = ZipLayout(
+    names=("diagnoses_icd.csv", "patients.csv", "admissions.csv"),
+    columns=(["subject_id", "hadm_id", "seq_num", "icd_code", "icd_version"],
+             ["subject_id", "gender", "anchor_age", "anchor_year", "anchor_year_group", "dod"],
+             ["subject_id", "hadm_id", "admittime", "dischtime", "deathtime", "admission_type",
+              "admission_location", "discharge_location", "hospital_expire_flag"]),
+    first_subject=10000001, first_hadm=20000001,
+    patient_row=lambda subject, p, first: [subject, p.sex, int(p.age), first.year, _anchor_year_group(first.year), ""],
+    admission_row=lambda subject, hadm, admit, disch: [subject, hadm, _fmt(admit), _fmt(disch), "", "EW EMER.",
+                                                       "EMERGENCY ROOM", "HOME", 0],
+    diagnosis_row=lambda row, subject, hadm, seq, code: [subject, hadm, seq, bare(code),
+                                                         10 if system_of(code) == "icd10" else 9],
+)
+
+
+def zip_chunks(patients: Iterable[Patient], layout: ZipLayout, rows: int = CHUNK_ROWS) -> Iterator[bytes]:
     sink = _Pipe()
     with tempfile.SpooledTemporaryFile(max_size=8 << 20, mode="w+", newline="") as pat_f, \
             tempfile.SpooledTemporaryFile(max_size=8 << 20, mode="w+", newline="") as adm_f:
         pw, aw = csv.writer(pat_f, lineterminator="\n"), csv.writer(adm_f, lineterminator="\n")
-        pw.writerow(PATIENTS_COLUMNS)
-        aw.writerow(ADMISSIONS_COLUMNS)
+        pw.writerow(layout.columns[1])
+        aw.writerow(layout.columns[2])
         with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-            with zf.open("DIAGNOSES_ICD.csv", "w") as raw:
+            with zf.open(layout.names[0], "w") as raw:
                 text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
                 dw = csv.writer(text, lineterminator="\n")
-                dw.writerow(DIAGNOSES_COLUMNS)
-                hadm = 100000
+                dw.writerow(layout.columns[0])
+                hadm = layout.first_hadm - 1
                 diag_row = n = 0
-                for subject, p in enumerate(patients, start=1):
+                for subject, p in enumerate(patients, start=layout.first_subject):
                     dates = _visit_dates(p)
                     first = dates[0][0] if dates else dt.datetime(2010, 1, 1, 8)
-                    pw.writerow([subject, subject, p.sex, _fmt(_dob(first, p.age)), "", "", "", 0])
+                    pw.writerow(layout.patient_row(subject, p, first))
                     for visit, (admit, disch) in zip(p.visits, dates):
                         hadm += 1
-                        aw.writerow([hadm - 100000, subject, hadm, _fmt(admit), _fmt(disch), "", "EMERGENCY",
-                                     "EMERGENCY ROOM ADMIT", "HOME", 0])
+                        aw.writerow(layout.admission_row(subject, hadm, admit, disch))
                         for seq, code in enumerate(visit, start=1):
                             diag_row += 1
-                            dw.writerow([diag_row, subject, hadm, seq, code])
+                            dw.writerow(layout.diagnosis_row(diag_row, subject, hadm, seq, code))
                             n += 1
                     if n >= rows:
                         text.flush()
@@ -159,7 +241,7 @@ def mimic3_zip_chunks(patients: Iterable[Patient], rows: int = CHUNK_ROWS) -> It
                 text.flush()
                 text.detach()
             yield sink.drain()
-            for name, f in (("PATIENTS.csv", pat_f), ("ADMISSIONS.csv", adm_f)):
+            for name, f in zip(layout.names[1:], (pat_f, adm_f)):
                 f.seek(0)
                 with zf.open(name, "w") as raw:
                     while block := f.read(1 << 20):
@@ -168,30 +250,35 @@ def mimic3_zip_chunks(patients: Iterable[Patient], rows: int = CHUNK_ROWS) -> It
         yield sink.drain()
 
 
-def export_chunks(patients: Iterable[Patient], format: str, rows: int = CHUNK_ROWS) -> Iterator[str | bytes]:
+def export_chunks(patients: Iterable[Patient], format: str, rows: int = CHUNK_ROWS,
+                  code_systems: Iterable[str] = ICD9_ONLY) -> Iterator[str | bytes]:
+    """The export's chunks; `code_systems`: those the cohort may hold (refused here, before any chunk,
+    where the format cannot hold them: check_exportable)."""
+    code_systems = tuple(code_systems)
+    check_exportable(format, code_systems)
     if format == "jsonl":
         return jsonl_chunks(patients, rows)
     if format == "csv":
-        return csv_chunks(patients, rows)
-    if format == "mimic3":
-        return mimic3_zip_chunks(patients, rows)
-    raise ValueError(f"unknown export format {format!r}: expected one of {', '.join(FORMATS)}")
+        return csv_chunks(patients, rows, code_systems)
+    return zip_chunks(patients, MIMIC3 if format == "mimic3" else MIMIC4, rows)
 
 
-def export_bytes(patients: Iterable[Patient], format: str, rows: int = CHUNK_ROWS) -> Iterator[bytes]:
-    """The export as non-empty byte chunks. Where the chunks break (`rows`) never changes the bytes."""
-    for c in export_chunks(patients, format, rows):
-        b = c.encode("utf-8") if isinstance(c, str) else c
-        if b:
-            yield b
+def export_bytes(patients: Iterable[Patient], format: str, rows: int = CHUNK_ROWS,
+                 code_systems: Iterable[str] = ICD9_ONLY) -> Iterator[bytes]:
+    """The export as non-empty byte chunks. Where the chunks break (`rows`) never changes the bytes.
+    A refusal (check_exportable) is raised by this call, not by the first chunk."""
+    chunks = export_chunks(patients, format, rows, code_systems)
+    return (b for b in (c.encode("utf-8") if isinstance(c, str) else c for c in chunks) if b)
 
 
-def write_export(patients: Iterable[Patient], out: str | Path | BinaryIO, format: str) -> int:
+def write_export(patients: Iterable[Patient], out: str | Path | BinaryIO, format: str,
+                 code_systems: Iterable[str] = ICD9_ONLY) -> int:
     """Write an export to a path or binary file object; returns bytes written."""
+    chunks = export_bytes(patients, format, code_systems=code_systems)
     if isinstance(out, (str, Path)):
         with open(out, "wb") as f:
-            return _write_all(export_bytes(patients, format), f)
-    return _write_all(export_bytes(patients, format), out)
+            return _write_all(chunks, f)
+    return _write_all(chunks, out)
 
 
 def _write_all(chunks: Iterator[bytes], f: BinaryIO) -> int:

@@ -46,7 +46,8 @@ BAD_CODE = {s: f"not an {codesys.NAMES[s]} diagnosis code: expected an undotted 
                    ("icd10", "a letter, a digit, a letter or digit, then up to 4 letters or digits"))}
 BAD_EITHER = ("not an ICD-9-CM or ICD-10-CM diagnosis code: expected a code such as 4019, V5861 (ICD-9-CM) "
               "or I10, E119 (ICD-10-CM), undotted or dotted")
-ADD_COLUMN = "add a code_system column (icd9 or icd10) or give the data set's system (--code-system)"
+ADD_COLUMN = ("add a code_system column (icd9 or icd10) or give the data set's system (--code-system on the CLI, "
+              "code_system in POST /datasets)")
 
 
 def declared_systems(paths: list[Path], df: pd.DataFrame, column: str, expected: str) -> np.ndarray:

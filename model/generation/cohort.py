@@ -8,7 +8,10 @@ size, and concatenating shards gives the cohort generated in one go.
 
 Ages are whole years in [0, 90], the form every loader produces (model/data/assemble.py).
 
-Required codes ("patients who have 250.00") are forced as the first codes of the first visit via
+Required codes ("patients who have 250.00") name their system as model/codes.py writes codes: a bare
+string is ICD-9-CM ("25000", "250.00", as specs always had them), a prefixed one names it ("icd9:4019",
+"icd10:I10"), and so does an object ({"code": "I10", "system": "icd10"}); the spec keeps them in the
+in-memory form ("25000", "icd10:I10"). They are forced as the first codes of the first visit via
 the decoder: teacher-forced `<v> K(r1) r1 K(r2) r2 ...`, after which the model continues the visit
 and the record conditioned on them. Forcing guarantees inclusion. A required code forbidden for the
 drawn demographics (a pregnancy code for a man) would break a rule, so the patient's demographics
@@ -22,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from model import codes
 from model.generation.draw import SamplingOptions
 from model.generation.streams import row_key
 from model.patient import Patient
@@ -113,7 +117,8 @@ class AgeSpec:
 @dataclass(frozen=True)
 class CohortSpec:
     """The body of POST /cohorts less model, size and seed:
-    {"age": {...}, "sex": {"female": 0.55}, "required_codes": ["25000"], "sampling": {"temperature": 1.0, "top_p": 0.95},
+    {"age": {...}, "sex": {"female": 0.55}, "required_codes": ["25000", "icd10:I10", {"code": "E119", "system": "icd10"}],
+     "sampling": {"temperature": 1.0, "top_p": 0.95},
      "patients": [{"age": 70, "sex": "F"}, ...]  (optional: given demographics, patient i gets patients[i])}."""
 
     age: AgeSpec = field(default_factory=AgeSpec)
@@ -150,7 +155,7 @@ class CohortSpec:
         return cls(
             age=AgeSpec.from_dict(age) if age else AgeSpec(),
             female=float(sex.get("female", 0.5)),
-            required_codes=tuple(str(c).replace(".", "").strip() for c in required),
+            required_codes=tuple(required_code(c) for c in required),
             sampling=SamplingOptions(**sampling),
             patients=tuple((float(np.floor(float(p["age"]))), str(p["sex"])) for p in patients) if patients is not None else None,
             **kw,
@@ -165,6 +170,25 @@ class CohortSpec:
             if getattr(self, k) is not None:
                 d[k] = getattr(self, k)
         return d
+
+
+def required_code(item) -> str:
+    """One required code in its in-memory form: {"code": "I10", "system": "icd10"} -> "icd10:I10",
+    "icd9:401.9" -> "4019", "250.00" -> "25000" (a bare string is ICD-9-CM); ValueError otherwise."""
+    if isinstance(item, dict) and set(item) != {"code", "system"}:
+        raise ValueError(f"required code {item!r}: expected an object with exactly a code and a system (icd9 or icd10)")
+    try:
+        code = codes.normalize(str(item["code"]), str(item["system"])) if isinstance(item, dict) else codes.normalize(str(item))
+    except ValueError as e:  # an unknown system name, or a prefix that disagrees with the system
+        raise ValueError(f"required code {item!r}: {e}") from None
+    if not codes.is_valid(code):
+        system = codes.system_of(code)
+        hint = ""
+        if isinstance(item, str) and ":" not in item and codes.is_valid(codes.qualify(codes.bare(code), "icd10")):
+            hint = f"; a bare code is ICD-9-CM, an ICD-10-CM one is written icd10:{codes.bare(code)}"
+        raise ValueError(f"required code {item!r}: not an {codes.NAMES[system]} diagnosis code "
+                         f"(such as {codes.EXAMPLES[system]}){hint}")
+    return code
 
 
 def patient_id(seed: int, index: int) -> str:

@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
+from model import codes
 from service import export, store
 from service.deps import ApiKeyDep, SessionDep, SettingsDep
 from service.idempotency import idempotent_create
@@ -25,6 +26,7 @@ from service.problems import Problem, field_error, validation_problem
 from service.routes.training_jobs import enqueue_or_fail
 from service.schemas.cohorts import CohortCreate, CohortPatientPublic, CohortPublic
 from service.schemas.common import problem_responses
+from service.schemas.models import known_systems
 
 router = APIRouter(prefix="/cohorts", tags=["cohorts"])
 
@@ -40,6 +42,16 @@ def to_public(session, cohort, *, just_created: bool = False) -> dict:
     else:
         data["progress"] = store.cohort_progress(session, cohort)
     return data
+
+
+def check_code_systems(required: list[str], known: list[str]) -> None:
+    """A 422 naming each required code of a system the model was not trained on: its job would fail.
+    (Whether the model knows the code itself is its vocabulary's to say; the worker checks that.)"""
+    errors = [field_error(["body", "required_codes", i], f"{codes.label(c)}: the model knows "
+                          f"{' and '.join(codes.NAMES[s] for s in known)} codes only")
+              for i, c in enumerate(required) if codes.system_of(c) not in known]
+    if errors:
+        raise validation_problem(errors)
 
 
 def _get(session, cohort_id: str):
@@ -66,10 +78,13 @@ def create_cohort(request: Request, body: CohortCreate, session: SessionDep, set
         # On PostgreSQL the model check, the cohort and its shards are one transaction (one COMMIT);
         # the rows are committed as queued before any message is sent, so a message lost after this
         # point is resent by the worker's sweep of queued jobs.
-        if store.get_model(session, body.model_id) is None:
+        model = store.get_model(session, body.model_id)
+        if model is None:
             raise validation_problem([field_error(["body", "model_id"], "no such model")])
+        spec = body.spec()
+        check_code_systems(spec["required_codes"], known_systems(model.config))
         cohort, shards = store.create_cohort(
-            session, model_id=body.model_id, n_patients=body.n_patients, seed=body.seed, spec=body.spec(),
+            session, model_id=body.model_id, n_patients=body.n_patients, seed=body.seed, spec=spec,
             shard_size=settings.cohort_shard_size,
         )
         for shard in shards:
@@ -122,10 +137,13 @@ def list_cohort_patients(
 @router.get(
     "/{cohort_id}/export",
     summary="Download a cohort (streamed)",
-    description="`jsonl`: one patient per line; `csv`: long format (patient_id, visit_id, visit_time, code, "
-    "age, sex); `mimic3`: a zip of DIAGNOSES_ICD.csv, PATIENTS.csv and ADMISSIONS.csv. The same bytes as "
-    "`promptehr generate --format` writes for the same model, size, seed and spec. Available once "
-    "every shard has been generated.",
+    description="`jsonl`: one patient per line, codes as the model writes them (ICD-9-CM bare: `4019`, "
+    "ICD-10-CM prefixed: `icd10:I10`); `csv`: long format (patient_id, visit_id, visit_time, code, age, sex; "
+    "for a model that knows ICD-10-CM a `code_system` column, icd9 or icd10, follows the bare code); "
+    "`mimic3`: a zip of DIAGNOSES_ICD.csv, PATIENTS.csv and ADMISSIONS.csv, ICD-9-CM only (a model that "
+    "knows ICD-10-CM is a 422); `mimic4`: a zip of diagnoses_icd.csv (icd_code, icd_version 9 or 10, "
+    "seq_num), patients.csv and admissions.csv. The same bytes as `promptehr generate --format` writes for "
+    "the same model, size, seed and spec. Available once every shard has been generated.",
     response_class=StreamingResponse,
     responses={
         200: {"content": {"application/x-ndjson": {}, "text/csv": {}, "application/zip": {}}},
@@ -134,14 +152,20 @@ def list_cohort_patients(
 )
 def export_cohort(
     cohort_id: str, session: SessionDep, settings: SettingsDep, _: ApiKeyDep,
-    format: Annotated[Literal["jsonl", "csv", "mimic3"], Query()] = "jsonl",
+    format: Annotated[Literal["jsonl", "csv", "mimic3", "mimic4"], Query()] = "jsonl",
 ):
     cohort = _get(session, cohort_id)
     if cohort.shards_done < cohort.n_shards:
         raise Problem(409, f"The cohort is not generated yet (status {cohort.status}).", type="cohort-not-ready")
     media_type, ext = export.FORMATS[format]
+    model = store.get_model(session, cohort.model_id)
+    try:
+        chunks = export.stream(format, session, cohort_id, settings.export_chunk_rows,
+                               code_systems=known_systems(model.config if model is not None else None))
+    except ValueError as e:  # the format cannot hold the model's code systems
+        raise validation_problem([field_error(["query", "format"], str(e))]) from None
     return StreamingResponse(
-        export.stream(format, session, cohort_id, settings.export_chunk_rows),
+        chunks,
         media_type=media_type,
         headers={"Content-Disposition": f'attachment; filename="cohort-{cohort_id}.{ext}"'},
     )

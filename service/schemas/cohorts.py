@@ -1,20 +1,73 @@
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
+from model import codes
 from service.schemas.common import JobPublic, StrictModel
 
-# The model's limits (model/cohort.py, MAX_AGE): ages are whole years in [0, 90], as every loader caps
+# The model's limits (model/generation/cohort.py, MAX_AGE): ages are whole years in [0, 90], as every loader caps
 # them (MIMIC shifts ages over 89); a histogram's last edge may be 91, since bin [90, 91) is age 90.
 # Checked here so that an age the model would refuse is a 422 at POST time, not a failed job.
 # (service/ does not import model.generation.cohort, which pulls in torch; a test keeps the two in step.)
 MAX_AGE = 90
 Age = Annotated[float, Field(ge=0, le=MAX_AGE)]
 BinEdge = Annotated[float, Field(ge=0, le=MAX_AGE + 1)]
-# Undotted ICD-9-CM diagnosis codes: 3-5 digits, V + 2-4 digits, E + 3-4 digits.
-ICD9Code = Annotated[str, StringConstraints(pattern=r"^(?:[0-9]{3,5}|V[0-9]{2,4}|E[0-9]{3,4})$")]  # ASCII digits, as model/icd9.py
+# A required code names its system as the model's strings do (model/codes.py), undotted: a bare
+# string is ICD-9-CM ("4019", as required codes always were), "icd9:4019" too, "icd10:I10" is ICD-10-CM;
+# or an object {"code": "I10", "system": "icd10"}. The shapes are model/icd9.py's and model/icd10.py's
+# (ASCII digits: \d also matches other scripts' digits, which the model's loaders refuse).
+CODE_STRING = rf"^(?:(?:icd9:)?{codes.PATTERNS['icd9']}|icd10:{codes.PATTERNS['icd10']})$"
+CODE_STRING_ERROR = ("expected an undotted diagnosis code: ICD-9-CM bare or prefixed icd9: (4019, V5861, icd9:4019), "
+                     "ICD-10-CM prefixed icd10: (icd10:I10, icd10:E119), or {\"code\": \"I10\", \"system\": \"icd10\"}")
+
+
+def _code_string(text: str) -> str:
+    if re.fullmatch(CODE_STRING, text) is None:
+        raise ValueError(CODE_STRING_ERROR)
+    return text
+
+
+CodeString = Annotated[str, AfterValidator(_code_string), WithJsonSchema(
+    {"type": "string", "pattern": CODE_STRING, "examples": ["4019", "icd9:4019", "icd10:I10"],
+     "description": "Bare or icd9: for ICD-9-CM, icd10: for ICD-10-CM; undotted."})]
+
+
+class CodeRef(StrictModel):
+    """A code and its system: {"code": "I10", "system": "icd10"}."""
+
+    code: str = Field(max_length=16, description="Undotted: 4019, V5861 (ICD-9-CM); I10, E119 (ICD-10-CM).")
+    system: Literal["icd9", "icd10"]
+
+    @model_validator(mode="after")
+    def _shape(self) -> CodeRef:
+        if re.fullmatch(codes.PATTERNS[self.system], self.code) is None:
+            raise ValueError(f"not an undotted {codes.NAMES[self.system]} code (such as {codes.EXAMPLES[self.system]})")
+        return self
+
+
+def _code_form(value: Any) -> str:
+    return "object" if isinstance(value, (dict, CodeRef)) else "string"
+
+
+# Tagged, so a bad code gets the one error of its form (body.required_codes.0.string or ...0.object.system).
+RequiredCode = Annotated[Annotated[CodeString, Tag("string")] | Annotated[CodeRef, Tag("object")], Discriminator(_code_form)]
+
+
+def in_memory(code: str | CodeRef) -> str:
+    """The code as the model's strings write it: "4019", "icd10:I10" ("icd9:4019" -> "4019")."""
+    return codes.qualify(code.code, code.system) if isinstance(code, CodeRef) else codes.normalize(code)
 
 
 class NormalAge(StrictModel):
@@ -72,8 +125,18 @@ class CohortBase(StrictModel):
     seed: int = Field(default=0, ge=0, le=2**63 - 1)
     age: AgeSpec
     sex: SexSpec
-    required_codes: list[ICD9Code] = Field(default_factory=list, max_length=50)
+    required_codes: list[RequiredCode] = Field(default_factory=list, max_length=50, description=(
+        "Codes every patient has (in its first visit), each a string (\"4019\", \"icd9:4019\", \"icd10:I10\": "
+        "a bare code is ICD-9-CM) or an object {\"code\": \"I10\", \"system\": \"icd10\"}; undotted, no code twice."))
     sampling: Sampling = Field(default_factory=Sampling)
+
+    @field_validator("required_codes")
+    @classmethod
+    def _distinct_codes(cls, value: list) -> list:
+        # "4019" and "icd9:4019" are one code; the model refuses a spec naming a code twice.
+        if len({in_memory(c) for c in value}) != len(value):
+            raise ValueError("names a code twice")
+        return value
 
 
 class CohortCreate(CohortBase):
@@ -95,7 +158,10 @@ class CohortCreate(CohortBase):
     )
 
     def spec(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", include={"age", "sex", "required_codes", "sampling"})
+        """The cohort spec as stored and as the worker reads it (model.generation.cohort.CohortSpec):
+        required codes in the model's form ("4019", "icd10:I10")."""
+        spec = self.model_dump(mode="json", include={"age", "sex", "required_codes", "sampling"})
+        return {**spec, "required_codes": [in_memory(c) for c in self.required_codes]}  # same key order
 
 
 class CohortPublic(JobPublic):

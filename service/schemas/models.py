@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, computed_field
 
 
 class ModelPublic(BaseModel):
@@ -17,3 +17,15 @@ class ModelPublic(BaseModel):
     config: dict[str, Any]
     metrics: dict[str, Any]
     created_at: datetime
+
+    @computed_field
+    @property
+    def code_systems(self) -> list[str]:
+        """The code systems the model knows ("icd9", "icd10")."""
+        return known_systems(self.config)
+
+
+def known_systems(config: dict[str, Any] | None) -> list[str]:
+    """The code systems of a model row's config: its vocabulary's, as registered (worker/train_task.py);
+    a model registered before the systems were recorded is ICD-9-CM only."""
+    return list((config or {}).get("code_systems", ["icd9"]))
