@@ -156,7 +156,7 @@ async def run_load(base: str, seeded: dict, clients: int, duration: float, rng_s
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of process `pid` and its children (uvicorn's worker processes)."""
-    from tests.reliability_support import pool_children
+    from tests.support.reliability import pool_children
 
     total = 0.0
     for p in [pid, *pool_children(pid)]:
@@ -175,7 +175,7 @@ def _r(x: float | None) -> float | None:
 @contextlib.contextmanager
 def backing_services(database_url: str | None, broker_url: str | None):
     """(database URL, broker URL): the given ones, or a private PostgreSQL / Redis for the run."""
-    from tests.reliability_support import migrated, private_postgres, private_redis
+    from tests.support.reliability import migrated, private_postgres, private_redis
 
     with contextlib.ExitStack() as stack:
         if database_url is None:
@@ -188,7 +188,7 @@ def backing_services(database_url: str | None, broker_url: str | None):
 
 def bench(clients: int = 50, duration: float = 60, *, api_workers: int = 1, database_url: str | None = None,
           broker_url: str | None = None) -> dict:
-    from tests.reliability_support import app_env, start_api
+    from tests.support.reliability import app_env, start_api
 
     with backing_services(database_url, broker_url) as (db, broker), \
             tempfile.TemporaryDirectory(prefix="bench-load-") as tmp:

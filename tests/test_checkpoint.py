@@ -92,6 +92,7 @@ save_checkpoint(sys.argv[1], PromptBart(cfg), v, cfg, None, [])
 """
 
 
+@pytest.mark.slow  # several Python processes, each importing torch and saving a model
 def test_same_bytes_in_every_process(tmp_path):
     import hashlib
     import os

@@ -7,8 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from model.data.demo_data import NOTICE
-from tests.test_demo_data import _serve_under_files, demo_server  # noqa: F401  (fixture)
+from tests.support.demo import serve_under_files
 
 PROMPTEHR = str(Path(sys.executable).parent / "promptehr")
 FAST = ["--preset", "tiny", "--epochs", "1", "--threads", "1"]
@@ -50,9 +52,10 @@ def _check_outputs(out: Path, stdout: str, n: int) -> dict:
     return report
 
 
-def test_demo_downloads_the_mimic3_demo_then_trains_generates_and_reports(demo_server, tmp_path):  # noqa: F811
+@pytest.mark.slow  # trains, generates and evaluates
+def test_demo_downloads_the_mimic3_demo_then_trains_generates_and_reports(demo_server, tmp_path):
     url, root, requests = demo_server
-    _serve_under_files(root)
+    serve_under_files(root)
     out = tmp_path / "demo"
     proc = _run([*FAST, "--n", "30", "--out", str(out)], tmp_path, PROMPTEHR_DEMO_DATA_URL=url)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -64,6 +67,7 @@ def test_demo_downloads_the_mimic3_demo_then_trains_generates_and_reports(demo_s
     assert NOTICE in proc.stdout.splitlines(), "the ODbL notice comes with the demo data"
 
 
+@pytest.mark.slow  # trains, generates and evaluates
 def test_demo_with_local_data_needs_no_network(shared_data, tmp_path):
     out = tmp_path / "demo"
     # A closed port: any attempt to download would fail the run.

@@ -1,45 +1,15 @@
 """The demo's download path, against a local HTTP server that serves the shared MIMIC-III demo."""
 from __future__ import annotations
 
-import functools
-import http.server
-import shutil
-import threading
-
 import pytest
 
 from model.data.demo_data import FILES, DemoDataUnavailable, fetch_mimic3_demo
-
-
-@pytest.fixture()
-def demo_server(shared_data, tmp_path):
-    root = tmp_path / "www"
-    shutil.copytree(shared_data / "mimic3-demo", root)
-    requests: list[str] = []
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            requests.append(self.path)
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/files/", root, requests
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def _serve_under_files(root):
-    (root / "files").mkdir()
-    for name in FILES:
-        shutil.copy(root / name, root / "files" / name)
+from tests.support.demo import serve_under_files
 
 
 def test_downloads_verifies_and_caches(demo_server, tmp_path):
     url, root, requests = demo_server
-    _serve_under_files(root)
+    serve_under_files(root)
     cache = tmp_path / "cache"
     folder = fetch_mimic3_demo(cache, base_url=url)
     assert sorted(p.name for p in folder.iterdir()) == sorted(FILES)
@@ -54,7 +24,7 @@ def test_downloads_verifies_and_caches(demo_server, tmp_path):
 
 def test_corrupted_download_is_refused_and_leaves_no_file(demo_server, tmp_path):
     url, root, _ = demo_server
-    _serve_under_files(root)
+    serve_under_files(root)
     (root / "files" / "DIAGNOSES_ICD.csv").write_text("row_id,subject_id\n1,2\n")
     cache = tmp_path / "cache"
     with pytest.raises(DemoDataUnavailable, match="DIAGNOSES_ICD.csv.*SHA-256"):

@@ -81,6 +81,7 @@ def test_shard_takes_every_nth_row_and_pads_empty_ranks():
     assert rows.tolist() == [7] and not counts
 
 
+@pytest.mark.slow  # two gloo processes train (~25 s)
 def test_two_gloo_processes_match_one_process_and_resume(tmp_path, shared_data):
     torch.set_num_threads(1)
     train_set, val_set = patients(shared_data)
@@ -104,6 +105,7 @@ def test_two_gloo_processes_match_one_process_and_resume(tmp_path, shared_data):
     assert not (tmp_path / "two.resume").exists()
 
 
+@pytest.mark.slow  # torchrun starts two training processes (~30 s)
 def test_torchrun_checkpoint_loads_and_generates(tmp_path, shared_data):
     out = tmp_path / "model"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.test_worker_support import Api, app_env, create_api_key, start_api
+from tests.support.worker import Api, app_env, create_api_key, start_api
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 

@@ -1,48 +1,73 @@
-"""Utility (TSTR vs TRTR) on a cohort where the last visit follows from the earlier ones."""
+"""Utility (TSTR vs TRTR on CCS phenotypes) on cohorts whose diagnoses come in clinical clusters, and the
+CCS mapping for both code systems."""
 import numpy as np
 
 from model.evaluation import utility
-from model.evaluation.counts import build_index, category_matrix, encode
-from model.icd9 import category_of
+from model.evaluation.counts import build_index, encode
+from model.evaluation.phenotypes import ccs_group, group_matrix
 from model.patient import Patient
 
-POOL = ["4019", "25000", "4280", "486", "5990", "41401", "42731", "496"]
+# three clusters of codes from different CCS groups: a patient draws most codes from one cluster
+CLUSTERS = [["4019", "4280", "42731", "41401"],  # hypertension, heart failure, dysrhythmia, coronary (98, 108, 106, 101)
+            ["25000", "2724", "2449", "2859"],  # diabetes, lipids, thyroid, anemia (49, 53, 48, 59)
+            ["486", "496", "5990", "5849"]]  # pneumonia, COPD, UTI, renal failure (122, 127, 159, 157)
 
 
-def signal(n, seed, prefix, follow=True):
-    """Last visit repeats the first code of the first visit (follow) or a random code."""
+def clustered(n, seed, prefix):
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n):
-        first = [str(c) for c in rng.choice(POOL, 3, replace=False)]
-        last = first[0] if follow else str(rng.choice(POOL))
-        out.append(Patient(f"{prefix}{i}", float(rng.integers(30, 90)), "FM"[i % 2], [first, [last]]))
+        cluster = CLUSTERS[rng.integers(3)]
+        codes = [c for c in cluster if rng.random() < 0.6] or [cluster[0]]
+        out.append(Patient(f"{prefix}{i}", float(rng.integers(30, 90)), "FM"[i % 2], [codes]))
     return out
+
+
+def shuffled(patients, seed):
+    """Each record keeps its length, its codes come from random other records: co-occurrence is lost."""
+    rng = np.random.default_rng(seed)
+    pool = [c for p in patients for v in p.visits for c in v]
+    return [Patient(f"x{i}", p.age, p.sex, [list(dict.fromkeys(rng.choice(pool, len(v)).tolist())) for v in p.visits])
+            for i, p in enumerate(patients)]
 
 
 def scores(train, holdout, synth):
     index = build_index(train, holdout, synth)
-    cats, _ = category_matrix(list(index), category_of)
-    return utility.utility_measures(*(encode(c, index) for c in (train, holdout, synth)), cats)
+    groups, names = group_matrix(list(index))
+    return utility.utility_measures(*(encode(c, index) for c in (train, holdout, synth)), groups, names)
 
 
-def test_tstr_matches_trtr_when_synthetic_keeps_the_signal():
-    train, holdout = signal(600, 0, "t"), signal(300, 1, "h")
-    s = scores(train, holdout, signal(600, 2, "s"))
-    assert s["trtr_auroc"] > 0.75
-    assert abs(s["tstr_auroc"] - s["trtr_auroc"]) < 0.05
+def test_tstr_matches_trtr_when_synthetic_keeps_the_clusters():
+    s = scores(clustered(800, 0, "t"), clustered(400, 1, "h"), clustered(800, 2, "s"))
+    assert s["trtr_auroc"] > 0.8
+    assert abs(s["tstr_auroc"] - s["trtr_auroc"]) < 0.03
+    assert len(s["phenotypes"]) == 10
+    assert all({"ccs", "tstr_auroc", "trtr_auroc", "holdout_positives"} <= set(r) for r in s["phenotypes"])
 
 
-def test_tstr_is_chance_when_synthetic_loses_the_signal():
-    # a classifier fit on noise scores the binary history features with random signs: chance +- ~0.1
-    s = scores(signal(600, 0, "t"), signal(300, 1, "h"), signal(2000, 2, "s", follow=False))
-    assert s["tstr_auroc"] < s["trtr_auroc"] - 0.2
+def test_shuffling_codes_across_patients_lowers_tstr():
+    train = clustered(800, 0, "t")
+    s = scores(train, clustered(400, 1, "h"), shuffled(clustered(800, 2, "s"), 3))
+    assert s["tstr_auroc"] < s["trtr_auroc"] - 0.15
 
 
-def test_single_visit_patients_are_left_out():
-    cohort = signal(5, 0, "t") + [Patient("one", 50, "F", [["4019"]])]
-    index = build_index(cohort)
-    cats, _ = category_matrix(list(index), category_of)
-    x, y = utility.task(encode(cohort, index), cats)
-    assert x.shape[0] == y.shape[0] == 5
-    assert x.shape[1] == cats.shape[1] + 2  # history categories + age + sex
+def test_the_target_groups_codes_are_not_features():
+    # hypertension (4019, 4011: both CCS 98) is added at random to records that are otherwise alike:
+    # without its own codes (and their count) nothing predicts it
+    rng = np.random.default_rng(0)
+    def cohort(n, prefix):
+        return [Patient(f"{prefix}{i}", 50.0, "F", [["25000"] + (["4019", "4011"] if rng.random() < 0.5 else [])])
+                for i in range(n)]
+    s = scores(cohort(400, "t"), cohort(200, "h"), cohort(400, "s"))
+    row = next(r for r in s["phenotypes"] if r["ccs"] == "98")
+    assert row["trtr_auroc"] == 0.5  # constant features: every record scores the same
+
+
+def test_ccs_groups_for_icd9_icd10_and_parent_codes():
+    assert ccs_group("4019") == "98" and ccs_group("401.9") == "98"
+    assert ccs_group("icd10:I10") == "98"  # through the CMS GEM to ICD-9-CM
+    assert ccs_group("icd10:E119") == ccs_group("25000") == "49"
+    assert ccs_group("2765") == "55"  # non-billable parent: its children's one group
+    assert ccs_group("icd10:ZZZ99") is None and ccs_group("XYZ") is None
+    m, names = group_matrix(["4019", "icd10:I10", "XYZ"])
+    assert names == ["98"] and m.toarray().tolist() == [[1.0], [1.0], [0.0]]

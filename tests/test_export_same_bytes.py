@@ -10,7 +10,6 @@ same cohort (same checkpoint, size, seed and spec) in one go and writes it to a 
 from __future__ import annotations
 
 import pytest
-import torch
 from fastapi.testclient import TestClient
 
 from cli.main import main
@@ -23,7 +22,7 @@ from tests.support.databases import throwaway_database
 from worker.context import make_context
 from worker.dispatch import GENERATE, run_task
 
-pytestmark = pytest.mark.services
+pytestmark = [pytest.mark.services, pytest.mark.usefixtures("one_thread")]
 
 N, SEED = 45, 5
 FORMATS = ("jsonl", "csv", "mimic3")
@@ -32,15 +31,6 @@ COHORT = {"n_patients": N, "seed": SEED, "age": AGE, "sex": {"female": 0.4}, "re
           "sampling": {"temperature": 0.9, "top_p": 0.95, "top_k": 0}}
 CLI_SPEC = ["--n", N, "--seed", SEED, "--age-mean", 65, "--age-sd", 15, "--age-min", 18, "--age-max", 90,
             "--female", 0.4, "--require", "4019", "--temperature", 0.9, "--top-p", 0.95, "--top-k", 0]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # 2 shared cores: torch's default threads oversubscribe them (see tests/test_generate.py)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

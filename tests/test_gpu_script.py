@@ -8,7 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
+# bench/gpu.sh --cpu trains, generates and runs the demo (~30 s); the collection check starts pytest (~10 s)
+pytestmark = pytest.mark.slow
 
 
 def test_cpu_fallback_prints_one_json_line_of_figures(shared_data):

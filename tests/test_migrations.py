@@ -16,7 +16,7 @@ TABLES = {"api_keys", "datasets", "training_jobs", "models", "cohorts", "cohort_
           "reports", "idempotency_keys"}
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.services)])
 def fresh_url(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'm.sqlite3'}"

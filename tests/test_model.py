@@ -11,14 +11,7 @@ from model.tokens.tokenizer import Tokenizer
 from model.tokens.vocab import BOS, EOS, Vocabulary
 from tests.test_vocab import toy_patients
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny models gain nothing from threads, and on a busy machine OpenMP spinning makes them 40x slower
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: torch on one thread
 
 
 def tiny(vocab, **kw):

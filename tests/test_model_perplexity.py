@@ -10,13 +10,7 @@ from model.training.perplexity import heldout_perplexity, within_category_nll
 from model.training.train import train
 from tests.test_vocab import toy_patients
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: torch on one thread
 
 
 def test_within_category_nll_by_hand():

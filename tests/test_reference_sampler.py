@@ -21,15 +21,8 @@ from model.nn.checkpoint import load_checkpoint
 N = 48
 SAMPLE_FROM_LOGITS = draw_module.sample_from_logits
 BATCH = 17  # several batches, each padded to MIN_ROWS; rows drop, stragglers join the next batch
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # 2 shared cores: torch's default threads oversubscribe them (measured ~20x slower under load)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# slow: the module fixtures train two models (hierarchical, flat) and each test generates a cohort twice
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]  # one_thread: tests/conftest.py
 
 
 def trained(tmp_path_factory, shared_data, mode: str) -> Sampler:

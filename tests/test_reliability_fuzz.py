@@ -14,10 +14,10 @@ import schemathesis
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 
-from tests.reliability_support import app_env, create_api_key, is_problem, start_api
-from tests.test_worker_support import throwaway_database
+from tests.support.databases import throwaway_database
+from tests.support.reliability import app_env, create_api_key, is_problem, start_api
 
-pytestmark = [pytest.mark.services]
+pytestmark = [pytest.mark.services, pytest.mark.slow]  # slow: the API in a subprocess, fuzzed for 5-20 s a test
 
 OPEN_ROUTES = {"/healthz", "/readyz"}
 EXAMPLES = 30

@@ -7,7 +7,7 @@ import importlib.util
 
 import pytest
 
-from tests.reliability_support import REPO
+from tests.support.reliability import REPO
 
 pytestmark = [pytest.mark.services, pytest.mark.slow, pytest.mark.timeout(300)]
 

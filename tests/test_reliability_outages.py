@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from tests.reliability_support import (
+from tests.support.reliability import (
     Api,
     app_env,
     create_api_key,
@@ -25,7 +25,8 @@ from tests.reliability_support import (
     start_api,
 )
 
-pytestmark = [pytest.mark.services, pytest.mark.timeout(300)]
+# slow: the module fixture starts a private PostgreSQL, Redis and the API (11 s under load)
+pytestmark = [pytest.mark.services, pytest.mark.slow, pytest.mark.timeout(300)]
 
 
 @pytest.fixture(scope="module")
@@ -99,8 +100,8 @@ def _start_api_during_outage(outage):
     """start_api waits for /readyz 200; during an outage wait for /healthz instead."""
     import httpx
 
-    from tests.reliability_support import Process, free_port, wait_until
-    from tests.test_worker_support import PYTHON
+    from tests.support.reliability import Process, free_port, wait_until
+    from tests.support.worker import PYTHON
 
     port = free_port()
     proc = Process([PYTHON, "-m", "uvicorn", "--factory", "service.app:create_app", "--host", "127.0.0.1",

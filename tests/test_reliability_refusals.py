@@ -16,8 +16,8 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from tests.reliability_support import is_problem
-from tests.test_worker_support import throwaway_database
+from tests.support.databases import throwaway_database
+from tests.support.reliability import is_problem
 
 pytestmark = [pytest.mark.services]
 

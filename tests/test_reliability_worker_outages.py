@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import pytest
 import sqlalchemy as sa
 
-from tests.reliability_support import (
+from tests.support.reliability import (
     Api,
     Process,
     app_env,

@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - pytest fixtures imported from tests.test_service_support are redefined as arguments
 """The API's common behaviour: keys, problem documents, body limit, idempotency, cursor pages, jobs."""
 from __future__ import annotations
 
@@ -8,20 +7,7 @@ import pytest
 
 from service import jobs, store
 from service.models import TrainingJob
-from tests.test_service_support import (  # noqa: F401 - fixtures
-    assert_problem,
-    auth,
-    client,
-    client_for,
-    db_url,
-    engine,
-    engines,
-    make_model,
-    pg_migrated_url,
-    session,
-    settings_for,
-    sqlite_migrated_url,
-)
+from tests.support.service import assert_problem, make_model
 
 
 @pytest.fixture

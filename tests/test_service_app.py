@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - pytest fixtures imported from tests.test_service_support are redefined as arguments
 """The app as a whole: start-up schema check, no torch, database and broker outages, real broker."""
 from __future__ import annotations
 
@@ -14,19 +13,8 @@ from fastapi.testclient import TestClient
 from service.app import create_app
 from service.migrate import SchemaOutOfDate
 from service.settings import Settings
-from tests.test_service_support import (  # noqa: F401 - fixtures
-    REPO,
-    assert_problem,
-    auth,
-    client_for,
-    db_url,
-    engine,
-    engines,
-    pg_migrated_url,
-    session,
-    settings_for,
-    sqlite_migrated_url,
-)
+from tests.support import REPO
+from tests.support.service import assert_problem
 
 UNREACHABLE_PG = "postgresql+psycopg://postgres@127.0.0.1:1/promptehr?connect_timeout=2"
 

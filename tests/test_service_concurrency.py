@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - pytest fixtures imported from tests.test_service_support are redefined as arguments
 """Races on real PostgreSQL with real commits: concurrent claims of one job, concurrent last shards."""
 from __future__ import annotations
 
@@ -10,7 +9,7 @@ import sqlalchemy as sa
 from service import store
 from service.db import make_engine, make_sessionmaker
 from service.models import Cohort, Dataset, Model, TrainingJob
-from tests.test_service_support import pg_migrated_url  # noqa: F401 - fixture
+from tests.support.service import fake_patients
 
 THREADS = 6
 
@@ -110,8 +109,6 @@ def test_embedded_sqlite_takes_concurrent_shard_workers(tmp_path):
         cohort_id, shard_ids = cohort.id, [sh.id for sh in shards]
 
     def work(s, i):
-        from tests.test_service_support import fake_patients
-
         shard = store.get_shard(s, shard_ids[i])
         assert store.claim_job(s, "generate", shard.id, f"w{i}")
         for b in range(5):

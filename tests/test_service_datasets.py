@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - pytest fixtures imported from tests.test_service_support are redefined as arguments
 """POST /datasets: the data root is a jail; stats come from the model.data loaders."""
 from __future__ import annotations
 
@@ -8,19 +7,7 @@ import pytest
 
 from service import store
 from service.models import Dataset
-from tests.test_service_support import (  # noqa: F401 - fixtures
-    assert_problem,
-    auth,
-    client,
-    client_for,
-    db_url,
-    engine,
-    engines,
-    pg_migrated_url,
-    session,
-    settings_for,
-    sqlite_migrated_url,
-)
+from tests.support.service import assert_problem
 
 
 def _count(session) -> int:

@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - pytest fixtures imported from tests.test_service_support are redefined as arguments
 """The store the API and the worker share, on PostgreSQL and SQLite (per-test rolled-back transaction)."""
 from __future__ import annotations
 
@@ -10,16 +9,7 @@ import sqlalchemy as sa
 from service import store
 from service.models import CohortPatient, TrainingJob
 from service.models.base import utcnow
-from tests.test_service_support import (  # noqa: F401 - fixtures
-    db_url,
-    engine,
-    engines,
-    fake_patients,
-    make_model,
-    pg_migrated_url,
-    session,
-    sqlite_migrated_url,
-)
+from tests.support.service import fake_patients, make_model
 
 
 def _job(session) -> TrainingJob:

@@ -7,8 +7,10 @@ import redis
 import sqlalchemy as sa
 
 from tests import conftest
+from tests.support import pg_admin_url
 
 
+@pytest.mark.services  # the postgres_url fixture's function, called directly
 def test_postgres_throwaway_database_is_created_and_dropped():
     gen = conftest.postgres_url.__wrapped__()
     url = next(gen)
@@ -21,7 +23,7 @@ def test_postgres_throwaway_database_is_created_and_dropped():
     engine.dispose()
     with pytest.raises(StopIteration):
         next(gen)
-    with psycopg.connect(conftest._pg_admin_url(), autocommit=True) as conn:
+    with psycopg.connect(pg_admin_url(), autocommit=True) as conn:
         found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
     assert found is None
 

@@ -23,7 +23,8 @@ import pytest
 import sqlalchemy as sa
 
 from model.nn.checkpoint import load_checkpoint
-from tests.test_worker_support import (
+from tests.support.databases import throwaway_database
+from tests.support.worker import (
     Api,
     app_env,
     create_api_key,
@@ -32,11 +33,10 @@ from tests.test_worker_support import (
     private_queue,
     start_api,
     start_celery_worker,
-    throwaway_database,
     torch_threads,
 )
 
-pytestmark = [pytest.mark.services, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.services, pytest.mark.slow, pytest.mark.timeout(600)]  # slow: a Celery worker trains
 
 
 @pytest.fixture(scope="module")

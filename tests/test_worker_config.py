@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from tests.test_worker_support import REPO, app_env
+from tests.support import REPO
+from tests.support.worker import app_env
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from service import store
 from service.models import CohortShard, TrainingJob
 from service.models.base import utcnow
 from service.settings import Settings
-from tests.test_worker_support import throwaway_database
+from tests.support.databases import throwaway_database
 from worker.claims import MAX_ATTEMPTS, claim, claimant_is_dead
 from worker.context import make_context, new_worker_id
 from worker.dispatch import GENERATE, TRAIN, run_task

@@ -1,7 +1,7 @@
 """Helpers for the reliability tests (tests/test_reliability_*.py; no tests here).
 
 Private PostgreSQL and Redis servers that a test may stop and start at will (the machine's shared
-ones on 5432/6379 are never touched), plus what tests/test_worker_support.py already gives: the API
+ones on 5432/6379 are never touched), plus what tests/support/worker.py already gives: the API
 under uvicorn, Celery workers, throwaway databases and an HTTP client. Every process is started as
 a subprocess in a session of its own and stopped by its own pid (or process group) here.
 """
@@ -20,11 +20,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psycopg
+import redis
+from psycopg import sql
 
-from tests.test_worker_support import (  # noqa: F401 - re-exported for the reliability tests
+from service.migrate import upgrade
+from tests.support import REPO  # noqa: F401 - re-exported for the reliability tests
+from tests.support.worker import (  # noqa: F401 - re-exported for the reliability tests
     CELERY,
     PYTHON,
-    REPO,
     TERMINAL,
     Api,
     Process,
@@ -114,9 +118,6 @@ class PrivatePostgres:
         wait_port(self.port, up=False)
 
     def create_database(self, name: str) -> str:
-        import psycopg
-        from psycopg import sql
-
         with psycopg.connect(self.admin_url, autocommit=True, connect_timeout=5) as conn:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         return self.url(name)
@@ -183,8 +184,6 @@ def private_redis() -> Iterator[PrivateRedis]:
 
 
 def migrated(url: str) -> str:
-    from service.migrate import upgrade
-
     upgrade(url)
     return url
 
@@ -220,7 +219,7 @@ def is_problem(response: httpx.Response, status: int | None = None) -> dict:
 
 
 def spawn_celery_worker(env: dict[str, str], log_path: Path, name: str) -> Process:
-    """A Celery worker like tests.test_worker_support.start_celery_worker, without waiting for it to be
+    """A Celery worker like tests.support.worker.start_celery_worker, without waiting for it to be
     ready (so that several can start at once); call .wait_for_log(" ready.", timeout) on it."""
     return Process([CELERY, "-A", "worker.celery_app", "worker", "-Q", "gpu", "-c", "1", "-P", "prefork",
                     "--loglevel", "info", "--without-gossip", "--without-mingle", "-n", f"{name}@%h"], env, log_path)
@@ -229,8 +228,6 @@ def spawn_celery_worker(env: dict[str, str], log_path: Path, name: str) -> Proce
 def redis_messages_for(url: str, job_id: str) -> dict[str, int]:
     """How many Celery messages naming `job_id` sit in the broker: {"queued": n, "unacked": m}
     ("unacked": delivered to a worker that has not acknowledged them; kombu's `unacked` hash)."""
-    import redis
-
     client = redis.Redis.from_url(url)
     try:
         queued = sum(job_id.encode() in m for m in client.lrange("gpu", 0, -1))

@@ -1,7 +1,7 @@
-"""Helpers for the worker and end-to-end tests (imported by test_worker_* and test_e2e_* modules; no
-tests here): a throwaway migrated PostgreSQL database, a real Celery worker process, the API under
-uvicorn (or `promptehr serve`) in a subprocess on a free loopback port, and an HTTP client that
-polls jobs. Every process a test starts is stopped by it, by its own pid."""
+"""Helpers for the worker and end-to-end tests (test_worker_*, test_e2e_* and, through
+tests/support/reliability.py, test_reliability_*): a real Celery worker process, the API under uvicorn
+(or `promptehr serve`) in a subprocess on a free loopback port, and an HTTP client that polls jobs.
+Every process a test starts is stopped by it, by its own pid."""
 from __future__ import annotations
 
 import contextlib
@@ -12,38 +12,17 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import redis
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.support import REPO
+
 PYTHON = sys.executable
 CELERY = str(Path(PYTHON).with_name("celery"))
 TERMINAL = ("succeeded", "failed", "cancelled")
 TORCH_THREADS = "1"
-
-
-@contextlib.contextmanager
-def throwaway_database() -> Iterator[str]:
-    """A fresh, migrated PostgreSQL database of its own (so no other test's jobs are in it)."""
-    import psycopg
-    from psycopg import sql
-
-    from service.migrate import upgrade
-    from tests.conftest import _pg_admin_url
-
-    admin = _pg_admin_url()
-    name = f"promptehr_worker_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = f"{admin.rsplit('/', 1)[0].replace('postgresql://', 'postgresql+psycopg://', 1)}/{name}"
-    try:
-        upgrade(url)
-        yield url
-    finally:
-        with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def private_queue() -> str:
@@ -53,8 +32,6 @@ def private_queue() -> str:
 
 
 def delete_queue(url: str, queue: str) -> None:
-    import redis
-
     client = redis.Redis.from_url(url)
     try:
         client.delete(queue, f"_kombu.binding.{queue}")
@@ -90,6 +67,8 @@ def app_env(*, home: Path, data_root: Path, database_url: str | None = None, bro
 @contextlib.contextmanager
 def torch_threads(n: int = int(TORCH_THREADS)):
     """This process's torch at the thread count the test's subprocesses use."""
+    # imported here, not at the top: torch takes 3-4 s to import (measured under load) and most
+    # importers of this module never need it
     import torch
 
     before = torch.get_num_threads()
