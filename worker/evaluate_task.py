@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 
-from model.evaluation import build_report
+from model.evaluation import EvaluationConfig, build_report
 from model.evaluation.html import render_html
+from model.evaluation.model_scores import model_patients_for
 from model.evaluation.scorer import load_scorer
 from model.patient import Patient
 from model.split import split_patients
@@ -27,15 +28,9 @@ log = logging.getLogger(__name__)
 
 KIND = "evaluate"
 STEPS = 4
-# Model scores run the model over the holdout (and generate one record per holdout patient); above
-# this many holdout patients they are left out.
-MAX_SCORED_HOLDOUT = {"cuda": 5000, "cpu": 200}
 
 
-def _scorer(ctx: WorkerContext, model_row, n_holdout: int):
-    device = ctx.get_device()
-    if n_holdout > MAX_SCORED_HOLDOUT["cuda" if device.startswith("cuda") else "cpu"]:
-        return None
+def _scorer(ctx: WorkerContext, model_row):
     directory = checkpoint_dir(ctx.model_root, model_row.checkpoint_path)
     verify_registered(directory, model_row.manifest_sha256)
     return load_scorer(directory, ctx.get_device())
@@ -72,10 +67,12 @@ def evaluate_report(ctx: WorkerContext, lease: Lease) -> None:
                  "spec": cohort.spec}
 
     def report(scorer, generator):
-        return build_report(synthetic, train, holdout, model_scorer=scorer, generator=generator,
+        # model scores on a seeded subsample of a large holdout (its size is in the report)
+        config = EvaluationConfig(model_patients=model_patients_for(ctx.get_device()))
+        return build_report(synthetic, train, holdout, config=config, model_scorer=scorer, generator=generator,
                             seeds={"cohort": cohort.seed, "n_patients": cohort.n_patients}, split_seed=split_seed)
 
-    scorer = _scorer(ctx, model_row, len(holdout))
+    scorer = _scorer(ctx, model_row)
     try:
         result = report(scorer, generator)
     except Exception as e:

@@ -82,10 +82,28 @@ def data_table(report: Report) -> str:
 def model_table(report: Report) -> str:
     if report.model is None:
         return "<p>No model was given: perplexity and reconstruction were not computed.</p>"
+    m = report.model
+    size = (f"<p>Scored on {m.patients} of the holdout's {m.holdout_patients} patients"
+            f"{' (a seeded subsample)' if (m.patients or 0) < (m.holdout_patients or 0) else ''}.</p>"
+            if m.patients is not None else "")
     rows = "".join(f"<tr><td class='name'>perplexity {html.escape(k)}</td><td>{_num(v)}</td></tr>" for k, v in report.model.perplexity.items())
     rows += (f"<tr><td class='name'>reconstruction Jaccard ({report.model.reconstruction_patients} holdout patients)</td>"
              f"<td>{_num(report.model.reconstruction_jaccard)}</td></tr>")
-    return f"<table>{rows}</table>"
+    return f"{size}<table>{rows}</table>"
+
+
+def phenotype_table(report: Report) -> str:
+    """Utility per phenotype: CCS group, its share of train and synthetic patients, TSTR beside TRTR."""
+    if not report.utility_phenotypes:
+        return ""
+    rows = "".join(
+        f"<tr><td class='name'>{html.escape(p.ccs)}</td><td class='desc'>{html.escape(p.title)}</td>"
+        f"<td>{p.train_share:.3f}</td><td>{p.synthetic_share:.3f}</td><td>{p.holdout_positives}</td>"
+        f"<td>{p.tstr_auroc:.3f}</td><td>{p.trtr_auroc:.3f}</td></tr>"
+        for p in report.utility_phenotypes
+    )
+    return ("<h2>Utility by phenotype (CCS diagnosis groups)</h2><table><tr><th>CCS</th><th>title</th><th>train share</th>"
+            f"<th>synthetic share</th><th>holdout positives</th><th>TSTR AUROC</th><th>TRTR AUROC</th></tr>{rows}</table>")
 
 
 def top_table(title: str, codes: list[str], prevalence: dict[str, np.ndarray], by: str, k: int = 20) -> str:
@@ -110,7 +128,12 @@ def figures_html(report: Report) -> str:
     train = prev["train"]
     parts.append(_png(plots.prevalence_scatter({k: (train, prev[k]) for k in ("holdout", "synthetic")}, "codes (share of visits)")))
     parts.append(_png(plots.prevalence_scatter(f["pair_prevalence"], "same-visit pairs (share of visits)")))
-    parts.append("</div><h2>Lengths</h2>")
+    parts.append("</div>")
+    if report.fidelity_by_size is not None and report.fidelity_by_size.n:
+        parts.append("<h2>Fidelity by sample size</h2><p>R^2 against train of synthetic and holdout samples of the "
+                     "same size: where the synthetic curve stays on the holdout's, it is as good as real data.</p>")
+        parts.append(_png(plots.fidelity_by_size(report.fidelity_by_size.model_dump())))
+    parts.append("<h2>Lengths</h2>")
     parts.append(_png(plots.count_histograms(f["lengths"])))
     parts.append("<h2>Demographics</h2>")
     parts.append(_png(plots.demographics(f["demographics"])))
@@ -133,5 +156,5 @@ def render_html(report: Report) -> str:
         "<p>Each synthetic figure stands beside its limit: the holdout's value against train, what a perfect "
         "generator reaches. Measures that move with sample size are the mean (&plusmn; std) over synthetic "
         "subsamples of the holdout's size; the whole-cohort value is beside it.</p>"
-        f"{summary_table(report)}<h2>Model</h2>{model_table(report)}{figures_html(report)}</body></html>"
+        f"{summary_table(report)}{phenotype_table(report)}<h2>Model</h2>{model_table(report)}{figures_html(report)}</body></html>"
     )

@@ -112,3 +112,26 @@ def distance_histograms(distances: dict[str, np.ndarray]):
     ax.legend()
     fig.tight_layout()
     return fig
+
+
+def fidelity_by_size(curves: dict):
+    """R^2 against train by sample size, one panel per measure: synthetic (solid) and holdout (dashed).
+
+    The holdout's curve is what a real sample of that size reaches; where the synthetic curve falls
+    below it, the generator stops tracking real data at that resolution.
+    """
+    names = list(curves["holdout"])
+    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.5), squeeze=False)
+    n = curves["n"]
+    for ax, name in zip(axes[0], names):
+        for cohort, style in (("holdout", "--"), ("synthetic", "-")):
+            y = [np.nan if v is None else v for v in curves[cohort][name]]
+            ax.plot(n, y, style, marker="o", color=COLOURS[cohort], label=cohort)
+        ax.set_xscale("log")
+        ax.set_xticks(n, [str(k) for k in n])
+        ax.set_xlabel("patients in the sample")
+        ax.set_ylabel("R^2 against train")
+        ax.set_title(name)
+        ax.legend()
+    fig.tight_layout()
+    return fig

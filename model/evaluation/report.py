@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 from model.codes import category_of
-from model.evaluation import fidelity, privacy, utility, validity
+from model.evaluation import by_size, detection, fidelity, privacy, utility, validity
 from model.evaluation.counts import (
     Encoded,
     align,
@@ -25,12 +25,15 @@ from model.evaluation.counts import (
     subset,
 )
 from model.evaluation.model_scores import ModelScorer, model_section
+from model.evaluation.phenotypes import ccs_title, group_matrix
 from model.evaluation.schema import (
     CohortSummary,
     DataSummary,
     EvaluationConfig,
+    FidelityBySize,
     Measure,
     ModelScores,
+    PhenotypeScore,
     Report,
 )
 from model.evaluation.thresholds import threshold
@@ -78,11 +81,20 @@ def fidelity_section(tr: Encoded, ho: Encoded, sy: Encoded, cats, cfg: Evaluatio
     for name, value in lengths.items():
         ref = train_means[name] if name.endswith("_mean") else None
         out[name] = measure("fidelity", name, value, lengths_limit[name], reference=ref)
+    out["detection_auroc"] = detection_measure(tr, ho, sy, cats, cfg.seed, rng)
+    figures["by_size"] = by_size.fidelity_by_size(st_tr, ho, sy, cats, rng)
     figures.update(
         code_prevalence={k: s.code_visits / max(s.n_visits, 1) for k, s in (("train", st_tr), ("holdout", st_ho), ("synthetic", st_sy))},
         pair_prevalence={k: _pairs(st_tr, s) for k, s in (("holdout", st_ho), ("synthetic", st_sy))},
     )
     return out
+
+
+def detection_measure(tr: Encoded, ho: Encoded, sy: Encoded, cats, seed: int, rng) -> Measure:
+    """Holdout vs synthetic, beside holdout vs an equal-size train sample (two real samples: the limit)."""
+    members = np.sort(rng.choice(tr.n_patients, min(ho.n_patients, tr.n_patients), replace=False))
+    return measure("fidelity", "detection_auroc", detection.detection_auroc(ho, sy, cats, seed),
+                   detection.detection_auroc(ho, subset(tr, members), cats, seed), ideal=0.5)
 
 
 def _pairs(train: fidelity.Stats, other: fidelity.Stats):
@@ -120,11 +132,14 @@ def privacy_section(train: list[Patient], holdout: list[Patient], synthetic: lis
     }
 
 
-def utility_section(tr: Encoded, ho: Encoded, sy: Encoded, cats, cfg: EvaluationConfig) -> dict:
-    scores = utility.utility_measures(tr, ho, sy, cats, labels=cfg.utility_labels, seed=cfg.seed)
+def utility_section(tr: Encoded, ho: Encoded, sy: Encoded, codes: list[str], cfg: EvaluationConfig, figures: dict) -> dict:
+    groups, names = group_matrix(codes)
+    scores = utility.utility_measures(tr, ho, sy, groups, names, labels=cfg.utility_labels, seed=cfg.seed)
+    figures["phenotypes"] = [PhenotypeScore(title=ccs_title(r["ccs"]), **r) for r in scores["phenotypes"]]
+    n = len(scores["phenotypes"])
     return {
-        "tstr_auroc": measure("utility", "tstr_auroc", scores["tstr_auroc"], scores["trtr_auroc"]),
-        "trtr_auroc": Measure(value=scores["trtr_auroc"]),
+        "tstr_auroc": measure("utility", "tstr_auroc", scores["tstr_auroc"], scores["trtr_auroc"], n=n),
+        "trtr_auroc": Measure(value=scores["trtr_auroc"], n=n),
     }
 
 
@@ -159,9 +174,10 @@ def build_report(synthetic: list[Patient], train: list[Patient], holdout: list[P
         "fidelity": timed("fidelity", fidelity_section, tr, ho, sy, cats, cfg, rng, figures),
         "validity": timed("validity", validity_section, train, holdout, synthetic, ho, sy, codes, synthetic_categories),
         "privacy": timed("privacy", privacy_section, train, holdout, synthetic, tr, ho, sy, rng, figures),
-        "utility": timed("utility", utility_section, tr, ho, sy, cats, cfg),
+        "utility": timed("utility", utility_section, tr, ho, sy, codes, cfg, figures),
     }
-    scores = ModelScores(**timed("model", model_section, model_scorer, holdout)) if model_scorer is not None else None
+    scores = ModelScores(**timed("model", model_section, model_scorer, holdout, cfg.model_patients, cfg.seed)) \
+        if model_scorer is not None else None
     figures.update(
         codes=codes,
         lengths={k: (e.visits_per_patient, e.codes_per_visit) for k, e in (("train", tr), ("holdout", ho), ("synthetic", sy))},
@@ -172,6 +188,8 @@ def build_report(synthetic: list[Patient], train: list[Patient], holdout: list[P
         generator=generator, seeds=seeds or {}, split_seed=split_seed, evaluation=cfg,
         data=DataSummary(train=summary(tr), holdout=summary(ho), synthetic=summary(sy)),
         model=scores,
+        utility_phenotypes=figures["phenotypes"],
+        fidelity_by_size=FidelityBySize(**figures["by_size"]),
         passed={name: all(m.passed for m in sec.values() if m.passed is not None) for name, sec in sections.items()},
         seconds={k: round(v, 3) for k, v in seconds.items()},
         **sections,

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"  # 1.1: model sample sizes, utility phenotypes, detection, fidelity by size
 
 
 class Measure(BaseModel):
@@ -45,14 +45,38 @@ class ModelScores(BaseModel):
     perplexity: dict[str, float | None]
     reconstruction_jaccard: float | None
     reconstruction_patients: int
+    patients: int | None = None  # holdout patients scored (a seeded subsample when the holdout is larger)
+    holdout_patients: int | None = None
+
+
+class PhenotypeScore(BaseModel):
+    """One utility phenotype (a CCS single-level diagnosis group): TSTR beside TRTR."""
+
+    ccs: str
+    title: str = ""
+    train_share: float  # share of train patients with the phenotype
+    synthetic_share: float
+    holdout_positives: int
+    tstr_auroc: float
+    trtr_auroc: float
+
+
+class FidelityBySize(BaseModel):
+    """Prevalence R^2 against train of synthetic and holdout subsamples of n patients (mean of `repeats`)."""
+
+    n: list[int]
+    repeats: int
+    synthetic: dict[str, list[float | None]]
+    holdout: dict[str, list[float | None]]
 
 
 class EvaluationConfig(BaseModel):
     """How the report was computed; recorded in it so a figure can be reproduced."""
 
-    seed: int = 0  # subsamples, the train sample for privacy, classifiers
+    seed: int = 0  # subsamples, the train sample for privacy, classifiers, the model-score subsample
     n_subsamples: int = 5  # equal-size subsamples of the synthetic cohort
-    utility_labels: int = 20  # top-k last-visit categories
+    utility_labels: int = 10  # utility phenotypes: the k most common CCS groups of train (schema 1.0: last-visit categories)
+    model_patients: int | None = 2000  # holdout patients the model scores at most (model_scores.MODEL_PATIENTS)
 
 
 class Report(BaseModel):
@@ -69,6 +93,8 @@ class Report(BaseModel):
     validity: dict[str, Measure]
     privacy: dict[str, Measure]
     utility: dict[str, Measure]
+    utility_phenotypes: list[PhenotypeScore] = Field(default_factory=list)  # per phenotype, behind utility's means
+    fidelity_by_size: FidelityBySize | None = None
     model: ModelScores | None = None
     passed: dict[str, bool] = Field(default_factory=dict)  # per section: every measure with a verdict passes
     seconds: dict[str, float] = Field(default_factory=dict)  # time per section

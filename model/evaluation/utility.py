@@ -1,9 +1,23 @@
 """Utility: is a classifier trained on the cohort as useful on real patients as one trained on real data?
 
-Task: predict the categories of a patient's last visit from the categories of the earlier visits plus
-age and sex. Train on synthetic, test on the real holdout (TSTR) versus train on real train, test on
-the same holdout (TRTR, the limit). Patients with a single visit have no history to predict from and
-are left out of both training and testing.
+Task: phenotypes, as CCS single-level diagnosis groups (phenotypes.py), predicted from the rest of the
+record. For each phenotype, a patient is positive if any code of the group is in the record; the
+features are the patient's other CCS groups (multi-hot over all visits, computed after the group's own
+codes are removed, so the answer is never in the question), log(1 + other distinct codes),
+log(1 + visits), age / 100 and sex (1 = female). The phenotypes are the
+`labels` most common groups among training patients that have at least MIN_POSITIVES positive and
+negative holdout patients. Train on synthetic, test on the real holdout (TSTR) versus train on real
+train, test on the same holdout (TRTR, the limit); AUROC per phenotype, averaged.
+
+Features, measured on DE-SynPUF samples 1-6 (15,566 train, 1,990 holdout patients, TRTR): other codes
+0.642, other groups 0.679, groups + the two lengths 0.718 (a generator that shuffles codes across
+patients, lengths kept: TSTR 0.682; 10,000 training records copied: 0.714). Groups pool codes that
+each occur in few patients, so the classifier overfits less.
+
+Why this task: the earlier one (last-visit categories from the earlier visits) has no signal on
+DE-SynPUF even for real data (TRTR 0.504), so it could not tell a good generator from noise. Which
+diagnoses come together in a patient is what a phenotype model learns from real data, and what a
+generator that breaks co-occurrence (shuffling codes across patients) loses.
 """
 from __future__ import annotations
 
@@ -14,71 +28,71 @@ import scipy.sparse as sp
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-from model.evaluation.counts import Encoded, binarize
+from model.evaluation.counts import Encoded, binarize, patient_matrix
 
-TOP_LABELS = 20  # the most frequent last-visit categories of the training data
-
-
-def task(enc: Encoded, categories: sp.csr_matrix) -> tuple[sp.csr_matrix, sp.csr_matrix]:
-    """(features, targets) for patients with >= 2 visits.
-
-    features = multi-hot categories of all but the last visit, age / 100, sex (1 = female);
-    targets = multi-hot categories of the last visit.
-    """
-    rows = np.flatnonzero(enc.visits_per_patient >= 2)
-    last = enc.visit_start[rows] + enc.visits_per_patient[rows] - 1
-    # history visits: every visit of a kept patient but its last
-    lengths = enc.visits_per_patient[rows] - 1
-    starts = enc.visit_start[rows]
-    offsets = np.repeat(np.cumsum(lengths) - lengths, lengths)
-    history = np.repeat(starts, lengths) + np.arange(lengths.sum()) - offsets
-    owner = sp.csr_matrix((np.ones(len(history), dtype=np.float32), (np.repeat(np.arange(len(rows)), lengths), history)),
-                          shape=(len(rows), enc.n_visits))
-    hist = binarize(owner @ enc.visits @ categories)
-    demo = sp.csr_matrix(np.c_[enc.age[rows] / 100.0, enc.female[rows].astype(np.float64)])
-    x = sp.hstack([hist, demo], format="csr")
-    y = binarize(enc.visits[last] @ categories)
-    return x, y
+PHENOTYPES = 10  # the most common CCS groups of the training patients
+MIN_POSITIVES = 20  # positive and negative holdout patients a phenotype needs for a stable AUROC
 
 
-def top_labels(y_train: sp.csr_matrix, k: int = TOP_LABELS) -> np.ndarray:
+def phenotype_targets(enc: Encoded, groups: sp.csr_matrix) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """(patient code sets (n_patients, n_codes), patient phenotypes (n_patients, n_groups)), both 0/1."""
+    codes = patient_matrix(enc)
+    return codes, binarize(codes @ groups)
+
+
+def features(codes: sp.csr_matrix, enc: Encoded, groups: sp.csr_matrix, drop: np.ndarray) -> sp.csr_matrix:
+    """Without the code columns `drop` (the target group's codes): multi-hot groups (n_patients, n_groups),
+    log1p(distinct codes), log1p(visits), age / 100, sex."""
+    keep = np.ones(codes.shape[1], dtype=np.float32)
+    keep[drop] = 0.0
+    kept = codes @ sp.diags(keep)  # (n_patients, n_codes)
+    n_codes = np.asarray(kept.sum(axis=1)).ravel()
+    dense = np.c_[np.log1p(n_codes), np.log1p(enc.visits_per_patient), enc.age / 100.0, enc.female.astype(np.float64)]
+    return sp.hstack([binarize(kept @ groups), sp.csr_matrix(dense)], format="csr")
+
+
+def choose_phenotypes(y_train: sp.csr_matrix, y_holdout: sp.csr_matrix, k: int = PHENOTYPES) -> np.ndarray:
+    """Columns of the k most common training phenotypes with MIN_POSITIVES positives and negatives in the holdout."""
     counts = np.asarray(y_train.sum(axis=0)).ravel()
-    order = np.argsort(-counts, kind="stable")[:k]
-    return order[counts[order] > 0]
+    pos = np.asarray(y_holdout.sum(axis=0)).ravel()
+    ok = (pos >= MIN_POSITIVES) & (y_holdout.shape[0] - pos >= MIN_POSITIVES) & (counts > 0)
+    order = np.argsort(-counts, kind="stable")
+    return order[ok[order]][:k]
 
 
-def macro_auroc(x_fit, y_fit, x_test, y_test, labels: np.ndarray, seed: int = 0) -> float | None:
-    """Mean AUROC over the labels with both classes in the test set.
-
-    A label with one class in the training set gets a constant score (AUROC 0.5): a generator that
-    never produces a category cannot teach the classifier about it.
-    """
-    y_fit = y_fit.tocsc()
-    y_test = y_test.tocsc()
-    aucs = []
-    for j in labels:
-        truth = y_test[:, j].toarray().ravel()
-        if len(truth) == 0 or truth.min() == truth.max():
-            continue
-        target = y_fit[:, j].toarray().ravel()
-        if len(target) == 0 or target.min() == target.max():
-            aucs.append(0.5)
-            continue
-        model = LogisticRegression(C=1.0, solver="liblinear", max_iter=200, random_state=seed)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model.fit(x_fit, target)
-        aucs.append(roc_auc_score(truth, model.decision_function(x_test)))
-    return float(np.mean(aucs)) if aucs else None
+def auroc(x_fit, y_fit, x_test, y_test, seed: int = 0) -> float:
+    """AUROC on the test set of a logistic regression fit on (x_fit, y_fit); 0.5 when y_fit has one class
+    (a generator that never produces a phenotype cannot teach the classifier about it)."""
+    if len(y_fit) == 0 or y_fit.min() == y_fit.max():
+        return 0.5
+    model = LogisticRegression(C=1.0, solver="liblinear", max_iter=200, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(x_fit, y_fit)
+    return float(roc_auc_score(y_test, model.decision_function(x_test)))
 
 
-def utility_measures(train: Encoded, holdout: Encoded, synth: Encoded, categories: sp.csr_matrix,
-                     labels: int = TOP_LABELS, seed: int = 0) -> dict[str, float | None]:
-    x_tr, y_tr = task(train, categories)
-    x_ho, y_ho = task(holdout, categories)
-    x_sy, y_sy = task(synth, categories)
-    chosen = top_labels(y_tr, labels)
-    return {
-        "tstr_auroc": macro_auroc(x_sy, y_sy, x_ho, y_ho, chosen, seed),
-        "trtr_auroc": macro_auroc(x_tr, y_tr, x_ho, y_ho, chosen, seed),
-    }
+def phenotype_scores(train: Encoded, holdout: Encoded, synth: Encoded, groups: sp.csr_matrix, names: list[str],
+                     labels: int = PHENOTYPES, seed: int = 0) -> list[dict]:
+    """Per chosen phenotype: {"ccs", "train_share", "holdout_positives", "tstr_auroc", "trtr_auroc"}."""
+    (c_tr, y_tr), (c_ho, y_ho), (c_sy, y_sy) = (phenotype_targets(e, groups) for e in (train, holdout, synth))
+    y_tr, y_ho, y_sy = y_tr.tocsc(), y_ho.tocsc(), y_sy.tocsc()
+    groups_csc = groups.tocsc()
+    out = []
+    for j in choose_phenotypes(y_tr, y_ho, labels):
+        drop = groups_csc[:, j].nonzero()[0]
+        col = [y[:, j].toarray().ravel() for y in (y_tr, y_ho, y_sy)]
+        x_tr, x_ho, x_sy = (features(c, e, groups, drop) for c, e in ((c_tr, train), (c_ho, holdout), (c_sy, synth)))
+        out.append({"ccs": names[j], "train_share": float(col[0].mean()), "holdout_positives": int(col[1].sum()),
+                    "synthetic_share": float(col[2].mean()) if len(col[2]) else 0.0,
+                    "tstr_auroc": auroc(x_sy, col[2], x_ho, col[1], seed),
+                    "trtr_auroc": auroc(x_tr, col[0], x_ho, col[1], seed)})
+    return out
+
+
+def utility_measures(train: Encoded, holdout: Encoded, synth: Encoded, groups: sp.csr_matrix, names: list[str],
+                     labels: int = PHENOTYPES, seed: int = 0) -> dict:
+    """{"tstr_auroc", "trtr_auroc"} = the mean over phenotypes (None without one), "phenotypes" = the rows."""
+    rows = phenotype_scores(train, holdout, synth, groups, names, labels, seed)
+    mean = (lambda key: float(np.mean([r[key] for r in rows]))) if rows else (lambda key: None)
+    return {"tstr_auroc": mean("tstr_auroc"), "trtr_auroc": mean("trtr_auroc"), "phenotypes": rows}
