@@ -187,38 +187,34 @@ def _finish_cohort_of(session: Session, k: JobKind, job_id: str, status: str, er
     )
 
 
-def mark_failed(session: Session, kind: str, job_id: str, error: str, *, worker_id: str | None = None) -> bool:
-    """Fail a job with a message (no stack traces: they reach API users). A failed shard or
-    evaluation fails its cohort. False when the job was already finished."""
+def _finish_unsuccessfully(session: Session, kind: str, job_id: str, worker_id: str | None, cohort_error: str | None,
+                           **values) -> bool:
+    """Fail or cancel a job (values: its status and what else the row records) and, for a shard or an
+    evaluation, its cohort the same way. False when the job was already finished."""
     k = job_kind(kind)
-    error = (error or "failed")[:MAX_ERROR_CHARS]
     start_write(session)
     n = run_update(
         session,
-        sa.update(k.model)
-        .where(*_finish_where(k.model, job_id, worker_id))
-        .values(status=JobStatus.failed.value, error=error, finished_at=utcnow()),
+        sa.update(k.model).where(*_finish_where(k.model, job_id, worker_id)).values(finished_at=utcnow(), **values),
     )
     if n == 1:
-        _finish_cohort_of(session, k, job_id, JobStatus.failed.value, k.failure_prefix + error)
+        _finish_cohort_of(session, k, job_id, values["status"], cohort_error)
     session.commit()
     return n == 1
+
+
+def mark_failed(session: Session, kind: str, job_id: str, error: str, *, worker_id: str | None = None) -> bool:
+    """Fail a job with a message (no stack traces: they reach API users). A failed shard or
+    evaluation fails its cohort. False when the job was already finished."""
+    error = (error or "failed")[:MAX_ERROR_CHARS]
+    return _finish_unsuccessfully(session, kind, job_id, worker_id, job_kind(kind).failure_prefix + error,
+                                  status=JobStatus.failed.value, error=error)
 
 
 def mark_cancelled(session: Session, kind: str, job_id: str, *, worker_id: str | None = None) -> bool:
     """Record that a job stopped on request. A cancelled shard or evaluation cancels its cohort."""
-    k = job_kind(kind)
-    start_write(session)
-    n = run_update(
-        session,
-        sa.update(k.model)
-        .where(*_finish_where(k.model, job_id, worker_id))
-        .values(status=JobStatus.cancelled.value, cancel_requested=True, finished_at=utcnow()),
-    )
-    if n == 1:
-        _finish_cohort_of(session, k, job_id, JobStatus.cancelled.value, None)
-    session.commit()
-    return n == 1
+    return _finish_unsuccessfully(session, kind, job_id, worker_id, None,
+                                  status=JobStatus.cancelled.value, cancel_requested=True)
 
 
 # --- the sweep's view -----------------------------------------------------------------------------
