@@ -13,6 +13,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from platformdirs import user_cache_dir
+
 DEFAULT_URL = "https://physionet.org/files/mimiciii-demo/1.4/"
 
 # From PhysioNet's SHA256SUMS.txt for mimiciii-demo 1.4.
@@ -31,7 +33,6 @@ class DemoDataUnavailable(RuntimeError):
 
 
 def default_cache_dir() -> Path:
-    from platformdirs import user_cache_dir
 
     return Path(os.environ.get("PROMPTEHR_CACHE", user_cache_dir("promptehr"))) / "mimiciii-demo-1.4"
 

