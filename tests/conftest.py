@@ -217,6 +217,17 @@ def settings_for(db_url, tmp_path):
 
 
 @pytest.fixture
+def runner():
+    """The service's local runner replaced by one that records the (task name, job id) it is handed."""
+    from service import jobs
+
+    calls: list[tuple[str, str]] = []
+    jobs.set_local_runner(lambda name, job_id: calls.append((name, job_id)))
+    yield calls
+    jobs.set_local_runner(None)
+
+
+@pytest.fixture
 def client_for(session, settings_for):
     """client_for(**settings) -> a TestClient on a fresh app whose sessions join the test transaction."""
     from fastapi.testclient import TestClient

@@ -10,7 +10,7 @@ import pytest
 from model.generation.cohort import CohortSpec
 from model.patient import Patient
 from model.tokens.vocab import Vocabulary
-from service import jobs, store
+from service import store
 from service.migrate import upgrade
 from service.settings import Settings
 from tests.support.service import assert_problem, make_model
@@ -19,14 +19,6 @@ from worker.dispatch import TRAIN, run_task
 from worker.train_task import code_systems_of, load_dataset
 
 AGE = {"distribution": "normal", "mean": 60, "sd": 10, "min": 18, "max": 90}
-
-
-@pytest.fixture
-def runner():
-    calls: list[tuple[str, str]] = []
-    jobs.set_local_runner(lambda name, job_id: calls.append((name, job_id)))
-    yield calls
-    jobs.set_local_runner(None)
 
 
 def mixed_model(session) -> str:

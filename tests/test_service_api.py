@@ -5,18 +5,9 @@ import json
 
 import pytest
 
-from service import jobs, store
+from service import store
 from service.models import TrainingJob
 from tests.support.service import assert_problem, make_model
-
-
-@pytest.fixture
-def runner():
-    """A local runner that records what it is handed."""
-    calls: list[tuple[str, str]] = []
-    jobs.set_local_runner(lambda name, job_id: calls.append((name, job_id)))
-    yield calls
-    jobs.set_local_runner(None)
 
 
 def _dataset(session) -> str:

@@ -8,19 +8,11 @@ import zipfile
 
 import pytest
 
-from service import jobs, store
+from service import store
 from service.models import Report
 from tests.support.service import assert_problem, fake_patients, make_model
 
 NORMAL = {"distribution": "normal", "mean": 70, "sd": 10, "min": 18, "max": 90}
-
-
-@pytest.fixture
-def runner():
-    calls: list[tuple[str, str]] = []
-    jobs.set_local_runner(lambda name, job_id: calls.append((name, job_id)))
-    yield calls
-    jobs.set_local_runner(None)
 
 
 @pytest.fixture
