@@ -9,7 +9,7 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser("db", help="database migrations", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     up = sub.add_parser("upgrade", help="migrate to the latest schema (or --revision)")
-    up.add_argument("--revision", default="head")
+    up.add_argument("--revision", default="head", help="Alembic revision to upgrade to")
     up.set_defaults(func=upgrade)
     cur = sub.add_parser("current", help="print the database's schema revision and the latest one")
     cur.set_defaults(func=current)

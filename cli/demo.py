@@ -27,7 +27,7 @@ def add_parser(subparsers) -> None:
                    help="data folder(s) or file(s) (default: the MIMIC-III demo, downloaded into the cache once)")
     p.add_argument("--format", default=None, help="mimic3 | mimic4 | desynpuf | long (default: detected)")
     p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help=f"output folder (default ./{DEFAULT_OUT})")
-    p.add_argument("--preset", choices=("tiny", "small", "base"), default="small")
+    p.add_argument("--preset", choices=("tiny", "small", "base"), default="small", help="model size")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the preset's)")
     p.add_argument("--n", type=int, default=DEFAULT_N, metavar="N", help=f"synthetic patients (default {DEFAULT_N})")
     p.add_argument("--seed", type=int, default=0, help="seed of training, the cohort and the report (default 0)")

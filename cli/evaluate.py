@@ -1,10 +1,12 @@
-"""`promptehr evaluate`: the cohort report (JSON, optionally HTML) of a synthetic JSONL file against real data.
+"""`promptehr evaluate`: the cohort report (JSON, optionally HTML) of a synthetic cohort against real data.
 
     promptehr evaluate --synthetic cohort.jsonl --real DATA... [--format F] [--code-system S] [--model DIR]
-                       [--split-seed 0] --out report.json [--html report.html]
+                       [--split-seed 0] --out report.json [--html report.html] [--fail-on fidelity,privacy]
 
-The real data is split with model/split.py (80/10/10 by seed); the synthetic cohort is compared with
-train, and the holdout with train as the limit. Prints the pass/fail of each section.
+The cohort is any file `promptehr generate` writes (JSONL, long CSV, MIMIC-III or MIMIC-IV zip), told
+apart by its extension or `--synthetic-format`. The real data is split with model/split.py (80/10/10 by
+seed); the synthetic cohort is compared with train, and the holdout with train as the limit. Prints the
+pass/fail of each section; exit 1 when a section named in `--fail-on` fails.
 """
 from __future__ import annotations
 
@@ -16,16 +18,77 @@ from pathlib import Path
 from cli.data import CODE_SYSTEM_HELP, SYSTEMS
 
 FORMATS = ("mimic3", "mimic4", "desynpuf", "long")
+# What `promptehr generate --format` writes, by file extension.
+SYNTHETIC_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".zip": "zip"}
+SECTIONS = ("fidelity", "validity", "privacy", "utility")
+# The tables of the MIMIC-style zips (model/data/export.py), either case.
+ZIP_TABLES = {"patients.csv", "admissions.csv", "diagnoses_icd.csv"}
 
 
-def read_synthetic(path: Path) -> list:
+def synthetic_format(path: Path, given: str | None) -> str:
+    """jsonl | csv | zip: `given`, or what the file's extension says; a UsageError for any other file."""
+    from cli.main import UsageError
+
+    if given:
+        return given
+    fmt = SYNTHETIC_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise UsageError(f"--synthetic {path}: expected a .jsonl, .csv or .zip file as `promptehr generate` writes "
+                         f"(or say which with --synthetic-format {{{','.join(sorted(set(SYNTHETIC_FORMATS.values())))}}})")
+    return fmt
+
+
+def read_synthetic(path: Path, fmt: str | None = None) -> list:
+    """The cohort in `path`: JSONL (read here), long CSV (the long-format loader) or a MIMIC zip (unpacked
+    into a temporary folder and read by the MIMIC-III or MIMIC-IV loader)."""
+    from model.errors import DataError
+
+    if not path.is_file():
+        raise DataError(path, "a cohort file (no such file)")
+    fmt = synthetic_format(path, fmt)
+    if fmt == "csv":
+        from model.data import load_patients
+
+        return load_patients(path, format="long")
+    if fmt == "zip":
+        return read_zip(path)
+    return read_jsonl(path)
+
+
+def read_zip(path: Path) -> list:
+    """A MIMIC-III or MIMIC-IV zip of `promptehr generate`: only its three tables are unpacked."""
+    import tempfile
+    import zipfile
+
+    from model.data import load_patients
+    from model.errors import DataError
+
+    try:
+        with zipfile.ZipFile(path) as zf, tempfile.TemporaryDirectory(prefix="promptehr-evaluate-") as tmp:
+            members = [m for m in zf.infolist() if m.filename.lower() in ZIP_TABLES]
+            if len(members) != len(ZIP_TABLES):
+                raise DataError(path, f"a zip holding {', '.join(sorted(ZIP_TABLES))} at its root (as `promptehr "
+                                      f"generate --format mimic3|mimic4` writes); it holds {len(members)} of them")
+            for m in members:  # by name only: nothing else in the zip, and no path of its own, is written
+                (Path(tmp) / m.filename).write_bytes(zf.read(m))
+            return load_patients(tmp)
+    except zipfile.BadZipFile as e:
+        raise DataError(path, f"a zip file ({e})") from None
+
+
+def read_jsonl(path: Path) -> list:
     """One {"patient_id", "age", "sex", "visits"} object per line; blank lines are skipped."""
     from model.errors import DataError
     from model.patient import Patient
 
     patients = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
+    with open(path, encoding="utf-8", errors="strict") as f:
+        try:
+            lines = list(f)
+        except UnicodeDecodeError:
+            raise DataError(path, "UTF-8 text, one JSON object per line (is it a zip or CSV? name it .zip or .csv, "
+                                  "or pass --synthetic-format)") from None
+        for n, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
             try:
@@ -89,15 +152,16 @@ def write_report(report, out, html=None) -> None:
 
 def evaluate(args: argparse.Namespace) -> int:
     from model.data import load_patients
-    from model.evaluation import EvaluationConfig, build_report
+    from model.evaluation import EvaluationConfig
     from model.evaluation.model_scores import model_patients_for
 
     if args.model:
         from cli.generate import set_threads
 
         set_threads(args.threads)
+    fail_on = parse_fail_on(args.fail_on)
     scorer = load_model_scorer(args.model, args.device) if args.model else None  # fail before the slow part
-    synthetic = read_synthetic(Path(args.synthetic))
+    synthetic = read_synthetic(Path(args.synthetic), args.synthetic_format)
     real = load_patients(args.real, format=args.format, code_system=args.code_system)
     train, holdout = train_and_holdout(real, args.split_seed)
     generator = read_generator(Path(args.generator)) if args.generator else None
@@ -106,16 +170,55 @@ def evaluate(args: argparse.Namespace) -> int:
     if scorer is not None:
         print(f"evaluating; model scores on {min(len(holdout), n_model or len(holdout))} of {len(holdout)} holdout patients",
               file=sys.stderr, flush=True)
-    report = build_report(synthetic, train, holdout, config=config, model_scorer=scorer,
-                          generator=generator, split_seed=args.split_seed)
+    report = build_with_progress(synthetic, train, holdout, config=config, model_scorer=scorer,
+                                 generator=generator, split_seed=args.split_seed)
     write_report(report, args.out, args.html)
     print(json.dumps({"out": args.out, "html": args.html, "passed": report.passed, "seconds": report.seconds}))
+    failed = [s for s in fail_on if report.passed.get(s) is False]
+    if failed:
+        print(f"promptehr evaluate: failed: {', '.join(failed)} (--fail-on {','.join(fail_on)})", file=sys.stderr)
+        return 1
     return 0
+
+
+def parse_fail_on(text: str | None) -> list[str]:
+    """`--fail-on fidelity,privacy` -> the section names; a UsageError naming any unknown one."""
+    from cli.main import UsageError
+
+    names = [n.strip() for n in (text or "").split(",") if n.strip()]
+    unknown = [n for n in names if n not in SECTIONS]
+    if unknown:
+        raise UsageError(f"--fail-on: unknown section {', '.join(unknown)}; expected some of {','.join(SECTIONS)}")
+    return names
+
+
+def build_with_progress(synthetic, train, holdout, **kwargs):
+    """build_report with a progress bar over its sections on stderr."""
+    from tqdm import tqdm
+
+    from model.evaluation import build_report
+
+    stages = [*SECTIONS, *(["model"] if kwargs.get("model_scorer") is not None else [])]
+    from cli import main
+
+    with tqdm(total=len(stages), unit="section", file=sys.stderr, dynamic_ncols=True, desc="evaluate",
+              disable=main.quiet_progress) as bar:
+        def progress(name: str) -> None:
+            if bar.n or name != stages[0]:
+                bar.update(1)
+            bar.set_postfix_str(name)
+
+        report = build_report(synthetic, train, holdout, progress=progress, **kwargs)
+        bar.update(bar.total - bar.n)
+    return report
 
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("evaluate", help="report a synthetic cohort's fidelity, validity, privacy and utility")
-    p.add_argument("--synthetic", required=True, metavar="FILE", help='JSONL: one {"patient_id","age","sex","visits"} per line')
+    p.add_argument("--synthetic", required=True, metavar="FILE",
+                   help="the cohort as `promptehr generate` writes it: .jsonl, .csv (long format) or .zip (MIMIC-III/IV)")
+    p.add_argument("--synthetic-format", choices=("jsonl", "csv", "zip"), default=None,
+                   help="read --synthetic as this, whatever its extension")
     p.add_argument("--real", required=True, nargs="+", metavar="PATH", help="real data folder(s) or file(s)")
     p.add_argument("--format", choices=FORMATS, default=None, help="read the real data as this format")
     p.add_argument("--code-system", choices=SYSTEMS, default=None,
@@ -133,4 +236,6 @@ def add_parser(subparsers) -> None:
     p.add_argument("--generator", metavar="JSON", default=None, help="generator configuration to record in the report")
     p.add_argument("--out", required=True, metavar="FILE", help="report JSON")
     p.add_argument("--html", metavar="FILE", default=None, help="also write the self-contained HTML page")
+    p.add_argument("--fail-on", metavar="SECTIONS", default=None,
+                   help=f"exit 1 when one of these sections fails, comma-separated ({','.join(SECTIONS)})")
     p.set_defaults(func=evaluate)

@@ -6,7 +6,9 @@ broken optional dependency of one command cannot break the others.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
+import logging
 import sys
 
 # name -> module under cli/ exposing add_parser(subparsers) and setting `func` on its parser.
@@ -27,9 +29,47 @@ class UsageError(Exception):
     """Bad input from the user: printed on one line, exit code 2."""
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """`--help` shows each option's default, except where there is none or the help already says it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default is None or action.default is False or "default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("promptehr")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
+# Set by main() from -q: the commands' progress bars pass it to tqdm as `disable`.
+quiet_progress = False
+
+
+def set_verbosity(verbose: int, quiet: int) -> int:
+    """-v / -q: the logging level of the run (WARNING by default; -v INFO, -vv DEBUG, -q ERROR, -qq CRITICAL);
+    returns the level. Progress bars go with -q."""
+    level = min(max(logging.WARNING + 10 * (quiet - verbose), logging.DEBUG), logging.CRITICAL)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(level)
+    return level
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="promptehr", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser = argparse.ArgumentParser(prog="promptehr", description=__doc__.splitlines()[0],
+                                     formatter_class=HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
+    parser.add_argument("-q", "--quiet", action="count", default=0, help="less output: errors only, no progress bars")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=functools.partial(argparse.ArgumentParser, formatter_class=HelpFormatter))
     for module_name in COMMANDS.values():
         try:
             module = importlib.import_module(module_name)
@@ -45,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     from model.errors import CheckpointError, DataError
 
     args = build_parser().parse_args(argv)
+    global quiet_progress
+    quiet_progress = set_verbosity(args.verbose, args.quiet) > logging.WARNING
     try:
         rc = args.func(args)
     except (DataError, CheckpointError, UsageError, FileNotFoundError, NotADirectoryError) as e:

@@ -21,7 +21,8 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser("serve", help="run the REST API", description=__doc__.splitlines()[0])
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
+                   help="uvicorn's log level (the same option as `promptehr worker --log-level`)")
     p.add_argument("--workers", type=int, default=None,
                    help="API worker processes (default PROMPTEHR_API_WORKERS or 1); above 1 needs CELERY_BROKER_URL")
     p.set_defaults(func=run)

@@ -4,6 +4,18 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (`--epochs 0` used to report "completed" and write nothing)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def add_parser(subparsers) -> None:
@@ -18,12 +30,13 @@ def add_parser(subparsers) -> None:
                    help="map every code to this system on load (CMS GEMs, as `promptehr data convert`), so that "
                         "mixed data trains as one system")
     p.add_argument("--out", required=True, metavar="DIR", help="checkpoint directory to write")
-    p.add_argument("--preset", choices=("tiny", "small", "base"), default="small")
-    p.add_argument("--mode", choices=("hierarchical", "flat"), default="hierarchical")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--max-steps", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--preset", choices=("tiny", "small", "base"), default="small", help="model size")
+    p.add_argument("--mode", choices=("hierarchical", "flat"), default="hierarchical",
+                   help="hierarchical: each code after its category; flat: codes alone")
+    p.add_argument("--epochs", type=positive_int, default=None, help="passes over the data (default: the preset's)")
+    p.add_argument("--max-steps", type=positive_int, default=None, help="stop after this many optimiser steps")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="patients per step (default: the preset's)")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the preset's)")
     p.add_argument("--seed", type=int, default=0, help="training seed (initialisation, batch order, corruption)")
     p.add_argument("--split-seed", type=int, default=0, help="seed of the train/validation/holdout split")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
@@ -31,6 +44,7 @@ def add_parser(subparsers) -> None:
                    help="data-parallel training in N local processes (gloo on CPU, NCCL with one GPU each on CUDA); "
                         "the same as `torchrun --nproc_per_node N -m cli.main train ...`")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from <out>.resume/")
+    p.add_argument("--force", action="store_true", help="overwrite the checkpoint already in --out")
     p.add_argument("--init-from", default=None, metavar="HF_DIR", help="local Hugging Face BART checkpoint to start from")
     p.add_argument("--eval-holdout", action="store_true",
                    help="after training, print the held-out perplexity (masked codes, next visits) beside the unigram baseline's")
@@ -41,6 +55,7 @@ def train_with_progress(train_set, val_set, cfg, out, *, resume: bool = False, d
     """model.training.train.train with a progress bar and one line per epoch on stderr; returns its TrainResult."""
     from tqdm import tqdm
 
+    from cli import main
     from model.training.train import train
 
     bar = None
@@ -48,8 +63,11 @@ def train_with_progress(train_set, val_set, cfg, out, *, resume: bool = False, d
     def progress(info: dict) -> None:
         nonlocal bar
         if bar is None:
-            bar = tqdm(total=info["total_steps"], unit="step", dynamic_ncols=True, file=sys.stderr)
+            bar = tqdm(total=info["total_steps"], unit="step", dynamic_ncols=True, file=sys.stderr,
+                       disable=main.quiet_progress)
         if info.get("event") == "epoch":
+            if main.quiet_progress:
+                return
             tqdm.write(f"epoch {info['epoch']}: train_loss {info['train_loss']:.4f} val_loss {info.get('val_loss', float('nan')):.4f} "
                        f"val_ppl {info.get('val_ppl', float('nan')):.2f} (unigram {info.get('baseline_ppl', float('nan')):.2f})",
                        file=sys.stderr)
@@ -96,7 +114,18 @@ def launch(args: argparse.Namespace) -> int:
         return 1
 
 
+def check_out(args: argparse.Namespace) -> None:
+    """A trained model in --out is replaced only with --force (or continued with --resume)."""
+    from cli.main import UsageError
+    from model.nn import checkpoint
+
+    if (Path(args.out) / checkpoint.MANIFEST).exists() and not (args.force or args.resume):
+        raise UsageError(f"--out {args.out}: holds a trained model; pass --force to overwrite it "
+                         f"(or choose another folder)")
+
+
 def run(args: argparse.Namespace) -> int:
+    check_out(args)
     if args.nproc > 1:
         return launch(args)
     from model.data import load_patients

@@ -13,7 +13,8 @@ def add_parser(subparsers) -> None:
                               description=__doc__.splitlines()[0])
     p.add_argument("--queue", default=None, help="queue to consume (default: settings.celery_queue, 'gpu')")
     p.add_argument("--concurrency", type=int, default=1, help="jobs at once, one pool process each (default 1)")
-    p.add_argument("--loglevel", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
+                   help="the worker's log level (the same option as `promptehr serve --log-level`)")
     p.add_argument("--pool", default="prefork", choices=["prefork", "solo"],
                    help="prefork (default): the job runs in a child the worker outlives; solo: in the worker itself")
     p.add_argument("--hostname", default=None, help="node name (default celery@<host>)")
@@ -21,7 +22,7 @@ def add_parser(subparsers) -> None:
 
 
 def build_argv(args: argparse.Namespace, queue: str) -> list[str]:
-    argv = ["worker", "--queues", queue, "--concurrency", str(args.concurrency), "--loglevel", args.loglevel,
+    argv = ["worker", "--queues", queue, "--concurrency", str(args.concurrency), "--loglevel", args.log_level,
             "--pool", args.pool, "--without-gossip", "--without-mingle"]
     if args.hostname:
         argv += ["--hostname", args.hostname]

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 DATA=${PROMPTEHR_SHARED_DATA:-../shared/data}
 P=.venv/bin/promptehr
 rm -rf /tmp/i4 && mkdir /tmp/i4
-OMP_NUM_THREADS=1 $P train --data $DATA/desynpuf-sample/1-sample-10000 --preset tiny --device cpu --out /tmp/i4/m 2>&1 | tr '\r' '\n' | grep -E "^completed"
+OMP_NUM_THREADS=1 $P train --data $DATA/desynpuf-sample/1-sample-10000 --preset tiny --device cpu --force --out /tmp/i4/m 2>&1 | tr '\r' '\n' | grep -E "^completed"
 $P generate --model /tmp/i4/m --n 2000 --seed 1 --batch-size 256 --threads 1 --out /tmp/i4/a.jsonl 2>&1 | tr '\r' '\n' | tail -1
 $P generate --model /tmp/i4/m --n 2000 --seed 1 --batch-size 64 --threads 1 --out /tmp/i4/b.jsonl 2>&1 | tr '\r' '\n' | tail -1
 $P generate --model /tmp/i4/m --n 2000 --seed 2 --threads 1 --out /tmp/i4/c.jsonl 2>&1 | tr '\r' '\n' | tail -1

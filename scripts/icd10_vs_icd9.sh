@@ -16,7 +16,7 @@ if [[ $stages == *train* ]]; then
   for sys in icd9 icd10; do
     src=$src9; [ $sys = icd10 ] && src=$out/ds1-icd10.csv
     rm -rf "$out/model-$sys"
-    /usr/bin/time -f "%e s wall" $P train --data "$src" --preset small --epochs 5 --seed 0 --device cpu --out "$out/model-$sys" \
+    /usr/bin/time -f "%e s wall" $P train --data "$src" --preset small --epochs 5 --seed 0 --device cpu --force --out "$out/model-$sys" \
       2>&1 | tr '\r' '\n' | grep -vE '^\s*$' | tail -8 > "$out/train-$sys.log"
   done
 fi

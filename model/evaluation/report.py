@@ -10,6 +10,7 @@ size (value = their mean, spread = their std) and on the whole cohort (full).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -146,8 +147,11 @@ def utility_section(tr: Encoded, ho: Encoded, sy: Encoded, codes: list[str], cfg
 def build_report(synthetic: list[Patient], train: list[Patient], holdout: list[Patient], *,
                  config: EvaluationConfig | None = None, model_scorer: ModelScorer | None = None,
                  generator: dict | None = None, seeds: dict | None = None, split_seed: int | None = None,
-                 synthetic_categories: list[list[list[str]]] | None = None) -> Report:
+                 synthetic_categories: list[list[list[str]]] | None = None,
+                 progress: Callable[[str], None] | None = None) -> Report:
     """Compare `synthetic` and `holdout` with `train`.
+
+    `progress`, when given, is called with each section's name as it starts (the CLI's progress bar).
 
     `synthetic_categories`, for hierarchical output: the category generated for each code
     ([patient][visit][code]), checked by validity's category_mismatch_rate.
@@ -165,6 +169,8 @@ def build_report(synthetic: list[Patient], train: list[Patient], holdout: list[P
     seconds["encode"] = time.perf_counter() - t0
 
     def timed(name, fn, *args):
+        if progress is not None:
+            progress(name)
         start = time.perf_counter()
         out = fn(*args)
         seconds[name] = time.perf_counter() - start
