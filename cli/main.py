@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from model.errors import CheckpointError, DataError
+    from model.errors import CheckpointError, DataError, TrainingError
 
     args = build_parser().parse_args(argv)
     global quiet_progress
@@ -92,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, CheckpointError, UsageError, FileNotFoundError, NotADirectoryError) as e:
         print(f"promptehr {args.command}: error: {e}".replace("\n", " "), file=sys.stderr)
         return 2
+    except TrainingError as e:
+        print(f"promptehr {args.command}: {e}".replace("\n", " "), file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"promptehr {args.command}: interrupted", file=sys.stderr)
         return 130

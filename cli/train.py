@@ -29,6 +29,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--map-to", choices=("icd9", "icd10"), default=None,
                    help="map every code to this system on load (CMS GEMs, as `promptehr data convert`), so that "
                         "mixed data trains as one system")
+    p.add_argument("--default-age", type=float, default=None, metavar="YEARS",
+                   help="the age of patients the data gives none (without it such data is refused)")
+    p.add_argument("--default-sex", choices=("M", "F"), default=None,
+                   help="the sex of patients the data gives none (without it such data is refused)")
     p.add_argument("--out", required=True, metavar="DIR", help="checkpoint directory to write")
     p.add_argument("--preset", choices=("tiny", "small", "base"), default="small", help="model size")
     p.add_argument("--mode", choices=("hierarchical", "flat"), default="hierarchical",
@@ -138,6 +142,13 @@ def run(args: argparse.Namespace) -> int:
 
         patients, conversion = convert_patients(patients, args.map_to)
         print(f"promptehr train: {conversion.line()}", file=sys.stderr)
+    if args.default_age is not None or args.default_sex is not None:
+        from model.training.prepare import fill_demographics
+
+        patients = fill_demographics(patients, age=args.default_age, sex=args.default_sex)
+    from model.training.prepare import check_demographics
+
+    check_demographics(patients, " ".join(map(str, args.data)))
     train_set, val_set, holdout = split_patients(patients, args.split_seed)
     speaks = os.environ.get("RANK", "0") == "0"  # under a launch (torchrun, --nproc) rank 0 alone prints
     cfg = train_config(args.preset, mode=args.mode, epochs=args.epochs, max_steps=args.max_steps,

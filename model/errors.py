@@ -22,3 +22,7 @@ class DataError(ValueError):
 
 class CheckpointError(ValueError):
     """A checkpoint directory that is incomplete, tampered with or of an unknown version."""
+
+
+class TrainingError(RuntimeError):
+    """Training that cannot give a usable model (its loss became NaN or infinite); one line, like DataError."""

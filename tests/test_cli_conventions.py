@@ -152,3 +152,38 @@ def test_zip_members_outside_the_tables_are_not_written(shared_data, cohort_file
         dst.writestr("../escaped.txt", "x")
     assert evaluate(shared_data, z, tmp_path / "r.json") == 0
     assert not (tmp_path.parent / "escaped.txt").exists()
+
+
+def test_train_refuses_data_without_age_or_sex(tmp_path, capsys):
+    """A long-format file without age and sex trained to a NaN model and reported success."""
+    data = tmp_path / "x.csv"
+    data.write_text("patient_id,visit_id,visit_time,code\n" + "".join(
+        f"p{i},v{i}a,1,4019\np{i},v{i}b,2,25000\n" for i in range(40)))
+    base = ["train", "--data", str(data), "--preset", "tiny", "--max-steps", "2", "--device", "cpu"]
+    assert main([*base, "--out", str(tmp_path / "m")]) == 2
+    line = one_error_line(capsys)
+    assert "has no age" in line and "--default-age" in line
+    assert not (tmp_path / "m").exists()
+    assert main([*base, "--default-age", "60", "--out", str(tmp_path / "m")]) == 2
+    assert "has sex 'U': expected M or F" in one_error_line(capsys)
+    assert main([*base, "--default-age", "60", "--default-sex", "F", "--out", str(tmp_path / "m")]) == 0
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["model"]["age_mean"] == 60.0
+
+
+def test_a_nan_model_is_refused_at_load(shared_data, tmp_path, capsys):
+    """`generate` wrote junk from a model whose every tensor was NaN; loading it now names the problem."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    out = tmp_path / "m"
+    assert main(["train", "--data", str(shared_data / "mimic3-demo"), "--preset", "tiny", "--max-steps", "1",
+                 "--device", "cpu", "--out", str(out)]) == 0
+    tensors = {k: torch.full_like(t, float("nan")) if t.is_floating_point() else t
+               for k, t in load_file(str(out / checkpoint.WEIGHTS)).items()}
+    save_file(tensors, str(out / checkpoint.WEIGHTS))
+    checkpoint.write_manifest(out)  # as if training itself had written it
+    capsys.readouterr()
+    assert main(["generate", "--model", str(out), "--n", "5", "--out", str(tmp_path / "c.jsonl")]) == 2
+    assert "NaN or infinite" in one_error_line(capsys)
+    assert not (tmp_path / "c.jsonl").exists()

@@ -143,6 +143,11 @@ def load_checkpoint(directory: str | Path, device="cpu"):
     if missing or unexpected:
         raise CheckpointError(f"{d / WEIGHTS}: weights do not fit the config (missing {sorted(missing)[:3]}, "
                               f"unexpected {sorted(unexpected)[:3]})")
+    # A diverged model (every tensor NaN) generated junk without an error; about 0.1 s for the base preset.
+    broken = [k for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if broken:
+        raise CheckpointError(f"{d / WEIGHTS}: {len(broken)} tensors hold NaN or infinite values ({broken[0]}, ...): "
+                              f"the training diverged; train the model again")
     model.to(device).eval()
     return model, vocab, Tokenizer(vocab, model_config.mode), model_config
 

@@ -3,10 +3,13 @@ learning-rate schedule, and the batches of an epoch. model/training/train.py put
 bench/bench_train.py times them."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 from transformers import BartModel
 
+from model.errors import DataError
 from model.nn.config import ModelConfig, TrainConfig
 from model.nn.promptbart import PromptBart
 from model.tokens.layout import TokenLayout
@@ -31,12 +34,38 @@ def age_stats(patients) -> tuple[float, float]:
     return float(ages.mean()), sd if sd > 1e-6 else 1.0
 
 
+SEXES = ("M", "F")
+
+
+def check_demographics(patients, source: str = "training split") -> None:
+    """The prompts need every patient's age and sex: a patient without an age (NaN: the data has no age
+    column, or an empty one) made every weight NaN, and a sex other than M/F was taken for F. A DataError
+    naming the first such patient, before anything is trained."""
+    for p in patients:
+        if not np.isfinite(p.age):
+            raise DataError(source, f"patient {p.id!r} has no age: expected an age in years for every patient "
+                                  f"(train with a default age, CLI --default-age, if the data has none)")
+        if p.sex not in SEXES:
+            raise DataError(source, f"patient {p.id!r} has sex {p.sex!r}: expected M or F "
+                                  f"(train with a default sex, CLI --default-sex, if the data has none)")
+
+
+def fill_demographics(patients, age: float | None = None, sex: str | None = None) -> list:
+    """The patients with a missing age (NaN) set to `age` and an unknown sex ("U") set to `sex`, where given."""
+    def filled(p):
+        a = age if age is not None and not np.isfinite(p.age) else p.age
+        s = sex if sex is not None and p.sex not in SEXES else p.sex
+        return replace(p, age=a, sex=s) if (a is not p.age or s is not p.sex) else p
+
+    return [filled(p) for p in patients]
+
+
 def encode_patients(patients, tokenizer: Tokenizer, cfg: ModelConfig):
     """-> token lists, standardised ages, sexes (0/1); patients without visits are left out."""
     kept = [p for p in patients if p.visits]
     seqs = [tokenizer.encode(p.visits, cfg.max_length) for p in kept]
     ages = [(p.age - cfg.age_mean) / cfg.age_sd for p in kept]
-    sexes = [0 if str(p.sex).upper() == "M" else 1 for p in kept]
+    sexes = [SEXES.index(p.sex) for p in kept]  # 0 = M, 1 = F; anything else was refused by check_demographics
     return seqs, ages, sexes
 
 

@@ -33,6 +33,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from model.errors import TrainingError
 from model.nn import checkpoint as ckpt
 from model.nn.config import ModelConfig, TrainConfig, model_config
 from model.nn.cooccurrence import common_pairs, count_cooccurrences, patient_visits
@@ -51,6 +52,7 @@ from model.training.perplexity import (
 from model.training.prepare import (
     age_stats,
     build_model,
+    check_demographics,
     encode_patients,
     epoch_batches,
     init_output_bias,
@@ -111,6 +113,8 @@ def train(train_patients, val_patients, config: TrainConfig, out_dir, *, progres
     """
     started = time.time()
     out = Path(out_dir)
+    check_demographics(train_patients, "training split")
+    check_demographics(val_patients, "validation split")
     with distributed.session(resolve_device(device)) as (ctx, dev):
         saved = resume_state_or_fresh_dir(out, resume, ctx)
         random.seed(config.seed)
@@ -218,6 +222,12 @@ def validate(run: Run, st: TrainingState) -> None:
         line["world_size"] = run.ctx.world_size
     st.log.append(line)
     val_loss = metrics.get("val_loss", line["train_loss"])
+    if not (math.isfinite(line["train_loss"]) and math.isfinite(val_loss)):
+        # A NaN model used to be saved as the best (nothing compares below NaN) and generated junk.
+        kept = f"; the checkpoint of epoch {st.best['epoch']} is kept" if st.best["val_loss"] is not None else \
+            "; no checkpoint was written"
+        raise TrainingError(f"training diverged: train_loss {line['train_loss']}, val_loss {val_loss} at epoch {epoch} "
+                            f"(step {st.step}){kept}")
     if st.best["val_loss"] is None or val_loss < st.best["val_loss"]:
         st.best = {"val_loss": val_loss, "epoch": epoch, "bad_epochs": 0}
         if run.ctx.main:
