@@ -25,6 +25,11 @@ COMMANDS = {
 }
 
 
+# Top-level modules of the `service` extra: a command that needs one says how to install it.
+SERVICE_MODULES = {"fastapi", "starlette", "uvicorn", "sqlalchemy", "alembic", "psycopg", "celery", "kombu", "redis",
+                   "pydantic_settings"}
+
+
 class UsageError(Exception):
     """Bad input from the user: printed on one line, exit code 2."""
 
@@ -91,6 +96,12 @@ def main(argv: list[str] | None = None) -> int:
         rc = args.func(args)
     except (DataError, CheckpointError, UsageError, FileNotFoundError, NotADirectoryError) as e:
         print(f"promptehr {args.command}: error: {e}".replace("\n", " "), file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as e:
+        if (e.name or "").split(".")[0] not in SERVICE_MODULES:
+            raise
+        print(f"promptehr {args.command}: needs the service extra (pip install 'promptehr[service]'): no module "
+              f"named {e.name!r}", file=sys.stderr)
         return 2
     except TrainingError as e:
         print(f"promptehr {args.command}: {e}".replace("\n", " "), file=sys.stderr)

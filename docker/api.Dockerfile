@@ -10,7 +10,7 @@ COPY worker ./worker
 COPY cli ./cli
 COPY migrations ./migrations
 RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0 \
- && pip install .
+ && pip install ".[service]"
 COPY docker/entrypoint-api.sh /usr/local/bin/entrypoint-api.sh
 # The model volume's mount point exists and belongs to the app user: Docker copies an image directory's
 # ownership into a fresh named volume, so without this the volume comes up root-owned and the worker

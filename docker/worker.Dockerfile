@@ -9,7 +9,7 @@ COPY worker ./worker
 COPY cli ./cli
 COPY migrations ./migrations
 # torch==2.13.0 is already in the base image, so pip keeps its CUDA build.
-RUN pip install .
+RUN pip install ".[service]"
 COPY docker/entrypoint-worker.sh /usr/local/bin/entrypoint-worker.sh
 # The model volume's mount point exists and belongs to the app user: Docker copies an image directory's
 # ownership into a fresh named volume, so without this the volume comes up root-owned and the worker
