@@ -3,7 +3,14 @@ MIMIC-III or MIMIC-IV zip (model/data/export.py says what each holds; a MIMIC-II
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from tqdm import tqdm
 
 
 def add_parser(subparsers) -> None:
@@ -82,8 +89,8 @@ def set_threads(threads: int | None) -> None:
 def load_sampler(model_dir, device_name: str):
     """(Sampler, torch.device) for a checkpoint directory; a device that is not there is a usage error."""
     from cli.main import UsageError
-    from model.nn.checkpoint import load_checkpoint
     from model.generation.sampler import Sampler
+    from model.nn.checkpoint import load_checkpoint
     from model.training.train import resolve_device
 
     try:
@@ -93,27 +100,59 @@ def load_sampler(model_dir, device_name: str):
     return Sampler.from_bundle(load_checkpoint(model_dir, device), device), device
 
 
-def generate_with_progress(sampler, spec, n: int, seed: int, *, batch_size: int, device) -> tuple[list, float]:
-    """model.generation.cohort.generate_cohort with a progress bar on stderr; returns (patients, seconds)."""
-    import time
-
-    from tqdm import tqdm
-
-    from model.generation.cohort import generate_cohort
-
+@contextmanager
+def progress_bar(n: int) -> Iterator[Callable[[int, int], None]]:
+    """A progress(done, total) callback drawing a bar (patients and patients/s) on stderr."""
     t0 = time.time()
     with tqdm(total=n, unit="patient", dynamic_ncols=True, file=sys.stderr) as bar:
         def progress(done: int, total: int) -> None:
             bar.update(done - bar.n)
             bar.set_postfix(patients_s=f"{done / max(time.time() - t0, 1e-9):.1f}")
 
+        yield progress
+
+
+def generate_with_progress(sampler, spec, n: int, seed: int, *, batch_size: int, device) -> tuple[list, float]:
+    """model.generation.cohort.generate_cohort with a progress bar on stderr; returns (patients, seconds).
+    For a cohort the caller keeps (`promptehr demo` evaluates it); `promptehr generate` streams instead."""
+    from model.generation.cohort import generate_cohort
+
+    t0 = time.time()
+    with progress_bar(n) as progress:
         patients = generate_cohort(sampler, spec, n, seed, batch_size=batch_size, device=device, progress=progress)
     return patients, time.time() - t0
 
 
-def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
+def write_streamed(patients: Iterable, out: Path, fmt: str, code_systems) -> tuple[int, int]:
+    """Write `patients` (any iterable, consumed once) to `out` as they come -> (patients, bytes).
 
+    model.data.export streams every format, so memory holds one export chunk and whatever the iterable
+    holds (iter_cohort: one chunk of patients), never the cohort. A regular file is written as a hidden
+    sibling `.NAME.partial` and renamed at the end: a run stopped half-way leaves no file that looks whole.
+    """
+    from model.data.export import write_export
+
+    count = 0
+
+    def counted():
+        nonlocal count
+        for p in patients:
+            count += 1
+            yield p
+
+    if out.exists() and not out.is_file():  # /dev/stdout, a named pipe: no sibling to rename
+        return count, write_export(counted(), out, fmt, code_systems=code_systems)
+    partial = out.with_name(f".{out.name}.partial")
+    try:
+        size = write_export(counted(), partial, fmt, code_systems=code_systems)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    os.replace(partial, out)
+    return count, size
+
+
+def run(args: argparse.Namespace) -> int:
     from cli.main import UsageError
 
     if args.n < 1:
@@ -132,8 +171,8 @@ def run(args: argparse.Namespace) -> int:
 
     # Here, not at the top: every `promptehr` command imports this module to build its parser;
     # model.data's package imports pandas (about 0.8 s, measured), model.generation torch.
-    from model.data.export import check_exportable, write_export
-    from model.generation.cohort import CohortSpec, check_feasible
+    from model.data.export import check_exportable
+    from model.generation.cohort import CohortSpec, check_feasible, iter_cohort
 
     try:
         spec = CohortSpec.from_dict(body)
@@ -152,8 +191,11 @@ def run(args: argparse.Namespace) -> int:
         check_exportable(fmt, systems)  # before any work: a MIMIC-III zip of an ICD-10-CM model
     except ValueError as e:
         raise UsageError(f"--out {args.out} ({fmt}): {e} (--format mimic4)") from None
-    patients, seconds = generate_with_progress(sampler, spec, args.n, args.seed, batch_size=args.batch_size, device=device)
-    size = write_export(patients, out, fmt, code_systems=systems)
-    print(f"{len(patients)} patients in {seconds:.1f} s ({len(patients) / max(seconds, 1e-9):.1f} patients/s), "
+    t0 = time.time()
+    with progress_bar(args.n) as progress:  # patients are written as the sampler makes them, a chunk at a time
+        patients = iter_cohort(sampler, spec, args.n, args.seed, batch_size=args.batch_size, device=device, progress=progress)
+        count, size = write_streamed(patients, out, fmt, systems)
+    seconds = time.time() - t0
+    print(f"{count} patients in {seconds:.1f} s ({count / max(seconds, 1e-9):.1f} patients/s), "
           f"seed {args.seed} -> {out} ({fmt}, {size} bytes)", file=sys.stderr)
     return 0

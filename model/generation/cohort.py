@@ -4,7 +4,9 @@ sampling options), per-patient seeds, and sharded generation.
 Patient `index` of the cohort of `seed` is fully determined by (seed, index): its demographics come
 from `numpy.random.default_rng([seed, index, 1])` and its tokens from the hash stream
 `streams.row_key(seed, index)`. So any shard [start, stop) can be generated anywhere, in any batch
-size, and concatenating shards gives the cohort generated in one go.
+size, and concatenating shards gives the cohort generated in one go. `iter_cohort` streams a range
+a chunk of CHUNK_BATCHES batches at a time (what `promptehr generate` writes from, so its memory is
+bounded by a chunk, not by the cohort); `generate_cohort` returns a range as a list.
 
 Ages are whole years in [0, 90], the form every loader produces (model/data/assemble.py).
 
@@ -15,22 +17,26 @@ in-memory form ("25000", "icd10:I10"). They are forced as the first codes of the
 the decoder: teacher-forced `<v> K(r1) r1 K(r2) r2 ...`, after which the model continues the visit
 and the record conditioned on them. Forcing guarantees inclusion. A required code forbidden for the
 drawn demographics (a pregnancy code for a man) would break a rule, so the patient's demographics
-are redrawn from its own stream until every required code is allowed; a spec where that cannot
+are redrawn from its own stream until every required code is allowed (after MAX_REDRAWS, drawn from
+the allowed pairs directly: model/generation/conditional.py); a spec where that cannot
 happen (fixed age/sex conflicting with a code) is refused up front.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from model import codes
-from model.generation.draw import SamplingOptions
+from model.generation.conditional import conditional_demographics
+from model.generation.options import SamplingOptions
 from model.generation.streams import row_key
 from model.patient import Patient
 from model.rules import is_allowed
 
+# SamplingOptions comes from options.py, not draw.py: this module stays torch-free, so that the API
+# (service/spec_checks.py) checks a spec with the parser and feasibility check the worker runs.
 MAX_AGE = 90
 MAX_REDRAWS = 200
 
@@ -65,8 +71,8 @@ class AgeSpec:
                 raise ValueError(f"age histogram needs n+1 bin edges and n weights, got {len(b)} edges and {len(w)} weights")
             if (np.diff(b) <= 0).any() or b[0] < 0 or b[-1] > MAX_AGE + 1:
                 raise ValueError(f"age bin edges must increase within [0, {MAX_AGE + 1}], got {list(self.bins)}")
-            if (w < 0).any() or w.sum() <= 0:
-                raise ValueError("age weights must be >= 0 and not all 0")
+            if (w < 0).any() or not 0 < w.sum() < np.inf:  # an infinite sum ([1e308, 1e308]) draws NaN
+                raise ValueError("age weights must be >= 0, not all 0, and sum to a finite number")
         else:
             raise ValueError(f"unknown age distribution {d!r}: expected fixed, normal or histogram")
 
@@ -229,17 +235,46 @@ def demographics(spec: CohortSpec, seed: int, index: int) -> tuple[float, str]:
         sex = "F" if rng.random() < spec.female else "M"
         if not spec.required_codes or _required_ok(spec.required_codes, age, sex):
             return age, sex
-    raise ValueError(f"no demographics allowing required codes {list(spec.required_codes)} in {MAX_REDRAWS} draws")
+    # few drawable patients may carry the codes: draw from those directly (model/generation/conditional.py)
+    return conditional_demographics(spec, rng)
+
+
+# Patients a streamed cohort generates per sampler call: memory holds one chunk (the sampler keeps every
+# token of a call until it returns), while each chunk stays long enough that the last batch's tail, run
+# without the next batch's rows to fill it, costs little (1/8 of a batch's stragglers per 8 batches).
+CHUNK_BATCHES = 8
+
+
+def iter_cohort(model_bundle, spec: CohortSpec | dict, n_patients: int, seed: int, start: int = 0, stop: int | None = None,
+                batch_size: int = 256, device: str = "cpu", progress: Callable[[int, int], None] | None = None,
+                sampler=None, chunk: int | None = None) -> Iterator[Patient]:
+    """Patients [start, stop) of the cohort, lazily, in index order: generated `chunk` at a time (default
+    CHUNK_BATCHES batches), so memory holds one chunk, never the cohort. The same patients as
+    generate_cohort (a patient depends on (seed, index) alone). A bad spec or shard raises here, before
+    any patient; `progress(done, total)` counts this range's patients after each batch."""
+    spec, sampler, forced, limits, stop = _prepare(model_bundle, spec, n_patients, start, stop, batch_size, device, sampler)
+    step = chunk or CHUNK_BATCHES * batch_size
+    if step < 1:
+        raise ValueError("chunk must be >= 1")
+    return _chunks(sampler, spec, seed, forced, limits, range(start, stop), step, batch_size, progress)
 
 
 def generate_cohort(model_bundle, spec: CohortSpec | dict, n_patients: int, seed: int, start: int = 0, stop: int | None = None,
                     batch_size: int = 256, device: str = "cpu", progress: Callable[[int, int], None] | None = None,
                     sampler=None) -> list[Patient]:
-    """Patients [start, stop) of the cohort (stop defaults to n_patients). Shards concatenate to the whole.
+    """Patients [start, stop) of the cohort (stop defaults to n_patients), in one sampler call. Shards
+    concatenate to the whole.
 
     `model_bundle` is what checkpoint.load_checkpoint returns (model, vocab, tokenizer, config);
     `progress(done, total)` is called after each batch with counts for this shard.
     """
+    stop = n_patients if stop is None else stop
+    return list(iter_cohort(model_bundle, spec, n_patients, seed, start, stop, batch_size, device, progress, sampler,
+                            chunk=max(1, stop - start)))
+
+
+def _prepare(model_bundle, spec, n_patients: int, start: int, stop: int | None, batch_size: int, device, sampler):
+    """Checks of a range of a cohort, and what sampling it needs: (spec, sampler, forced prefix, limits, stop)."""
     # Here, not at the top: the sampler imports model.nn.promptbart, so transformers: importing it takes
     # about 5 s more than this module (measured: 7.1-8.4 s against 2.4-3.3 s), and `promptehr generate`
     # checks a spec (CohortSpec, check_feasible) before it loads any model.
@@ -258,12 +293,19 @@ def generate_cohort(model_bundle, spec: CohortSpec | dict, n_patients: int, seed
     sampler = sampler or Sampler.from_bundle(model_bundle, device=device)
     forced = sampler.required_prefix(spec.required_codes)
     limits = sampler.limits(spec.max_visits, spec.max_codes_per_visit, n_forced=len(spec.required_codes))
-    idx = list(range(start, stop))
-    demo = [demographics(spec, seed, i) for i in idx]
-    ages, sexes = [a for a, _ in demo], [s for _, s in demo]
-    keys = [row_key(seed, i) for i in idx]
-    report = (lambda done: progress(done, len(idx))) if progress is not None else None
-    seqs = sampler.generate_many(ages, sexes, keys, spec.sampling, forced=[forced] * len(idx), limits=limits,
-                                 batch_size=batch_size, progress=report)
-    visits = [sampler.visits_of(t) for t in seqs]
-    return [Patient(id=patient_id(seed, i), age=a, sex=s, visits=v) for i, a, s, v in zip(idx, ages, sexes, visits)]
+    return spec, sampler, forced, limits, stop
+
+
+def _chunks(sampler, spec: CohortSpec, seed: int, forced, limits, indices: range, step: int, batch_size: int,
+            progress: Callable[[int, int], None] | None) -> Iterator[Patient]:
+    total = len(indices)
+    for lo in range(0, total, step):
+        idx = indices[lo:lo + step]
+        demo = [demographics(spec, seed, i) for i in idx]
+        ages, sexes = [a for a, _ in demo], [s for _, s in demo]
+        keys = [row_key(seed, i) for i in idx]
+        report = (lambda done, lo=lo: progress(lo + done, total)) if progress is not None else None
+        seqs = sampler.generate_many(ages, sexes, keys, spec.sampling, forced=[forced] * len(idx), limits=limits,
+                                     batch_size=batch_size, progress=report)
+        for i, a, s, t in zip(idx, ages, sexes, seqs):
+            yield Patient(id=patient_id(seed, i), age=a, sex=s, visits=sampler.visits_of(t))

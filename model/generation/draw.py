@@ -9,31 +9,14 @@ so a row's token is a function of the row alone (its logits, its mask, its unifo
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
 from model.generation.constraints import mask_logits
+from model.generation.options import SamplingOptions
 from model.tokens.layout import TokenLayout
 
-
-@dataclass(frozen=True)
-class SamplingOptions:
-    temperature: float = 1.0
-    top_p: float = 0.95
-    top_k: int = 0  # 0: off
-    code_sampler: str = "model"  # hierarchical stage 2: "model" (conditioned) or "frequency" (training counts)
-
-    def __post_init__(self):
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.top_k < 0:
-            raise ValueError(f"top_k must be >= 0, got {self.top_k}")
-        if self.code_sampler not in ("model", "frequency"):
-            raise ValueError(f"code_sampler must be 'model' or 'frequency', got {self.code_sampler!r}")
+__all__ = ["SamplingOptions", "draw", "draw_codes", "sample_from_logits", "window_index"]  # options live in options.py
 
 
 def _sorted_desc(x: torch.Tensor) -> torch.Tensor:

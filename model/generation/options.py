@@ -1,0 +1,35 @@
+"""Sampling options and the bounds the sampler honours, torch-free so that the API can check a spec
+with the very class the worker builds (service/ never imports torch).
+
+Temperature bounds: model/generation/draw.py divides float32 logits (shifted by the row max) by the
+temperature, cast to float32. Under about 7e-46 the cast is 0 and every probability is NaN (the
+issue's 1e-46 failed the job); over 3.4e38 it is inf and the division gives NaN again. Long before
+either, the draw stops changing: at 0.01 a logit gap of 0.5 is odds of e^-50 (the arg-max, greedy),
+and at 10 a gap of 5 is odds of 0.6 (near uniform over what top-k/top-p keep). So the documented
+range is [0.01, 10].
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MIN_TEMPERATURE = 0.01
+MAX_TEMPERATURE = 10.0
+CODE_SAMPLERS = ("model", "frequency")
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    temperature: float = 1.0
+    top_p: float = 0.95
+    top_k: int = 0  # 0: off
+    code_sampler: str = "model"  # hierarchical stage 2: "model" (conditioned) or "frequency" (training counts)
+
+    def __post_init__(self):
+        if not MIN_TEMPERATURE <= self.temperature <= MAX_TEMPERATURE:
+            raise ValueError(f"temperature must be in [{MIN_TEMPERATURE:g}, {MAX_TEMPERATURE:g}], got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+        if self.code_sampler not in CODE_SAMPLERS:
+            raise ValueError(f"code_sampler must be 'model' or 'frequency', got {self.code_sampler!r}")
