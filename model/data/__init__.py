@@ -16,11 +16,12 @@ from pathlib import Path
 
 from model.codes import parse_system
 from model.data.detect import FORMATS, detect_format
+from model.data.opening import ReadLimits, check_inside_root, read_limits
 from model.data.stats import dataset_stats
 from model.errors import DataError
 from model.patient import Patient
 
-__all__ = ["FORMATS", "dataset_stats", "detect_format", "load_patients"]
+__all__ = ["FORMATS", "ReadLimits", "dataset_stats", "detect_format", "load_patients"]
 
 
 def _loader(fmt: str):
@@ -39,12 +40,14 @@ def _loader(fmt: str):
 
 
 def load_patients(paths: str | Path | Sequence[str | Path], format: str | None = None,
-                  code_system: str | None = None) -> list[Patient]:
+                  code_system: str | None = None, limits: ReadLimits | None = None) -> list[Patient]:
     """Load one source or several (each detected on its own unless `format` is given) into one list.
 
     The same patient id in two sources is an error rather than a silent merge: the sources would
     disagree on the patient's demographics and visit order. `code_system`: "icd9" | "icd10" (also 9,
-    10) for every source, or None: each source's own, or what its codes say.
+    10) for every source, or None: each source's own, or what its codes say. `limits`: the root every
+    file must resolve inside and the size, decompression and time limits (model/data/opening.py);
+    without them a file is still read only if it is a regular file.
     """
     if code_system is not None:
         try:
@@ -55,16 +58,23 @@ def load_patients(paths: str | Path | Sequence[str | Path], format: str | None =
         paths = [paths]
     if not paths:
         raise DataError(None, "no input: expected at least one path")
+    with read_limits(limits):
+        patients = _load_all([Path(p) for p in paths], format, code_system, limits or ReadLimits())
+    if len(paths) > 1:
+        patients.sort(key=lambda p: p.id)
+    return patients
+
+
+def _load_all(paths: list[Path], format: str | None, code_system: str | None, limits: ReadLimits) -> list[Patient]:
     patients: list[Patient] = []
     origin: dict[str, Path] = {}
-    for path in map(Path, paths):
+    for path in paths:
         if not path.exists():
             raise DataError(path, "no such file or folder")
+        check_inside_root(path, limits.root)  # the files are checked again as each is opened
         for p in _loader(format or detect_format(path))(path, code_system=code_system):
             if p.id in origin:
                 raise DataError(path, f"patient id {p.id!r} also in {origin[p.id]}: expected each patient in one source")
             origin[p.id] = path
             patients.append(p)
-    if len(paths) > 1:
-        patients.sort(key=lambda p: p.id)
     return patients

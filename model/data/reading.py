@@ -8,8 +8,8 @@ that a bad value found after merging can still be traced to where it came from.
 """
 from __future__ import annotations
 
+import codecs
 import csv
-import gzip
 import io
 import re
 from collections.abc import Callable
@@ -22,6 +22,7 @@ import pyarrow.compute as pacompute
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from model.data.opening import active_limits, open_data_file
 from model.errors import DataError
 
 CSV_SUFFIXES = (".csv", ".csv.gz")
@@ -41,22 +42,17 @@ def find_table(folder: Path, stem: str) -> Path:
     return hits[0]
 
 
-def _open_bytes(path: Path) -> bytes:
-    # Only used on the error path, to locate a bad byte; whole-file reads are fine there.
-    with open(path, "rb") as f:
-        data = f.read()
-    return gzip.decompress(data) if path.name.lower().endswith(".gz") else data
+# The header is read with a bounded readline: a "header" of gigabytes (one runaway line, a gzip bomb
+# without a newline) is refused here instead of being read into memory.
+MAX_HEADER_BYTES = 1 << 20
 
 
 def _first_line(path: Path) -> bytes:
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
-    try:
-        with opener(path, "rb") as f:
-            return f.readline()
-    except FileNotFoundError:
-        raise DataError(path, "file not found") from None
-    except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError
-        raise DataError(path, f"cannot read file ({e}): expected CSV text or gzipped CSV") from None
+    with open_data_file(path) as f:
+        line = f.readline(MAX_HEADER_BYTES + 1)
+    if len(line) > MAX_HEADER_BYTES:
+        raise DataError(path, f"header line longer than {MAX_HEADER_BYTES:,} bytes: expected a CSV header row", line=1)
+    return line
 
 
 def read_header(path: Path) -> list[str]:
@@ -67,7 +63,10 @@ def read_header(path: Path) -> list[str]:
         raise DataError(path, f"not UTF-8 text (byte {raw[e.start]:#04x}): expected a UTF-8 CSV header", line=1) from None
     if not text.strip():
         raise DataError(path, "empty file: expected a CSV header row", line=1)
-    return next(csv.reader(io.StringIO(text.rstrip("\r\n"))))  # as spelled: pyarrow selects by exact name
+    try:
+        return next(csv.reader(io.StringIO(text.rstrip("\r\n"))))  # as spelled: pyarrow selects by exact name
+    except csv.Error as e:  # e.g. a field over csv.field_size_limit() (131,072 characters)
+        raise DataError(path, f"unreadable CSV header ({e}): expected column names", line=1) from None
 
 
 def _match_columns(path: Path, present: list[str], columns: list[str], optional: tuple[str, ...]) -> dict[str, str]:
@@ -81,28 +80,42 @@ def _match_columns(path: Path, present: list[str], columns: list[str], optional:
 
 
 def _line_of_bad_utf8(path: Path) -> int | None:
-    data = _open_bytes(path)
+    """The line of the first byte that is not UTF-8, streamed (the file may be large, or a bomb)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    lines, offset = 1, 0
+    with open_data_file(path) as f:
+        while chunk := f.read(1 << 20):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as e:
+                # e.start counts from the bytes the decoder still held from the previous chunk.
+                return lines + chunk.count(b"\n", 0, max(0, e.start - offset))
+            lines += chunk.count(b"\n")
+            offset = len(decoder.getstate()[0])
     try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        return data.count(b"\n", 0, e.start) + 1
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:  # the file ends inside a character
+        return lines
     return None
 
 
 def _read_csv_arrow(path: Path, names: list[str], use_threads: bool) -> pa.Table:
-    return pacsv.read_csv(
-        path,
-        read_options=pacsv.ReadOptions(use_threads=use_threads),
-        # Quoted newlines are legal CSV; allowing them costs little and avoids a false "malformed row".
-        parse_options=pacsv.ParseOptions(newlines_in_values=True),
-        convert_options=pacsv.ConvertOptions(
-            include_columns=names,
-            column_types={n: pa.string() for n in names},  # ids and codes are text: keep leading zeros
-            strings_can_be_null=True,
-            quoted_strings_can_be_null=True,
-            null_values=[""],
-        ),
-    )
+    # Read from our guarded stream, not the path: pyarrow would open a FIFO, follow any symlink and
+    # inflate a .gz file without limit (the stream already hands out decompressed bytes).
+    with open_data_file(path) as f:
+        return pacsv.read_csv(
+            f,
+            read_options=pacsv.ReadOptions(use_threads=use_threads),
+            # Quoted newlines are legal CSV; allowing them costs little and avoids a false "malformed row".
+            parse_options=pacsv.ParseOptions(newlines_in_values=True),
+            convert_options=pacsv.ConvertOptions(
+                include_columns=names,
+                column_types={n: pa.string() for n in names},  # ids and codes are text: keep leading zeros
+                strings_can_be_null=True,
+                quoted_strings_can_be_null=True,
+                null_values=[""],
+            ),
+        )
 
 
 def _read_csv(path: Path, columns: list[str], optional: tuple[str, ...]) -> pd.DataFrame:
@@ -132,11 +145,26 @@ def _read_csv(path: Path, columns: list[str], optional: tuple[str, ...]) -> pd.D
     return df
 
 
+def _read_parquet_columns(path: Path, parquet: pq.ParquetFile, names: list[str]) -> pa.Table:
+    """The columns, decoded a batch at a time: Parquet pages are compressed and dictionary-encoded,
+    so a small file can decode to gigabytes; the decoded bytes count against the decompression limit
+    as they come, and the read stops there."""
+    limit = active_limits().max_decompressed_bytes
+    batches, total = [], 0
+    for batch in parquet.iter_batches(batch_size=65_536, columns=names, use_threads=False):
+        total += batch.nbytes
+        if limit is not None and total > limit:
+            raise DataError(path, f"decoded data over the limit of {limit:,} bytes")
+        batches.append(batch)
+    return pa.Table.from_batches(batches, schema=pa.schema([parquet.schema_arrow.field(n) for n in names]))
+
+
 def _read_parquet(path: Path, columns: list[str], optional: tuple[str, ...]) -> pd.DataFrame:
     try:
-        present = pq.read_schema(path).names
-        found = _match_columns(path, present, columns, optional)
-        table = pq.read_table(path, columns=list(found.values()))
+        with open_data_file(path) as f:
+            parquet = pq.ParquetFile(f)
+            found = _match_columns(path, parquet.schema_arrow.names, columns, optional)
+            table = _read_parquet_columns(path, parquet, list(found.values()))
     except DataError:
         raise
     except (pa.ArrowException, OSError) as e:
