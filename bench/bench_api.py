@@ -97,7 +97,8 @@ def seed(url: str, shared_data: Path) -> dict:
     try:
         with make_sessionmaker(engine)() as s:
             key = generate_key()
-            store.create_api_key(s, name="bench", key_hash=hash_key(key), prefix=key[:10])
+            # admin: the rows made below through the store belong to no tenant
+            store.create_api_key(s, name="bench", key_hash=hash_key(key), prefix=key[:10], is_admin=True)
             ds = store.create_dataset(s, name="mimic3-demo", format="mimic3", path="mimic3-demo", stats={})
             model = store.create_model(s, name="bench", dataset_id=ds.id, checkpoint_path="none", manifest_sha256="0" * 64)
             model_id = model.id
@@ -124,7 +125,9 @@ def start_api(database_url: str, broker_url: str, log_path: Path, workers: int =
 
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PROMPTEHR_", "CELERY_")) and k != "DATABASE_URL"}
-    env.update(DATABASE_URL=database_url, CELERY_BROKER_URL=broker_url, PROMPTEHR_HOME=str(log_path.parent))
+    env.update(DATABASE_URL=database_url, CELERY_BROKER_URL=broker_url, PROMPTEHR_HOME=str(log_path.parent),
+               # no quotas: the benchmark queues hundreds of cohorts (no worker runs them) on purpose
+               PROMPTEHR_MAX_ACTIVE_JOBS_PER_TENANT="0", PROMPTEHR_MAX_QUEUED_PATIENTS_PER_TENANT="0")
     with open(log_path, "wb") as log:  # the child has its own copy of the file descriptor
         proc = subprocess.Popen(
             [sys.executable, "-m", "cli.main", "serve", "--host", "127.0.0.1", "--port", str(port),

@@ -55,7 +55,8 @@ def seed(database_url: str, n_cohorts: int = 20) -> dict:
     try:
         with make_sessionmaker(engine)() as s:
             key = generate_key()
-            store.create_api_key(s, name="bench", key_hash=hash_key(key), prefix=key[:10])
+            # admin: the rows made below through the store belong to no tenant
+            store.create_api_key(s, name="bench", key_hash=hash_key(key), prefix=key[:10], is_admin=True)
             ds = store.create_dataset(s, name="bench", format="mimic3", path="mimic3-demo", stats={"patients": 100})
             model = store.create_model(s, name="bench", dataset_id=ds.id, checkpoint_path="bench",
                                        manifest_sha256="0" * 64, config={"preset": "tiny"})
@@ -194,7 +195,9 @@ def bench(clients: int = 50, duration: float = 60, *, api_workers: int = 1, data
             tempfile.TemporaryDirectory(prefix="bench-load-") as tmp:
         seeded = seed(db)
         env = app_env(home=Path(tmp), data_root=Path(tmp), database_url=db, broker_url=broker,
-                      WEB_CONCURRENCY=str(api_workers))
+                      WEB_CONCURRENCY=str(api_workers),
+                      # no quotas: the load queues thousands of cohorts (no worker runs them) on purpose
+                      PROMPTEHR_MAX_ACTIVE_JOBS_PER_TENANT="0", PROMPTEHR_MAX_QUEUED_PATIENTS_PER_TENANT="0")
         api, base = start_api(env, Path(tmp) / "api.log")
         try:
             api_cpu0 = cpu_seconds(api.pid)

@@ -106,11 +106,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--out {args.out}: exists and is not a folder")
     paths, notice = demo_data(args.data)
 
+    from model.data import load_patients
+    from model.data.export import write_export
+    from model.evaluation import EvaluationConfig, build_report
     from model.generation.cohort import CohortSpec
     from model.nn.config import train_config
-    from model.data import load_patients
-    from model.evaluation import EvaluationConfig, build_report
-    from model.data.export import write_export
     from model.split import split_patients
 
     split_seed = 0

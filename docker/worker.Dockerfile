@@ -9,6 +9,8 @@ COPY worker ./worker
 COPY cli ./cli
 COPY migrations ./migrations
 # torch==2.13.0 is already in the base image, so pip keeps its CUDA build.
+# DL3013 asks for pinned versions: this installs the project itself, its pins are in pyproject.toml.
+# hadolint ignore=DL3013
 RUN pip install ".[service]"
 COPY docker/entrypoint-worker.sh /usr/local/bin/entrypoint-worker.sh
 # The model volume's mount point exists and belongs to the app user: Docker copies an image directory's

@@ -8,17 +8,22 @@ At start-up (lifespan) the app refuses to start when the database is behind the 
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from contextlib import asynccontextmanager
 
 import sqlalchemy.exc as sa_exc
 from fastapi import APIRouter, Depends, FastAPI
 
+from service import store
+from service.allow_header import install_allow_header
 from service.auth import require_api_key
 from service.body_limit import BodySizeLimitMiddleware
-from service.db import make_engine, make_sessionmaker
+from service.db import api_pool_options, make_engine, make_sessionmaker
 from service.migrate import check_schema_current
+from service.openapi_errors import document_errors
 from service.problems import install_problem_handlers
+from service.quotas import on_quota_exceeded
 from service.routes import cohorts, datasets, health, models, reports, training_jobs
 from service.settings import Settings, get_settings
 
@@ -53,12 +58,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url="/docs",
         redoc_url=None,
+        # No redirect from /cohorts/ to /cohorts: Starlette builds its Location from the Host header,
+        # which the client chooses (issue 15); such a path is a 404 problem instead.
+        redirect_slashes=False,
     )
     app.state.settings = settings
-    app.state.engine = make_engine(settings.database_url)
+    app.state.engine = make_engine(settings.database_url, **api_pool_options(settings))
     app.state.sessionmaker = make_sessionmaker(app.state.engine)
+    app.state.export_gate = asyncio.Semaphore(settings.export_concurrency)  # see service/export.py
 
     install_problem_handlers(app)
+    install_allow_header(app)
+    app.add_exception_handler(store.QuotaExceeded, on_quota_exceeded)
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
 
     app.include_router(health.router)
@@ -66,4 +77,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (datasets, training_jobs, models, cohorts, reports):
         protected.include_router(module.router)
     app.include_router(protected)
+    document_errors(app)
     return app

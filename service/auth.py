@@ -1,4 +1,6 @@
-"""API keys: generated with high entropy, stored as sha256, checked on every route but the probes."""
+"""API keys: generated with high entropy, stored as sha256, checked on every route but the probes.
+A key that is unknown, revoked or past its expiry is a 401. The key's tenant scopes what it sees
+(`TenantDep`: the tenant filter the routes hand the store; None for an admin key)."""
 from __future__ import annotations
 
 import hashlib
@@ -34,10 +36,18 @@ def require_api_key(session: SessionDep, key: Annotated[str | None, Security(api
         raise Problem(401, "Send an API key in the X-API-Key header.", type="unauthorized",
                       headers={"WWW-Authenticate": 'ApiKey header="X-API-Key"'})
     found = store.get_api_key_by_hash(session, hash_key(key))
-    if found is None:
-        raise Problem(401, "The API key is not valid.", type="unauthorized",
+    if found is None:  # one answer for all three: the caller learns nothing about other keys
+        raise Problem(401, "The API key is not valid (unknown, revoked or expired).", type="unauthorized",
                       headers={"WWW-Authenticate": 'ApiKey header="X-API-Key"'})
     return found
 
 
 ApiKeyDep = Annotated[ApiKey, Depends(require_api_key)]
+
+
+async def caller_tenant(api_key: ApiKeyDep) -> str | None:
+    # async: no I/O (require_api_key, cached per request, did the lookup), so it runs on the event loop
+    return api_key.tenant_filter
+
+
+TenantDep = Annotated[str | None, Depends(caller_tenant)]

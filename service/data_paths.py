@@ -1,10 +1,16 @@
 """Paths under the data root as the user registered them: errors shown to a client or stored on a job
-name the file relative to PROMPTEHR_DATA_ROOT, never the server's own folders."""
+name the file relative to PROMPTEHR_DATA_ROOT, never the server's own folders; and the limits under
+which the API and the workers read those files."""
 from __future__ import annotations
 
 import os
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from model.data.opening import ReadLimits
+    from service.settings import Settings
 
 
 def relative_to_data_root(text: str, data_root: str | Path | None) -> str:
@@ -25,3 +31,15 @@ def relative_to_data_root(text: str, data_root: str | Path | None) -> str:
         pattern = rf"(?<![\w.{sep}-]){re.escape(root)}(?:({sep})+|(?![\w.{sep}-]))"
         text = re.sub(pattern, lambda m: "" if m.group(1) else ".", text)
     return text
+
+
+def read_limits(settings: Settings) -> ReadLimits:
+    """What every data file is held to (model/data/opening.py): inside the data root (resolved again
+    at every open), regular, and within the settings' size, decompression and time limits."""
+    # Imported on use: model.data brings pandas (about 0.4 s of API start-up); only the code that is
+    # about to read a data set needs it.
+    from model.data.opening import ReadLimits
+
+    return ReadLimits(root=Path(settings.data_root), max_file_bytes=settings.data_max_file_bytes,
+                      max_decompressed_bytes=settings.data_max_decompressed_bytes,
+                      max_seconds=settings.data_read_timeout_seconds)

@@ -11,6 +11,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
+from service.settings import Settings
+
 
 def make_engine(url: str, **kwargs) -> sa.Engine:
     """An engine for `url`. SQLite gets real transactions (so savepoints work), foreign keys, WAL
@@ -44,6 +46,24 @@ def make_engine(url: str, **kwargs) -> sa.Engine:
         conn.exec_driver_sql("BEGIN")
 
     return engine
+
+
+def api_pool_options(settings: Settings) -> dict:
+    """make_engine's pool arguments for the API (settings.database_pool_*). An in-memory SQLite
+    database has a connection per thread (SingletonThreadPool), which takes none of them."""
+    url = make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
+        return {}
+    return {"pool_size": settings.database_pool_size, "max_overflow": settings.database_max_overflow,
+            "pool_timeout": settings.database_pool_timeout_seconds}
+
+
+def pool_is_full(engine: sa.Engine, settings: Settings) -> bool:
+    """Every connection the API's pool may open is checked out: the next checkout waits."""
+    pool = engine.pool
+    if not isinstance(pool, sa.pool.QueuePool):
+        return False
+    return pool.checkedout() >= settings.database_pool_size + settings.database_max_overflow
 
 
 def make_sessionmaker(engine: sa.Engine) -> sessionmaker[Session]:

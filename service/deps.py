@@ -5,7 +5,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from service.auth import ApiKeyDep, require_api_key
+from service.auth import ApiKeyDep, TenantDep, require_api_key
 from service.db import SessionDep
 from service.settings import Settings
 
@@ -17,4 +17,4 @@ async def get_app_settings(request: Request) -> Settings:
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 
-__all__ = ["ApiKeyDep", "SessionDep", "SettingsDep", "require_api_key"]
+__all__ = ["ApiKeyDep", "SessionDep", "SettingsDep", "TenantDep", "require_api_key"]

@@ -121,6 +121,20 @@ async def _on_database_unavailable(request: Request, exc: Exception) -> ProblemR
     )
 
 
+async def _on_database_busy(request: Request, exc: Exception) -> ProblemResponse:
+    # sqlalchemy.exc.TimeoutError: every pooled connection stayed in use for pool_timeout
+    # (settings.database_pool_timeout_seconds). The database is up and this process is overloaded:
+    # a retry shortly after is likely to get a connection.
+    log.warning("database pool exhausted: %s", str(exc).splitlines()[0][:200])
+    return problem_response(
+        request,
+        503,
+        "Every database connection of this server is in use; try again shortly.",
+        type="database-busy",
+        headers={"Retry-After": "2"},
+    )
+
+
 async def _on_unstorable_value(request: Request, exc: Exception) -> ProblemResponse:
     # The database refused a value of the request (PostgreSQL: text with a NUL character, a number
     # out of range): the client's error, and nothing was written (the transaction is rolled back).
@@ -133,6 +147,14 @@ async def _on_unstorable_value(request: Request, exc: Exception) -> ProblemRespo
         type="validation-error",
         errors=[],
     )
+
+
+async def _on_conflicting_write(request: Request, exc: Exception) -> ProblemResponse:
+    # A constraint refused the write: another request changed what this one refers to in between
+    # (a model deleted while a cohort of it was being created: its foreign key). Nothing was written.
+    log.info("write refused by a constraint: %s", str(getattr(exc, "orig", exc)).splitlines()[0][:200])
+    return problem_response(request, 409, "A resource this request refers to was changed or deleted meanwhile; "
+                            "nothing was written.", type="conflict")
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> ProblemResponse:
@@ -148,5 +170,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(sa_exc.OperationalError, _on_database_unavailable)
     app.add_exception_handler(sa_exc.InterfaceError, _on_database_unavailable)
     app.add_exception_handler(sa_exc.DisconnectionError, _on_database_unavailable)
+    app.add_exception_handler(sa_exc.TimeoutError, _on_database_busy)  # the pool's, not a query's
     app.add_exception_handler(sa_exc.DataError, _on_unstorable_value)
+    app.add_exception_handler(sa_exc.IntegrityError, _on_conflicting_write)
     app.add_exception_handler(Exception, _on_unexpected)

@@ -34,6 +34,13 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None, validation_alias=AliasChoices("DATABASE_URL", "PROMPTEHR_DATABASE_URL", "database_url")
     )
+    # The API's connection pool (service/db.py: api_pool_options; workers keep SQLAlchemy's defaults).
+    # A request that finds every connection in use waits this long, then is a 503 database-busy with
+    # Retry-After: SQLAlchemy's own 30 s outlasts most clients' timeouts, and requests hold a
+    # connection for milliseconds, so a pool still full after 5 s is overloaded, not about to free up.
+    database_pool_size: int = Field(default=5, ge=1)
+    database_max_overflow: int = Field(default=10, ge=0)
+    database_pool_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
     # None means jobs run in this process (the embedded runner); otherwise e.g. redis://host:6379/0.
     celery_broker_url: str | None = Field(
         default=None,
@@ -47,6 +54,18 @@ class Settings(BaseSettings):
     data_root: Path | None = Field(default=None, validation_alias=AliasChoices("PROMPTEHR_DATA_ROOT", "data_root"))
     # Where trained checkpoints are written (default <promptehr_home>/models).
     model_root: Path | None = Field(default=None, validation_alias=AliasChoices("PROMPTEHR_MODEL_ROOT", "model_root"))
+    # The URL clients reach the API at (e.g. https://ehr.example.org): `next` links and Location
+    # headers are absolute on it. Unset, they are relative: never built from the request's Host
+    # header, which the client chooses (service/links.py).
+    public_base_url: str | None = Field(default=None, pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$")
+    # Data files (POST /datasets and the jobs reading them, model/data/opening.py): a file is read only
+    # if it is a regular file inside the data root, at most this large on disk (1 GiB: the full
+    # MIMIC-IV diagnoses table is about 0.15 GiB uncompressed) ...
+    data_max_file_bytes: int = Field(default=1 << 30, ge=1)
+    # ... and at most this much once decompressed (2 GiB): a gzip bomb stops here, streamed, not in memory;
+    data_max_decompressed_bytes: int = Field(default=2 << 30, ge=1)
+    # a whole data set read in at most this long (seconds): a slow or stalled mount cannot hold a request.
+    data_read_timeout_seconds: float = Field(default=300.0, gt=0)
 
     # Limits.
     max_cohort_patients: int = Field(default=100_000, ge=1)
@@ -54,11 +73,30 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1)
     default_page_limit: int = Field(default=100, ge=1)
     max_page_limit: int = Field(default=500, ge=1)
+    # Patients per shard (one Celery message and job each). 1000 by measurement (bench/bench_workers.py,
+    # docs/scaling.md; small preset, 2 CPU workers): 20,000 patients in 1000s ran at 89.2 patients/s, 4,000
+    # in 2000s at 89.0 (no gain, and half the workers a cohort can use), in 500s at 83.2 (each shard's
+    # fresh pool child and model load left a worker idle ~4.5 s).
     cohort_shard_size: int = Field(default=1000, ge=1)
     idempotency_ttl_seconds: int = Field(default=24 * 3600, ge=1)
     # A running job whose heartbeat is older than this may be claimed again (the worker died).
     job_stale_after_seconds: int = Field(default=600, ge=1)
     export_chunk_rows: int = Field(default=500, ge=1)
+    # Exports making a chunk (a page read and its encoding) at once, per API process; the others wait
+    # on the event loop, holding no thread and no connection. Without it 50 exports read pages as fast
+    # as loopback sockets took them and starved every other route of connections and CPU (pollers:
+    # 181 of 355 requests a 503, p99 16.9 s; bench/attack_slow_readers.py, docs/reliability.md).
+    export_concurrency: int = Field(default=2, ge=1)
+    # Quotas per tenant (service/store/quotas.py; 0: no limit). Without them one key queued 50 cohorts
+    # of 100,000 patients (about 12 h of CPU, 5 GB of disk) in 2.5 s. Over one, POST answers 429 with
+    # Retry-After. Training jobs and cohorts queued or running: 10 keeps a tenant's work to minutes of
+    # queue, not hours, while leaving room for a few trainings and cohorts side by side.
+    max_active_jobs_per_tenant: int = Field(default=10, ge=0)
+    # Patients of a tenant's queued and running shards: two cohorts of the largest size (about 30 min
+    # of one CPU worker at ~115 patients/s). A cohort larger than this is a 422 (it could never run).
+    max_queued_patients_per_tenant: int = Field(default=200_000, ge=0)
+    # Retry-After of a 429: jobs take minutes, so a client polling faster learns nothing.
+    quota_retry_after_seconds: int = Field(default=60, ge=1)
 
     # Workers (worker/; the API ignores these).
     # Patients a worker generates (and stores) at a time within a shard (None: the worker's default).
@@ -66,9 +104,23 @@ class Settings(BaseSettings):
     # Jobs a Celery pool child runs before it is replaced: 1, a fresh process per job (what a job
     # leaked, GPU memory included, goes back); 0 never replaces it (saves a CUDA start-up per shard).
     worker_max_tasks_per_child: int = Field(default=1, ge=0)
+    # Job time limits (seconds, per attempt; worker/execution.py): a job running longer is stopped
+    # and marked failed with the reason. Defaults well above the runs we know (the DE-SynPUF small
+    # model trained in 32 min on one thread): training 48 h, one generation shard 2 h, an evaluation 2 h.
+    train_time_limit_seconds: float = Field(default=48 * 3600, gt=0)
+    generate_time_limit_seconds: float = Field(default=2 * 3600, gt=0)
+    evaluate_time_limit_seconds: float = Field(default=2 * 3600, gt=0)
+    # How long a job that was cancelled or ran out of time may take to stop by itself (it polls
+    # between steps) before its row is finished for it: a body stuck in a read must not keep the job
+    # "running" with fresh heartbeats. Celery's hard time limit (limit + 3 x this) then ends the child.
+    job_stop_grace_seconds: float = Field(default=60.0, gt=0)
     # torch device of the jobs: cpu, cuda, cuda:N or mps; None (unset, empty or "auto"): cuda when
     # torch sees one, else cpu.
     device: str | None = Field(default=None, pattern=r"^(?:cpu|cuda(?::[0-9]+)?|mps)$")
+    # The devices a CPU worker offers a training job (`devices` in POST /training-jobs): gloo processes
+    # sharing its cores. 1 by default: torch already spreads one process over the cores, so more pays
+    # only where one process cannot use them all (many sockets); a GPU worker offers its GPUs.
+    cpu_devices: int = Field(default=1, ge=1, le=256)
 
     _embedded: bool = PrivateAttr(default=False)
 

@@ -261,9 +261,18 @@ def client(client_for, shared_data):
 
 @pytest.fixture
 def auth(session) -> dict[str, str]:
+    """An admin key (tenant "test"): the service tests make rows through the store, which belong to
+    no tenant, and only an admin key sees those. What a tenant's key sees is
+    tests/test_hardening_tenants.py's (its keys come from `tenant_key`)."""
+    return tenant_key(session, "test", admin=True)
+
+
+def tenant_key(session, tenant: str, *, admin: bool = False, **fields) -> dict[str, str]:
+    """Headers with a new API key of `tenant` (fields: expires_at, name, ...) for the app clients."""
     from service import store
     from service.auth import generate_key, hash_key
 
     key = generate_key()
-    store.create_api_key(session, name="test", key_hash=hash_key(key), prefix=key[:10])
+    store.create_api_key(session, name=fields.pop("name", tenant), key_hash=hash_key(key), prefix=key[:10],
+                         tenant=tenant, is_admin=admin, **fields)
     return {"X-API-Key": key}

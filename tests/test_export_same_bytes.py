@@ -51,7 +51,8 @@ def register(settings: Settings, model_dir) -> tuple[str, str]:
             model = store.create_model(s, name="tiny", dataset_id=ds.id, checkpoint_path=str(model_dir),
                                        manifest_sha256=sha256_of(model_dir / MANIFEST))
             key = generate_key()
-            store.create_api_key(s, name="test", key_hash=hash_key(key), prefix=key[:10])
+            # admin: the rows made above through the store belong to no tenant
+            store.create_api_key(s, name="test", key_hash=hash_key(key), prefix=key[:10], is_admin=True)
             return model.id, key
     finally:
         ctx.close()

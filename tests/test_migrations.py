@@ -13,7 +13,7 @@ from service.models import Base
 from tests import conftest
 
 TABLES = {"api_keys", "datasets", "training_jobs", "models", "cohorts", "cohort_shards", "cohort_patients",
-          "reports", "idempotency_keys"}
+          "reports", "idempotency_keys", "workers"}
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.services)])

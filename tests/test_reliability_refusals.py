@@ -46,7 +46,8 @@ def refusals(tmp_path_factory, shared_data):
         app = create_app(settings)
         key = generate_key()
         with app.state.sessionmaker() as s:
-            store.create_api_key(s, name="refusals", key_hash=hash_key(key), prefix=key[:10])
+            # admin: the dataset and model made below through the store belong to no tenant
+            store.create_api_key(s, name="refusals", key_hash=hash_key(key), prefix=key[:10], is_admin=True)
             dataset = store.create_dataset(s, name="demo", format="mimic3", path="mimic3", stats={"patients": 100})
             model = store.create_model(s, name="m", dataset_id=dataset.id, checkpoint_path="nowhere",
                                        manifest_sha256="0" * 64, config={"preset": "tiny"})

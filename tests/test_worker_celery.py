@@ -167,10 +167,11 @@ def test_a_queued_job_whose_message_was_lost_is_sent_again_and_runs(stack):
     from service.models import TrainingJob
     from service.models.base import utcnow
 
-    # The row as the API writes it, but its message never reached the broker (or Redis lost it).
+    # The row as the API writes it (owned by the tenant of the stack's key, "e2e"), but its message never
+    # reached the broker (or Redis lost it).
     with make_sessionmaker(stack.engine)() as session:
         job = store.create_training_job(session, dataset_id=stack.good["id"], preset="tiny", mode="hierarchical",
-                                        epochs=1, seed=0)
+                                        epochs=1, seed=0, tenant="e2e")
         session.execute(sa.update(TrainingJob).where(TrainingJob.id == job.id)
                         .values(created_at=utcnow() - timedelta(minutes=1)))
         session.commit()

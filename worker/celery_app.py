@@ -12,7 +12,9 @@ runs it (worker.claims), so a message delivered twice is harmless and one lost i
   claims the row by seeing that its claimant process is gone and resumes from the last snapshot;
   a job whose worker died MAX_ATTEMPTS times is failed rather than retried forever;
 - worker_prefetch_multiplier=1 with concurrency 1: a worker holds one job's message, never a
-  backlog that another worker could be running;
+  backlog that another worker could be running; with acks_late it fetches the next only when the
+  job ends, so a cohort's shards spread over every live worker (bench/bench_workers.py: 20 shards,
+  10 and 10 on two workers, alternating);
 - prefork pool, one child, worker_max_tasks_per_child=1: the job runs in a child the master
   outlives (with the solo pool the job's crash would be the worker's crash, and its message would
   wait for the visibility timeout), and every job starts in a fresh process (GPU memory and
@@ -22,7 +24,12 @@ runs it (worker.claims), so a message delivered twice is harmless and one lost i
 - visibility_timeout (Redis): how long an unacknowledged message stays with a worker before Redis
   gives it to another; it must exceed the longest job, or a long training would be delivered
   again while it runs (harmless, the claim refuses it, but wasteful);
-- JSON only: no pickle in either direction.
+- JSON only: no pickle in either direction;
+- time limits per task (task_annotations), behind the runner's own (worker/execution.py fails a
+  job past settings.<kind>_time_limit_seconds, and finishes the row of one that does not stop within
+  settings.job_stop_grace_seconds): Celery's soft limit, a grace later, raises in a body stuck in a
+  blocking call; its hard limit, one more grace later, ends the child, so a stuck job does not hold
+  the worker for ever.
 
 Recovery that needs no message: a timer in the master sends again, every few minutes and at start,
 the jobs nobody is working on: running with a stale heartbeat or a dead claimant on this host, and
@@ -41,6 +48,9 @@ from service.settings import get_settings
 from worker.broker import messages_naming
 from worker.claims import orphaned_jobs, queued_jobs
 from worker.context import forget_process_context, make_context
+from worker.dispatch import finish_abandoned
+from worker.execution import TIME_LIMIT_SETTINGS, time_limit
+from worker.presence import Presence, sweep_interval
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +71,14 @@ def max_tasks_per_child(settings) -> int | None:
     return settings.worker_max_tasks_per_child or None
 
 
+def time_limits(settings) -> dict:
+    """task name -> Celery's soft and hard time limits (seconds) for it (see the module's docstring)."""
+    grace = settings.job_stop_grace_seconds
+    return {store.task_name(kind): {"soft_time_limit": time_limit(settings, kind) + 2 * grace,
+                                    "time_limit": time_limit(settings, kind) + 3 * grace}
+            for kind in TIME_LIMIT_SETTINGS}
+
+
 def celery_config() -> dict:
     settings = get_settings()
     queue = settings.celery_queue or QUEUE
@@ -77,6 +95,7 @@ def celery_config() -> dict:
         "task_ignore_result": True,
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
+        "task_annotations": time_limits(settings),
         "worker_prefetch_multiplier": 1,
         "worker_concurrency": 1,
         "worker_pool": "prefork",
@@ -111,10 +130,6 @@ def _fresh_child(**_):
     forget_process_context()
 
 
-def sweep_interval(settings) -> float:
-    return max(5.0, min(300.0, settings.job_stale_after_seconds / 2))
-
-
 def send_orphans() -> int:
     """Send again the jobs nobody works on; returns how many. Two kinds:
     - running, with a stale heartbeat or a claimant process that is gone on this host;
@@ -124,6 +139,7 @@ def send_orphans() -> int:
     must not inherit its connections). A job sent twice runs once: the claim decides."""
     ctx = make_context()
     try:
+        finish_abandoned(ctx)  # before the orphans: a job asked to stop is finished, never sent again
         orphans = orphaned_jobs(ctx, include_queued=False)
         waiting = queued_jobs(ctx, created_before=utcnow() - timedelta(seconds=sweep_interval(ctx.settings)))
     finally:
@@ -167,6 +183,7 @@ class OrphanSweep(bootsteps.StartStopStep):
 
 
 app.steps["worker"].add(OrphanSweep)
+app.steps["worker"].add(Presence)  # the workers table: what POST /training-jobs checks `devices` against
 
 
 @signals.worker_ready.connect

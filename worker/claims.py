@@ -172,6 +172,16 @@ def orphaned_jobs(ctx: WorkerContext, *, include_queued: bool) -> list[tuple[str
     ]
 
 
+def abandoned_stops(ctx: WorkerContext) -> list[tuple[str, str, str | None]]:
+    """(kind, id, claimant) of running jobs asked to stop whose worker is gone (stale heartbeat or dead
+    claimant): nobody else will mark them cancelled or remove their scratch."""
+    stale_before = utcnow() - _stale_after(ctx)
+    with ctx.session() as session:
+        jobs = store.stopping_jobs(session)
+    return [(job.kind, job.id, job.claimed_by) for job in jobs
+            if job.heartbeat_at is None or job.heartbeat_at < stale_before or claimant_is_dead(job.claimed_by)]
+
+
 def queued_jobs(ctx: WorkerContext, *, created_before: datetime) -> list[tuple[str, str]]:
     """(kind, id) of jobs still queued that were created before `created_before` (their message should
     have been taken long ago), in the order of orphaned_jobs."""
@@ -180,4 +190,5 @@ def queued_jobs(ctx: WorkerContext, *, created_before: datetime) -> list[tuple[s
     return [(job.kind, job.id) for job in jobs]
 
 
-__all__ = ["MAX_ATTEMPTS", "Lease", "claim", "claimant_is_dead", "new_worker_id", "orphaned_jobs", "queued_jobs"]
+__all__ = ["MAX_ATTEMPTS", "Lease", "abandoned_stops", "claim", "claimant_is_dead", "new_worker_id", "orphaned_jobs",
+           "queued_jobs"]

@@ -13,6 +13,7 @@ import importlib
 import logging
 
 from service import store
+from worker.claims import abandoned_stops
 from worker.context import WorkerContext
 
 log = logging.getLogger(__name__)
@@ -21,6 +22,8 @@ log = logging.getLogger(__name__)
 TRAIN, GENERATE, EVALUATE = store.task_name("train"), store.task_name("generate"), store.task_name("evaluate")
 # kind -> the module whose `run(job_id, ctx, **claim)` runs a job of that kind
 TASK_MODULES = {"train": "worker.train_task", "generate": "worker.generate_task", "evaluate": "worker.evaluate_task"}
+# outcomes (and row statuses) after which a job's scratch files are of no more use
+ENDED = ("failed", "cancelled")
 
 
 def run_task(task_name: str, job_id: str, ctx: WorkerContext, **claim) -> str:
@@ -31,4 +34,36 @@ def run_task(task_name: str, job_id: str, ctx: WorkerContext, **claim) -> str:
         log.error("unknown task %r for job %s: dropped", task_name, job_id)
         return "skipped"
     module = importlib.import_module(TASK_MODULES[kind.name])
-    return module.run(str(job_id), ctx, **claim)
+    outcome = module.run(str(job_id), ctx, **claim)
+    if outcome in ENDED and hasattr(module, "clean_up"):
+        clean_up(module, kind.name, str(job_id), ctx)
+    return outcome
+
+
+def finish_abandoned(ctx: WorkerContext) -> int:
+    """Mark cancelled the running jobs asked to stop whose worker died first (worker.claims.abandoned_stops),
+    and remove their scratch; how many. The sweep calls it."""
+    finished = 0
+    for kind, job_id, claimant in abandoned_stops(ctx):
+        with ctx.session() as session:
+            done = store.mark_cancelled(session, kind, job_id, worker_id=claimant)
+        if done:
+            finished += 1
+            log.warning("%s %s: asked to stop, its worker %s is gone: cancelled", kind, job_id, claimant)
+            module = importlib.import_module(TASK_MODULES[kind])
+            if hasattr(module, "clean_up"):
+                clean_up(module, kind, job_id, ctx)
+    return finished
+
+
+def clean_up(module, kind: str, job_id: str, ctx: WorkerContext) -> None:
+    """A failed or cancelled job's scratch (a training job's resume state) is removed by its module's
+    `clean_up(job_id, ctx)`, once the row says so: a claim another worker took over keeps its files."""
+    try:
+        with ctx.session() as session:
+            row = store.get_job(session, kind, job_id)
+            ended = row is not None and row.status in ENDED
+        if ended:
+            module.clean_up(job_id, ctx)
+    except Exception:  # leftover files must not fail the worker; the job's outcome stands
+        log.exception("%s %s: could not remove its scratch files", kind, job_id)

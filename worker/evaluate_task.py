@@ -18,6 +18,7 @@ from model.evaluation.scorer import load_scorer
 from model.patient import Patient
 from model.split import split_patients
 from service import store
+from service.data_paths import read_limits
 from worker.claims import Lease
 from worker.context import WorkerContext
 from worker.execution import Stopped, run_job
@@ -46,7 +47,7 @@ def evaluate_report(ctx: WorkerContext, lease: Lease) -> None:
     lease.progress(0, STEPS, "steps", force=True)
 
     split_seed = int((model_row.config or {}).get("split_seed", 0))
-    real = load_dataset(ctx.data_root, dataset)  # in the code system it was registered (and trained) in
+    real = load_dataset(ctx.data_root, dataset, read_limits(ctx.settings))  # in its registered code system
     train, _validation, holdout = split_patients(real, split_seed)
     lease.progress(1, STEPS, "steps")
     if lease.should_stop():

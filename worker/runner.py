@@ -25,6 +25,7 @@ from worker.claims import orphaned_jobs
 from worker.context import WorkerContext, make_context, new_worker_id
 from worker.dispatch import run_task
 from worker.model_loading import clear_cache
+from worker.presence import Beacon
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +42,11 @@ class LocalRunner:
         self._pending = 0  # queued + running
         self.outcomes: list[tuple[str, str, str]] = []  # (task name, id, outcome), most recent last
         self._thread = threading.Thread(target=self._loop, name="promptehr-jobs", daemon=True)
+        self.presence = Beacon(ctx)  # the workers table: what POST /training-jobs checks `devices` against
         if recover:
             self.recover()
         self._thread.start()
+        self.presence.start()
 
     # -- the hook service.jobs calls --------------------------------------------------------------
 
@@ -124,6 +127,7 @@ class LocalRunner:
         self._queue.put(_STOP)
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout)
+        self.presence.stop()
         self.ctx.close()
 
     @property

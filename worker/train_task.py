@@ -13,19 +13,23 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 
-from model.data import load_patients
-from model.nn.checkpoint import LOG, MANIFEST, VOCAB, load_resume, sha256_of
+from model.data import ReadLimits, load_patients
+from model.nn.checkpoint import LOG, MANIFEST, VOCAB, load_resume, resume_dir, sha256_of
 from model.nn.config import train_config
 from model.patient import Patient
 from model.split import split_patients
 from model.training.train import train
 from service import store
+from service.data_paths import read_limits
+from service.removal import remove_under
 from worker.claims import Lease
 from worker.context import WorkerContext
 from worker.execution import Stopped, run_job
 from worker.model_loading import relative_to_root
+from worker.parallel_training import RankJob, train_on_devices
 
 log = logging.getLogger(__name__)
 
@@ -46,16 +50,20 @@ def job_dir(model_root: Path, job_id: str) -> Path:
 
 
 def dataset_path(data_root: Path, path: str) -> Path:
-    """The dataset's files: its path is relative to the data root (the API refused anything leaving it)."""
+    """The dataset's files: its path is relative to the data root (the API refused anything leaving
+    it; load_dataset checks again, since the files may have changed since)."""
     p = Path(path)
     return p if p.is_absolute() else Path(data_root) / p
 
 
-def load_dataset(data_root: Path, dataset) -> list[Patient]:
+def load_dataset(data_root: Path, dataset, limits: ReadLimits | None = None) -> list[Patient]:
     """The dataset row's patients, read as registered: its format, and the code system of POST
-    /datasets (kept in its stats, service/store/datasets.py; None: each source's own)."""
+    /datasets (kept in its stats, service/store/datasets.py; None: each source's own). The files are
+    checked now, not only at registration: each must still resolve inside the data root (a symlink
+    repointed out of it is refused) and be a regular file, within `limits` (default: the root only)."""
+    limits = limits or ReadLimits(root=Path(data_root))
     return load_patients(dataset_path(data_root, dataset.path), format=dataset.format,
-                         code_system=(dataset.stats or {}).get("code_system"))
+                         code_system=(dataset.stats or {}).get("code_system"), limits=limits)
 
 
 def code_systems_of(directory: Path) -> list[str]:
@@ -92,22 +100,39 @@ def _train(ctx: WorkerContext, lease: Lease, job, dataset, out: Path):
     if resume:
         log.info("train %s: resuming from %s", job.id, out)
 
-    patients = load_dataset(ctx.data_root, dataset)
+    patients = load_dataset(ctx.data_root, dataset, read_limits(ctx.settings))
     train_patients, val_patients, _holdout = split_patients(patients, job.seed)  # split seed: the job's
     if lease.should_stop():
         raise Stopped
-    result = train(
-        train_patients, val_patients, config, out,
-        progress=_progress_writer(lease), should_stop=lease.should_stop, resume=resume, device=ctx.get_device(),
-    )
+    devices = int((job.options or {}).get("devices", 1))
+    if devices > 1:  # data-parallel on this worker's devices (worker/parallel_training.py)
+        result = train_on_devices(ctx, lease, RankJob(config, str(out), resume, ctx.get_device()), devices,
+                                  train_patients, val_patients)
+    else:
+        result = train(
+            train_patients, val_patients, config, out,
+            progress=_progress_writer(lease), should_stop=lease.should_stop, resume=resume, device=ctx.get_device(),
+        )
     if result.status == "stopped":
         raise Stopped
     lease.flush_progress()
     return result, resume
 
 
+def finite(value):
+    """`value` with every NaN or infinite float as None: PostgreSQL's JSON refuses them ("invalid input syntax
+    for type json"), and a validation split of a few patients leaves some measures undefined (NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
 def _metrics(result, resume: bool, out: Path) -> dict:
-    return {
+    return finite({
         "status": result.status,
         "epochs_run": result.epochs_run,
         "steps": result.steps,
@@ -116,7 +141,7 @@ def _metrics(result, resume: bool, out: Path) -> dict:
         "seconds": round(result.seconds, 3),
         "resumed": resume,
         "log": read_training_log(out),
-    }
+    })
 
 
 def _register(ctx: WorkerContext, lease: Lease, job, dataset, out: Path, metrics: dict) -> str:
@@ -156,6 +181,18 @@ def train_job(ctx: WorkerContext, lease: Lease) -> None:
     result, resume = _train(ctx, lease, job, dataset, out)
     model_id = _register(ctx, lease, job, dataset, out, _metrics(result, resume, out))
     log.info("train %s: model %s registered (%s)", job_id, model_id, result.status)
+
+
+def clean_up(job_id: str, ctx: WorkerContext) -> None:
+    """After the job failed or was cancelled (worker/dispatch.py calls it): its resume state is of no
+    more use (a few MB per job), nor is a partial checkpoint no model was registered from. A model
+    registered by an attempt that then died keeps its folder. Only under the model root."""
+    out = job_dir(ctx.model_root, job_id)
+    remove_under(ctx.model_root, resume_dir(out))
+    with ctx.session() as session:
+        registered = store.get_model_of_training_job(session, job_id) is not None
+    if not registered:
+        remove_under(ctx.model_root, out)
 
 
 def run(job_id: str, ctx: WorkerContext, **claim) -> str:

@@ -9,6 +9,7 @@ from service.models.idempotency_key import IdempotencyKey
 from service.models.model import Model
 from service.models.report import Report
 from service.models.training_job import TrainingJob
+from service.models.worker import Worker
 
 __all__ = [
     "ApiKey",
@@ -22,4 +23,5 @@ __all__ = [
     "Model",
     "Report",
     "TrainingJob",
+    "Worker",
 ]

@@ -66,6 +66,14 @@ class Base(DeclarativeBase):
     metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 
 
+class TenantMixin:
+    """The tenant that created the row (its API key's tenant). Other tenants' keys get 404 for it;
+    an admin key sees every row. NULL: created before tenants existed (migration 0002), so it belongs
+    to no tenant and only admin keys see it (the safe choice: nobody can tell which key made it)."""
+
+    tenant: Mapped[str | None] = mapped_column(sa.String(200), index=True)
+
+
 class JobMixin:
     """The columns every job-like row has: status, progress, timing, error, and the worker's claim.
 

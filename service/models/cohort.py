@@ -12,10 +12,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from service.models.base import Base, JobMixin, JSONType, new_id
+from service.models.base import Base, JobMixin, JSONType, TenantMixin, new_id
 
 
-class Cohort(JobMixin, Base):
+class Cohort(TenantMixin, JobMixin, Base):
     __tablename__ = "cohorts"
 
     id: Mapped[str] = mapped_column(sa.String(36), primary_key=True, default=new_id)

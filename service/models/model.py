@@ -7,10 +7,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from service.models.base import Base, JSONType, UTCDateTime, new_id, utcnow
+from service.models.base import Base, JSONType, TenantMixin, UTCDateTime, new_id, utcnow
 
 
-class Model(Base):
+class Model(TenantMixin, Base):
     __tablename__ = "models"
 
     id: Mapped[str] = mapped_column(sa.String(36), primary_key=True, default=new_id)

@@ -6,10 +6,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from service.models.base import Base, JobMixin, JSONType, new_id
+from service.models.base import Base, JobMixin, JSONType, TenantMixin, new_id
 
 
-class TrainingJob(JobMixin, Base):
+class TrainingJob(TenantMixin, JobMixin, Base):
     __tablename__ = "training_jobs"
 
     id: Mapped[str] = mapped_column(sa.String(36), primary_key=True, default=new_id)

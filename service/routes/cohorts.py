@@ -1,21 +1,23 @@
-"""Cohorts: request one (sharded generation jobs), read it, page its patients, export it streamed."""
+"""Cohorts: request one (sharded generation jobs), read it, page its patients, export it streamed,
+cancel it, delete it."""
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from model import codes
 from service import export, store
-from service.deps import ApiKeyDep, SessionDep, SettingsDep
+from service.deps import ApiKeyDep, SessionDep, SettingsDep, TenantDep
 from service.idempotency import idempotent_create
+from service.links import link_for
 from service.models.base import JobStatus
 from service.pagination import (
     CursorQuery,
     LimitQuery,
     Page,
-    decode_cursor,
+    decode_index_cursor,
     decode_time_cursor,
     effective_limit,
     encode_cursor,
@@ -23,10 +25,12 @@ from service.pagination import (
     time_page,
 )
 from service.problems import Problem, field_error, validation_problem
+from service.quotas import max_cohort_patients, quota_limits
 from service.routes.training_jobs import enqueue_or_fail
 from service.schemas.cohorts import CohortCreate, CohortPatientPublic, CohortPublic
 from service.schemas.common import problem_responses
 from service.schemas.models import known_systems
+from service.spec_checks import check_runnable
 
 router = APIRouter(prefix="/cohorts", tags=["cohorts"])
 
@@ -46,7 +50,7 @@ def to_public(session, cohort, *, just_created: bool = False) -> dict:
 
 def check_code_systems(required: list[str], known: list[str]) -> None:
     """A 422 naming each required code of a system the model was not trained on: its job would fail.
-    (Whether the model knows the code itself is its vocabulary's to say; the worker checks that.)"""
+    (Whether the model knows the code itself is its vocabulary's to say: service/spec_checks.py.)"""
     errors = [field_error(["body", "required_codes", i], f"{codes.label(c)}: the model knows "
                           f"{' and '.join(codes.NAMES[s] for s in known)} codes only")
               for i, c in enumerate(required) if codes.system_of(c) not in known]
@@ -54,8 +58,8 @@ def check_code_systems(required: list[str], known: list[str]) -> None:
         raise validation_problem(errors)
 
 
-def _get(session, cohort_id: str):
-    cohort = store.get_cohort(session, cohort_id)
+def _get(session, cohort_id: str, *, tenant: str | None):
+    cohort = store.get_cohort(session, cohort_id, tenant=tenant)
     if cohort is None:
         raise Problem(404, f"No cohort {cohort_id}.", type="not-found")
     return cohort
@@ -66,48 +70,49 @@ def _get(session, cohort_id: str):
     status_code=202,
     response_model=CohortPublic,
     summary="Generate a synthetic cohort",
-    responses=problem_responses(401, 409, 413, 422, 503),
+    responses=problem_responses(401, 409, 413, 422, 429, 503),
 )
 def create_cohort(request: Request, body: CohortCreate, session: SessionDep, settings: SettingsDep, api_key: ApiKeyDep):
-    if body.n_patients > settings.max_cohort_patients:
+    if body.n_patients > max_cohort_patients(settings):
         raise validation_problem(
-            [field_error(["body", "n_patients"], f"must be at most {settings.max_cohort_patients}")]
+            [field_error(["body", "n_patients"], f"must be at most {max_cohort_patients(settings)}")]
         )
 
     def create():
         # On PostgreSQL the model check, the cohort and its shards are one transaction (one COMMIT);
         # the rows are committed as queued before any message is sent, so a message lost after this
         # point is resent by the worker's sweep of queued jobs.
-        model = store.get_model(session, body.model_id)
+        model = store.get_model(session, body.model_id, tenant=api_key.tenant_filter)
         if model is None:
             raise validation_problem([field_error(["body", "model_id"], "no such model")])
         spec = body.spec()
         check_code_systems(spec["required_codes"], known_systems(model.config))
+        check_runnable(spec, model, settings.model_root)  # vocabulary, sex/age rules: what the worker needs
         cohort, shards = store.create_cohort(
             session, model_id=body.model_id, n_patients=body.n_patients, seed=body.seed, spec=spec,
-            shard_size=settings.cohort_shard_size,
+            shard_size=settings.cohort_shard_size, tenant=api_key.tenant, quota=quota_limits(settings),
         )
         for shard in shards:
             enqueue_or_fail(session, settings, "generate", shard.id)
         return 202, to_public(session, cohort, just_created=True), \
-            str(request.url_for("get_cohort", cohort_id=cohort.id))
+            link_for(request, "get_cohort", cohort_id=cohort.id)
 
     return idempotent_create(request, session, settings, api_key, body, create)
 
 
 @router.get("", response_model=Page[CohortPublic], summary="List cohorts", responses=problem_responses(401, 422))
 def list_cohorts(
-    request: Request, session: SessionDep, settings: SettingsDep, _: ApiKeyDep,
+    request: Request, session: SessionDep, settings: SettingsDep, tenant: TenantDep,
     limit: LimitQuery = None, cursor: CursorQuery = None,
 ):
     n = effective_limit(limit, settings)
-    rows = store.list_cohorts(session, limit=n + 1, after=decode_time_cursor(cursor))
+    rows = store.list_cohorts(session, limit=n + 1, after=decode_time_cursor(cursor), tenant=tenant)
     return time_page(request, rows, n, lambda c: to_public(session, c))
 
 
 @router.get("/{cohort_id}", response_model=CohortPublic, summary="A cohort", responses=problem_responses(401, 404))
-def get_cohort(cohort_id: str, session: SessionDep, _: ApiKeyDep):
-    return to_public(session, _get(session, cohort_id))
+def get_cohort(cohort_id: str, session: SessionDep, tenant: TenantDep):
+    return to_public(session, _get(session, cohort_id, tenant=tenant))
 
 
 @router.get(
@@ -117,17 +122,12 @@ def get_cohort(cohort_id: str, session: SessionDep, _: ApiKeyDep):
     responses=problem_responses(401, 404, 422),
 )
 def list_cohort_patients(
-    request: Request, cohort_id: str, session: SessionDep, settings: SettingsDep, _: ApiKeyDep,
+    request: Request, cohort_id: str, session: SessionDep, settings: SettingsDep, tenant: TenantDep,
     limit: LimitQuery = None, cursor: CursorQuery = None,
 ):
-    _get(session, cohort_id)
+    _get(session, cohort_id, tenant=tenant)
     n = effective_limit(limit, settings)
-    after = -1
-    if cursor is not None:
-        after = decode_cursor(cursor)
-        if not isinstance(after, int):
-            raise validation_problem([field_error(["query", "cursor"], "not a cursor from this API")])
-    rows = store.list_patients(session, cohort_id, after_index=after, limit=n + 1)
+    rows = store.list_patients(session, cohort_id, after_index=decode_index_cursor(cursor), limit=n + 1)
     more = len(rows) > n
     rows = rows[:n]
     items = [{"index": r.index, **r.patient} for r in rows]
@@ -151,21 +151,61 @@ def list_cohort_patients(
     },
 )
 def export_cohort(
-    cohort_id: str, session: SessionDep, settings: SettingsDep, _: ApiKeyDep,
+    request: Request, cohort_id: str, session: SessionDep, settings: SettingsDep, tenant: TenantDep,
     format: Annotated[Literal["jsonl", "csv", "mimic3", "mimic4"], Query()] = "jsonl",
 ):
-    cohort = _get(session, cohort_id)
+    cohort = _get(session, cohort_id, tenant=tenant)
     if cohort.shards_done < cohort.n_shards:
         raise Problem(409, f"The cohort is not generated yet (status {cohort.status}).", type="cohort-not-ready")
     media_type, ext = export.FORMATS[format]
     model = store.get_model(session, cohort.model_id)
     try:
         chunks = export.stream(format, session, cohort_id, settings.export_chunk_rows,
-                               code_systems=known_systems(model.config if model is not None else None))
+                               code_systems=known_systems(model.config if model is not None else None),
+                               total=cohort.n_patients)
     except ValueError as e:  # the format cannot hold the model's code systems
         raise validation_problem([field_error(["query", "format"], str(e))]) from None
     return StreamingResponse(
-        chunks,
+        export.gated(chunks, request.app.state.export_gate),
         media_type=media_type,
         headers={"Content-Disposition": f'attachment; filename="cohort-{cohort_id}.{ext}"'},
     )
+
+
+@router.post(
+    "/{cohort_id}/cancel",
+    status_code=202,
+    response_model=CohortPublic,
+    summary="Cancel a cohort",
+    description="Queued shards (and a queued evaluation) are cancelled at once; running ones stop at their "
+    "worker's next batch of patients, and the cohort becomes `cancelled` when the last one has stopped "
+    "(until then `cancel_requested` is true). Asking again meanwhile answers 202. A finished cohort "
+    "(succeeded, failed or cancelled) answers 409.",
+    responses=problem_responses(401, 404, 409),
+)
+def cancel_cohort(cohort_id: str, session: SessionDep, tenant: TenantDep):
+    _get(session, cohort_id, tenant=tenant)
+    if not store.request_cancel_cohort(session, cohort_id):
+        cohort = _get(session, cohort_id, tenant=tenant)
+        raise Problem(409, f"The cohort has finished ({cohort.status}).", type="job-finished")
+    return to_public(session, _get(session, cohort_id, tenant=tenant))
+
+
+@router.delete(
+    "/{cohort_id}",
+    status_code=204,
+    response_class=Response,
+    summary="Delete a cohort",
+    description="With its patients, shards and report. A cohort still queued or running (or one of whose "
+    "jobs still runs) answers 409: cancel it first.",
+    responses=problem_responses(401, 404, 409),
+)
+def delete_cohort(cohort_id: str, session: SessionDep, tenant: TenantDep):
+    _get(session, cohort_id, tenant=tenant)
+    try:
+        deleted = store.delete_cohort(session, cohort_id)
+    except store.InUse as e:
+        raise Problem(409, str(e), type="in-use") from None
+    if not deleted:
+        raise Problem(404, f"No cohort {cohort_id}.", type="not-found")
+    return Response(status_code=204)

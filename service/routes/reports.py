@@ -1,11 +1,11 @@
-"""Reports: the JSON of a cohort's evaluation, or its HTML page."""
+"""Reports: the JSON of a cohort's evaluation, or its HTML page; deleting one."""
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from service import store
-from service.deps import ApiKeyDep, SessionDep
+from service.deps import SessionDep, TenantDep
 from service.models.base import JobStatus
 from service.problems import Problem
 from service.schemas.common import problem_responses
@@ -14,8 +14,8 @@ from service.schemas.reports import ReportPublic
 router = APIRouter(prefix="/reports", tags=["reports"])
 
 
-def _finished(session, report_id: str, *, html: bool = True):
-    report = store.get_report(session, report_id, with_html=html)
+def _finished(session, report_id: str, *, tenant: str | None, html: bool = True):
+    report = store.get_report(session, report_id, with_html=html, tenant=tenant)
     if report is None or report.status != JobStatus.succeeded.value or report.content is None:
         raise Problem(404, f"No report {report_id}.", type="not-found")
     return report
@@ -53,8 +53,8 @@ def wants_html(request: Request) -> bool:
     summary="A report as a self-contained HTML page",
     responses=problem_responses(401, 404),
 )
-def get_report_html(report_id: str, session: SessionDep, _: ApiKeyDep):
-    return HTMLResponse(_finished(session, report_id).html or "")
+def get_report_html(report_id: str, session: SessionDep, tenant: TenantDep):
+    return HTMLResponse(_finished(session, report_id, tenant=tenant).html or "")
 
 
 @router.get(
@@ -63,9 +63,30 @@ def get_report_html(report_id: str, session: SessionDep, _: ApiKeyDep):
     summary="A report (JSON; HTML with Accept: text/html)",
     responses={200: {"content": {"text/html": {}}}, **problem_responses(401, 404)},
 )
-def get_report(request: Request, report_id: str, session: SessionDep, _: ApiKeyDep):
+def get_report(request: Request, report_id: str, session: SessionDep, tenant: TenantDep):
     html = wants_html(request)
-    report = _finished(session, report_id, html=html)
+    report = _finished(session, report_id, tenant=tenant, html=html)
     if html:
         return HTMLResponse(report.html or "")
     return JSONResponse(report.content)
+
+
+@router.delete(
+    "/{report_id}",
+    status_code=204,
+    response_class=Response,
+    summary="Delete a report",
+    description="The report of a finished evaluation; its cohort stays (without `report_id`). A report "
+    "still being made answers 409.",
+    responses=problem_responses(401, 404, 409),
+)
+def delete_report(report_id: str, session: SessionDep, tenant: TenantDep):
+    if store.get_report(session, report_id, with_html=False, tenant=tenant) is None:
+        raise Problem(404, f"No report {report_id}.", type="not-found")
+    try:
+        deleted = store.delete_report(session, report_id)
+    except store.InUse as e:
+        raise Problem(409, str(e), type="in-use") from None
+    if not deleted:
+        raise Problem(404, f"No report {report_id}.", type="not-found")
+    return Response(status_code=204)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any, Literal
 
@@ -15,13 +16,13 @@ from pydantic import (
 )
 
 from model import codes
+from model.generation.cohort import MAX_AGE
+from model.generation.options import MAX_TEMPERATURE, MIN_TEMPERATURE
 from service.schemas.common import JobPublic, StrictModel
 
 # The model's limits (model/generation/cohort.py, MAX_AGE): ages are whole years in [0, 90], as every loader caps
 # them (MIMIC shifts ages over 89); a histogram's last edge may be 91, since bin [90, 91) is age 90.
 # Checked here so that an age the model would refuse is a 422 at POST time, not a failed job.
-# (service/ does not import model.generation.cohort, which pulls in torch; a test keeps the two in step.)
-MAX_AGE = 90
 Age = Annotated[float, Field(ge=0, le=MAX_AGE)]
 BinEdge = Annotated[float, Field(ge=0, le=MAX_AGE + 1)]
 # A required code names its system as the model's strings do (model/codes.py), undotted: a bare
@@ -88,7 +89,21 @@ class HistogramAge(StrictModel):
     distribution: Literal["histogram"]
     bins: list[BinEdge] = Field(min_length=2, max_length=200, description=(
         f"Bin edges in years, strictly increasing, in [0, {MAX_AGE + 1}]: bin [a, b) draws whole years a..b-1."))
-    weights: list[Annotated[float, Field(ge=0)]] = Field(min_length=1, max_length=199)
+    weights: list[Annotated[float, Field(ge=0)]] = Field(min_length=1, max_length=199, description=(
+        "Relative, >= 0, not all 0; their sum must be a finite double (the model divides by it)."))
+
+    @field_validator("weights")
+    @classmethod
+    def _sum(cls, value: list[float]) -> list[float]:
+        # The model draws a bin with p = w / sum(w) in float64: a sum of 0 or one that overflows to inf
+        # ([1e308, 1e308]) gives NaN probabilities and a failed job. The weights are >= 0, so whatever the
+        # order of the additions the sum overflows when the total does (model.generation.cohort.AgeSpec).
+        total = sum(value)
+        if not total > 0:
+            raise ValueError("weights must sum to more than 0")
+        if not math.isfinite(total):
+            raise ValueError("weights must sum to a finite number (at most about 1.8e308)")
+        return value
 
     @model_validator(mode="after")
     def _shape(self) -> HistogramAge:
@@ -96,8 +111,6 @@ class HistogramAge(StrictModel):
             raise ValueError("bins must be strictly increasing")
         if len(self.weights) != len(self.bins) - 1:
             raise ValueError("weights must have one entry per bin (len(bins) - 1)")
-        if not sum(self.weights) > 0:
-            raise ValueError("weights must sum to more than 0")
         return self
 
 
@@ -114,7 +127,9 @@ class SexSpec(StrictModel):
 
 
 class Sampling(StrictModel):
-    temperature: float = Field(default=1.0, gt=0, le=10)
+    # The bounds the sampler honours (model/generation/options.py says why: float32 division).
+    temperature: float = Field(default=1.0, ge=MIN_TEMPERATURE, le=MAX_TEMPERATURE, description=(
+        f"In [{MIN_TEMPERATURE:g}, {MAX_TEMPERATURE:g}]: below, float32 sampling breaks down (and is greedy already)."))
     top_p: float = Field(default=0.95, gt=0, le=1)
     top_k: int = Field(default=0, ge=0, le=100_000, description="0: no top-k cut.")
 
@@ -174,6 +189,8 @@ class CohortPublic(JobPublic):
     n_shards: int
     shards_done: int
     report_id: str | None = None
+    # POST /cohorts/{id}/cancel was called: running shards stop at their next batch.
+    cancel_requested: bool = False
 
 
 class CohortPatientPublic(StrictModel):

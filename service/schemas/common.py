@@ -10,9 +10,11 @@ JobStatusLiteral = Literal["queued", "running", "succeeded", "failed", "cancelle
 
 
 class StrictModel(BaseModel):
-    """Request bodies: unknown fields, NaN and infinities are refused."""
+    """Request bodies: unknown fields, NaN and infinities are refused, and so are numbers sent as
+    strings or booleans ("n_patients": "10" or true) and whole numbers sent as floats (10.0)."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    # strict: a client that sends "10" or true for a number has a bug we should not guess around.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
 
 class Progress(BaseModel):

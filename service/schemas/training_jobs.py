@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, computed_field
 
 from service.schemas.common import JobPublic, StrictModel
 
@@ -16,6 +16,9 @@ class TrainingJobBase(StrictModel):
     batch_size: int | None = Field(default=None, ge=1, le=4096)
     learning_rate: float | None = Field(default=None, gt=0, le=1)
     early_stopping_patience: int | None = Field(default=None, ge=0, le=1000)
+    devices: int = Field(default=1, ge=1, le=256,
+                         description="Train data-parallel on this many devices of one worker (GPUs; on a CPU worker, "
+                                     "gloo processes: its PROMPTEHR_CPU_DEVICES). More than any live worker offers is a 422.")
 
 
 class TrainingJobCreate(TrainingJobBase):
@@ -29,7 +32,10 @@ class TrainingJobCreate(TrainingJobBase):
     )
 
     def options(self) -> dict[str, Any]:
-        return self.model_dump(include={"batch_size", "learning_rate", "early_stopping_patience"}, exclude_none=True)
+        options = self.model_dump(include={"batch_size", "learning_rate", "early_stopping_patience"}, exclude_none=True)
+        if self.devices != 1:  # absent means 1: the options of one-device jobs stay as they were
+            options["devices"] = self.devices
+        return options
 
 
 class TrainingJobPublic(JobPublic):
@@ -41,3 +47,8 @@ class TrainingJobPublic(JobPublic):
     options: dict[str, Any]
     cancel_requested: bool
     model_id: str | None = None
+
+    @computed_field
+    @property
+    def devices(self) -> int:
+        return int(self.options.get("devices", 1))

@@ -1,4 +1,5 @@
-"""What every store module shares: how a write begins, how an UPDATE runs, keyset pages."""
+"""What every store module shares: how a write begins, how an UPDATE runs, keyset pages, the tenant
+filter."""
 from __future__ import annotations
 
 from datetime import datetime
@@ -35,9 +36,26 @@ def now_literal(now: datetime):
     return sa.literal(now, UTCDateTime())
 
 
-def page(session: Session, model, *, limit: int, after: tuple[datetime, str] | None, where=()) -> list:
-    """Rows ordered by (created_at, id), those after the cursor `after`."""
-    stmt = sa.select(model).where(*where).order_by(model.created_at, model.id).limit(limit)
+def owned_by(model, tenant: str | None) -> tuple:
+    """The WHERE clause that keeps a table's rows to `tenant`'s (service.models.base.TenantMixin);
+    none for tenant None, what an admin key and the workers see (ApiKey.tenant_filter). Rows of no
+    tenant (made before tenants) match no tenant, so only admins see them."""
+    return () if tenant is None else (model.tenant == tenant,)
+
+
+def get_owned(session: Session, model, row_id: str, tenant: str | None, **options):
+    """The row with this id, or None when there is none or it is another tenant's (the API answers
+    404 for both: a key cannot learn what other tenants hold)."""
+    row = session.get(model, row_id, **options)
+    if row is None or (tenant is not None and row.tenant != tenant):
+        return None
+    return row
+
+
+def page(session: Session, model, *, limit: int, after: tuple[datetime, str] | None, where=(),
+         tenant: str | None = None) -> list:
+    """Rows ordered by (created_at, id), those after the cursor `after`, of `tenant` (None: all)."""
+    stmt = sa.select(model).where(*where, *owned_by(model, tenant)).order_by(model.created_at, model.id).limit(limit)
     if after is not None:
         at, last_id = after
         stmt = stmt.where(

@@ -15,9 +15,11 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from service.models import Cohort, CohortPatient, CohortShard
+from service.models import Cohort, CohortPatient, CohortShard, Report
 from service.models.base import JobStatus
-from service.store.base import page, start_write
+from service.store.base import get_owned, page, run_update, start_write
+from service.store.lifecycle import LIVE_COHORT, InUse, cohort_jobs_finished
+from service.store.quotas import QuotaLimits, enforce_quota
 
 # insert ... on conflict do nothing, per dialect (the two supported ones)
 INSERT_BY_DIALECT = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
@@ -45,11 +47,14 @@ def _shards(cohort: Cohort) -> list[CohortShard]:
 
 
 def create_cohort(
-    session: Session, *, model_id: str, n_patients: int, seed: int, spec: dict[str, Any], shard_size: int
+    session: Session, *, model_id: str, n_patients: int, seed: int, spec: dict[str, Any], shard_size: int,
+    tenant: str | None = None, quota: QuotaLimits | None = None,
 ) -> tuple[Cohort, list[CohortShard]]:
-    """A queued cohort and its queued shards (each shard is a "generate" job)."""
+    """A queued cohort and its queued shards (each shard is a "generate" job), owned by `tenant`;
+    `quota`: its tenant's limits (QuotaExceeded: nothing written)."""
     start_write(session)
     cohort = Cohort(
+        tenant=tenant,
         model_id=model_id,
         n_patients=n_patients,
         seed=seed,
@@ -64,16 +69,19 @@ def create_cohort(
     session.flush()
     shards = _shards(cohort)
     session.add_all(shards)
+    session.flush()
+    enforce_quota(session, tenant, quota, jobs=1, patients=n_patients)
     session.commit()
     return cohort, shards
 
 
-def get_cohort(session: Session, cohort_id: str) -> Cohort | None:
-    return session.get(Cohort, cohort_id)
+def get_cohort(session: Session, cohort_id: str, *, tenant: str | None = None) -> Cohort | None:
+    return get_owned(session, Cohort, cohort_id, tenant)
 
 
-def list_cohorts(session: Session, *, limit: int, after: tuple[datetime, str] | None = None) -> list[Cohort]:
-    return page(session, Cohort, limit=limit, after=after)
+def list_cohorts(session: Session, *, limit: int, after: tuple[datetime, str] | None = None,
+                 tenant: str | None = None) -> list[Cohort]:
+    return page(session, Cohort, limit=limit, after=after, tenant=tenant)
 
 
 def get_shard(session: Session, shard_id: str) -> CohortShard | None:
@@ -148,3 +156,29 @@ def count_patients(session: Session, cohort_id: str) -> int:
     return session.scalar(
         sa.select(sa.func.count()).select_from(CohortPatient).where(CohortPatient.cohort_id == cohort_id)
     )
+
+
+# --- deleting -------------------------------------------------------------------------------------
+
+
+def delete_cohort(session: Session, cohort_id: str) -> bool:
+    """Delete a finished cohort with its patients, shards and report. False: no such cohort. InUse
+    while the cohort or one of its jobs is queued or running (a worker may still write to it)."""
+    start_write(session)
+    # The first write takes the row, and only while nothing runs in it: no worker can start
+    # on a finished cohort (claims need it queued or running), so nothing can begin after this.
+    taken = run_update(session, sa.update(Cohort).where(
+        Cohort.id == cohort_id, Cohort.status.not_in(LIVE_COHORT), *cohort_jobs_finished(Cohort.id),
+    ).values(cancel_requested=True))
+    if taken != 1:
+        session.rollback()
+        if session.get(Cohort, cohort_id) is None:
+            return False
+        raise InUse("The cohort is still being generated or evaluated; cancel it first (POST /cohorts/{id}/cancel).")
+    # Children first, by hand: the database's ON DELETE CASCADE would do it, but this does not
+    # depend on SQLite's foreign_keys pragma being on for the connection.
+    for table in (CohortPatient, CohortShard, Report):
+        run_update(session, sa.delete(table).where(table.cohort_id == cohort_id))
+    run_update(session, sa.delete(Cohort).where(Cohort.id == cohort_id))
+    session.commit()
+    return True

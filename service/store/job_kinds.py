@@ -102,10 +102,11 @@ def _shard_succeeded(session: Session, shard_id: str, now: datetime) -> str | No
     cohort_id = session.scalar(sa.select(CohortShard.cohort_id).where(CohortShard.id == shard_id))
     run_update(session, sa.update(Cohort).where(Cohort.id == cohort_id).values(shards_done=Cohort.shards_done + 1))
     # We hold the cohort row's lock (PostgreSQL) or the write lock (SQLite) until commit.
-    done, total = session.execute(sa.select(Cohort.shards_done, Cohort.n_shards).where(Cohort.id == cohort_id)).one()
+    done, total, tenant = session.execute(
+        sa.select(Cohort.shards_done, Cohort.n_shards, Cohort.tenant).where(Cohort.id == cohort_id)).one()
     if done != total:
         return None
-    report = Report(cohort_id=cohort_id, status=JobStatus.queued.value, progress={"done": 0, "total": None, "unit": "steps"})
+    report = Report(cohort_id=cohort_id, tenant=tenant, status=JobStatus.queued.value, progress={"done": 0, "total": None, "unit": "steps"})
     session.add(report)
     session.flush()
     return report.id

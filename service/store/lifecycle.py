@@ -36,6 +36,12 @@ from service.store.job_kinds import JOB_KINDS, LIVE_COHORT, JobKind, job_kind
 
 DEFAULT_STALE_AFTER = timedelta(minutes=10)
 MAX_ERROR_CHARS = 4000
+ENDED_COHORT = (JobStatus.failed.value, JobStatus.cancelled.value)
+COHORT_KINDS = tuple(k for k in JOB_KINDS.values() if k.in_cohort)
+
+
+class InUse(Exception):
+    """A delete refused: something still needs the row (the message says what; the API answers 409)."""
 
 
 def get_job(session: Session, kind: str, job_id: str):
@@ -133,7 +139,9 @@ def is_cancel_requested(session: Session, kind: str, job_id: str) -> bool:
     k = job_kind(kind)
     m = k.model
     if k.in_cohort:
-        stmt = sa.select(Cohort.cancel_requested).join(m, m.cohort_id == Cohort.id).where(m.id == job_id)
+        # A cohort that failed or was cancelled stops its other running jobs too: their work is lost.
+        stmt = (sa.select(sa.or_(Cohort.cancel_requested, Cohort.status.in_(ENDED_COHORT)))
+                .join(m, m.cohort_id == Cohort.id).where(m.id == job_id))
     else:
         stmt = sa.select(m.cancel_requested).where(m.id == job_id)
     value = session.scalar(stmt)
@@ -171,14 +179,52 @@ def mark_succeeded(
         session.rollback()
         return None
     follow_up = k.on_success(session, job_id, now)
+    if k.in_cohort and _settle_cancel_request(session, _cohort_of(session, k, job_id), now):
+        follow_up = None  # the cohort was cancelled meanwhile: its evaluation was cancelled, not queued
     session.commit()
     return follow_up
+
+
+def _cohort_of(session: Session, k: JobKind, job_id: str) -> str | None:
+    return session.scalar(sa.select(k.model.cohort_id).where(k.model.id == job_id))
+
+
+def _cancel_queued_jobs_of(session: Session, cohort_id: str, now: datetime) -> None:
+    """Cancel the cohort's jobs nobody has started (shards, a queued evaluation): they can no longer
+    run, and a row left `queued` would say otherwise (issue 15: after a broker outage they stayed)."""
+    for k in COHORT_KINDS:
+        m = k.model
+        run_update(session, sa.update(m).where(m.cohort_id == cohort_id, m.status == JobStatus.queued.value)
+                   .values(status=JobStatus.cancelled.value, cancel_requested=True, finished_at=now))
+
+
+def _any_live_job_in(session: Session, cohort_id: str) -> bool:
+    return any(session.scalar(sa.select(sa.func.count()).select_from(k.model).where(
+        k.model.cohort_id == cohort_id, k.model.status.in_(LIVE_COHORT))) for k in COHORT_KINDS)
+
+
+def _settle_cancel_request(session: Session, cohort_id: str | None, now: datetime) -> bool:
+    """A cohort asked to stop whose last running job just ended: its queued jobs (a report the last
+    shard just made) are cancelled, and the cohort too. True when it was."""
+    flagged = session.scalar(sa.select(sa.func.count()).select_from(Cohort).where(
+        Cohort.id == cohort_id, Cohort.cancel_requested.is_(True), Cohort.status.in_(LIVE_COHORT)))
+    if not flagged:
+        return False
+    _cancel_queued_jobs_of(session, cohort_id, now)
+    if _any_live_job_in(session, cohort_id):
+        return False
+    run_update(session, sa.update(Cohort).where(Cohort.id == cohort_id, Cohort.status.in_(LIVE_COHORT))
+               .values(status=JobStatus.cancelled.value, finished_at=now))
+    return True
 
 
 def _finish_cohort_of(session: Session, k: JobKind, job_id: str, status: str, error: str | None) -> None:
     if not k.in_cohort:
         return
-    cohort_id = session.scalar(sa.select(k.model.cohort_id).where(k.model.id == job_id))
+    cohort_id = _cohort_of(session, k, job_id)
+    # The other jobs before the cohort: rows are locked in the order a claim locks them (its shard,
+    # then the cohort), so PostgreSQL has no deadlock to break.
+    _cancel_queued_jobs_of(session, cohort_id, utcnow())
     run_update(
         session,
         sa.update(Cohort)
@@ -217,6 +263,45 @@ def mark_cancelled(session: Session, kind: str, job_id: str, *, worker_id: str |
                                   status=JobStatus.cancelled.value, cancel_requested=True)
 
 
+# --- cancelling a cohort, and whether its jobs still run --------------------------------------------
+
+
+def request_cancel_cohort(session: Session, cohort_id: str) -> bool:
+    """Ask a cohort to stop: its queued shards (and a queued evaluation) are cancelled at once, running
+    ones stop at their worker's next batch (is_cancel_requested), and the cohort is cancelled when
+    none runs (else by the last one to stop). Asking again while they stop is harmless. False when
+    the cohort has finished already (or does not exist): nothing is changed."""
+    start_write(session)
+    now = utcnow()
+    live = sa.and_(Cohort.id == cohort_id, Cohort.status.in_(LIVE_COHORT))
+    # Its jobs first, then the cohort: the order a claim locks rows in (see _finish_cohort_of).
+    for k in COHORT_KINDS:
+        m = k.model
+        run_update(session, sa.update(m).where(m.cohort_id == cohort_id, m.status == JobStatus.queued.value,
+                                               sa.exists().where(live))
+                   .values(status=JobStatus.cancelled.value, cancel_requested=True, finished_at=now))
+    if run_update(session, sa.update(Cohort).where(live).values(cancel_requested=True)) != 1:
+        session.rollback()
+        return False
+    # Holding the cohort row now: a report its last shard made in between is visible, and cancelled.
+    _settle_cancel_request(session, cohort_id, now)
+    session.commit()
+    return True
+
+
+def cohort_in_use(session: Session, cohort_id: str) -> bool:
+    """True while the cohort or any of its jobs is queued or running (a worker may still write to it)."""
+    live = session.scalar(sa.select(sa.func.count()).select_from(Cohort).where(
+        Cohort.id == cohort_id, Cohort.status.in_(LIVE_COHORT)))
+    return bool(live) or _any_live_job_in(session, cohort_id)
+
+
+def cohort_jobs_finished(cohort_id_column) -> list:
+    """WHERE conditions: no job of the cohort (by `cohort_id_column`) is queued or running."""
+    return [~sa.exists().where(k.model.cohort_id == cohort_id_column, k.model.status.in_(LIVE_COHORT))
+            for k in COHORT_KINDS]
+
+
 # --- the sweep's view -----------------------------------------------------------------------------
 
 
@@ -227,6 +312,24 @@ class LiveJob(NamedTuple):
     claimed_by: str | None
     heartbeat_at: datetime | None
     created_at: datetime
+
+
+def stopping_jobs(session: Session) -> list[LiveJob]:
+    """Running jobs asked to stop (their own cancel, or their cohort's): the sweep finishes those whose
+    worker died before it could (a claim skips them, so nothing else ever would)."""
+    found: list[LiveJob] = []
+    for k in JOB_KINDS.values():
+        m = k.model
+        stmt = sa.select(m.id, m.status, m.claimed_by, m.heartbeat_at, m.created_at).where(
+            m.status == JobStatus.running.value)
+        if k.in_cohort:
+            stmt = stmt.join(Cohort, Cohort.id == m.cohort_id).where(
+                sa.or_(m.cancel_requested.is_(True), Cohort.cancel_requested.is_(True),
+                       Cohort.status.notin_(LIVE_COHORT)))
+        else:
+            stmt = stmt.where(m.cancel_requested.is_(True))
+        found.extend(LiveJob(k.name, *row) for row in session.execute(stmt.order_by(m.created_at, m.id)))
+    return found
 
 
 def live_jobs(session: Session, *, statuses: list[str], created_before: datetime | None = None) -> list[LiveJob]:

@@ -10,7 +10,8 @@ from sqlalchemy.orm import Session
 
 from service.models import TrainingJob
 from service.models.base import JobStatus, utcnow
-from service.store.base import page, run_update, start_write
+from service.store.base import get_owned, page, run_update, start_write
+from service.store.quotas import QuotaLimits, enforce_quota
 
 
 def create_training_job(
@@ -22,9 +23,13 @@ def create_training_job(
     epochs: int,
     seed: int = 0,
     options: dict[str, Any] | None = None,
+    tenant: str | None = None,
+    quota: QuotaLimits | None = None,
 ) -> TrainingJob:
+    """`tenant`: who owns the job; `quota`: its tenant's limits (QuotaExceeded: nothing written)."""
     start_write(session)
     job = TrainingJob(
+        tenant=tenant,
         dataset_id=dataset_id,
         preset=preset,
         mode=mode,
@@ -35,18 +40,20 @@ def create_training_job(
         progress={"done": 0, "total": epochs, "unit": "epochs"},
     )
     session.add(job)
+    session.flush()
+    enforce_quota(session, tenant, quota, jobs=1)
     session.commit()
     return job
 
 
-def get_training_job(session: Session, job_id: str) -> TrainingJob | None:
-    return session.get(TrainingJob, job_id)
+def get_training_job(session: Session, job_id: str, *, tenant: str | None = None) -> TrainingJob | None:
+    return get_owned(session, TrainingJob, job_id, tenant)
 
 
 def list_training_jobs(
-    session: Session, *, limit: int, after: tuple[datetime, str] | None = None
+    session: Session, *, limit: int, after: tuple[datetime, str] | None = None, tenant: str | None = None
 ) -> list[TrainingJob]:
-    return page(session, TrainingJob, limit=limit, after=after)
+    return page(session, TrainingJob, limit=limit, after=after, tenant=tenant)
 
 
 def request_cancel_training_job(session: Session, job_id: str) -> TrainingJob | None:
