@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 
 import sqlalchemy.exc as sa_exc
 from fastapi import APIRouter, Depends, FastAPI
+from fastapi_offline import FastAPIOffline
 
 from service import store
 from service.allow_header import install_allow_header
@@ -51,13 +52,15 @@ async def lifespan(app: FastAPI):
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    app = FastAPI(
+    # Swagger UI at /docs and ReDoc at /redoc from fastapi-offline's bundled copies of their scripts and
+    # styles (served under /static-offline-docs), not a CDN: /docs was a blank page without a network.
+    app = FastAPIOffline(
         title="PromptEHR",
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
         docs_url="/docs",
-        redoc_url=None,
+        redoc_url="/redoc",
         # No redirect from /cohorts/ to /cohorts: Starlette builds its Location from the Host header,
         # which the client chooses (issue 15); such a path is a 404 problem instead.
         redirect_slashes=False,
