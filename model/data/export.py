@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from model.archive import Pipe
 from model.codes import NAMES, bare, system_of
 from model.patient import Patient
 
@@ -137,25 +138,6 @@ def csv_chunks(patients: Iterable[Patient], rows: int = CHUNK_ROWS, code_systems
         yield out.getvalue()
 
 
-class _Pipe(io.RawIOBase):
-    """A write-only, unseekable sink whose bytes the generator drains (zipfile then writes data descriptors)."""
-
-    def __init__(self):
-        self.parts: list[bytes] = []
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, b) -> int:
-        self.parts.append(bytes(b))
-        return len(b)
-
-    def drain(self) -> bytes:
-        data = b"".join(self.parts)
-        self.parts.clear()
-        return data
-
-
 def _fmt(t: dt.datetime) -> str:
     return t.strftime("%Y-%m-%d %H:%M:%S")
 
@@ -210,7 +192,7 @@ MIMIC4 = ZipLayout(
 
 
 def zip_chunks(patients: Iterable[Patient], layout: ZipLayout, rows: int = CHUNK_ROWS) -> Iterator[bytes]:
-    sink = _Pipe()
+    sink = Pipe()
     with tempfile.SpooledTemporaryFile(max_size=8 << 20, mode="w+", newline="") as pat_f, \
             tempfile.SpooledTemporaryFile(max_size=8 << 20, mode="w+", newline="") as adm_f:
         pw, aw = csv.writer(pat_f, lineterminator="\n"), csv.writer(adm_f, lineterminator="\n")

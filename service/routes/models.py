@@ -1,8 +1,14 @@
-"""Trained models: list, read and delete (they are created by training jobs)."""
+"""Trained models: list, read, download and delete (they are created by training jobs)."""
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+import hashlib
+import json
+from pathlib import Path
 
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import StreamingResponse
+
+from model.archive import zip_files
 from service import store
 from service.deps import SessionDep, SettingsDep, TenantDep
 from service.pagination import (
@@ -14,7 +20,7 @@ from service.pagination import (
     time_page,
 )
 from service.problems import Problem
-from service.removal import remove_under
+from service.removal import confined, remove_under
 from service.schemas.common import problem_responses
 from service.schemas.models import ModelPublic
 
@@ -41,6 +47,53 @@ def get_model(model_id: str, session: SessionDep, tenant: TenantDep):
     if model is None:
         raise Problem(404, f"No model {model_id}.", type="not-found")
     return to_public(model)
+
+
+def checkpoint_members(settings, model) -> list[tuple[str, Path]]:
+    """The checkpoint's files as the download holds them: manifest.json and every file it lists, each a
+    regular file in the model's folder under the model root, the manifest the one registered. A Problem
+    409 when the files are not those the model was registered with (moved, edited, removed)."""
+    def unavailable(why: str) -> Problem:
+        return Problem(409, f"The model's checkpoint cannot be downloaded: {why}.", type="checkpoint-unavailable")
+
+    folder = confined(settings.model_root, model.checkpoint_path)
+    manifest = folder / "manifest.json" if folder is not None else None
+    if manifest is None or not manifest.is_file() or manifest.is_symlink():
+        raise unavailable("its folder is missing or outside the model root")
+    data = manifest.read_bytes()
+    if hashlib.sha256(data).hexdigest() != model.manifest_sha256:
+        raise unavailable("its manifest is not the one registered")
+    try:
+        names = sorted(json.loads(data)["files"])
+    except (ValueError, KeyError, TypeError):
+        raise unavailable("its manifest does not parse") from None
+    members = [("manifest.json", manifest)]
+    for name in names:
+        path = folder / name
+        if Path(name).name != name or path.is_symlink() or not path.is_file():
+            raise unavailable(f"{name!r} is not a file of its folder")
+        members.append((name, path))
+    return members
+
+
+@router.get(
+    "/{model_id}/download",
+    summary="Download a model's checkpoint",
+    description="A zip of the checkpoint folder as `promptehr train` writes it (manifest.json and the files "
+    "it lists with their sha256: weights as safetensors, config, vocabulary, training log), streamed; "
+    "unpacked, it is a folder `promptehr generate --model` and `Synthesizer.load` read. Each file's "
+    "sha256 is checked against the manifest when it is loaded.",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/zip": {}}}, **problem_responses(401, 404, 409)},
+)
+def download_model(model_id: str, session: SessionDep, settings: SettingsDep, tenant: TenantDep):
+    model = store.get_model(session, model_id, tenant=tenant)
+    if model is None:
+        raise Problem(404, f"No model {model_id}.", type="not-found")
+    members = checkpoint_members(settings, model)
+    session.close()  # the download holds no database connection
+    return StreamingResponse(zip_files(members), media_type="application/zip",
+                             headers={"Content-Disposition": f'attachment; filename="model-{model_id}.zip"'})
 
 
 @router.delete(
