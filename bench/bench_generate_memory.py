@@ -40,11 +40,15 @@ def measure(src: Path, model: Path, n: int, out: Path, args) -> dict:
     cmd = [sys.executable, "-m", "cli", "generate", "--model", str(model), "--n", str(n), "--seed", "1",
            "--threads", str(args.threads), "--batch-size", str(args.batch_size), "--out", str(out)]
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=src, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage, not every child's maximum
-    wall = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    err = proc.stderr.read().decode(errors="replace")
+    # stderr to a file, not a pipe: nobody reads a pipe until the child ends, and the progress bar of
+    # 100,000 patients fills its 64 KB, which froze the child (the first 100k run hung for 30 min).
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(cmd, cwd=src, stdout=subprocess.DEVNULL, stderr=log)
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage, not every child's maximum
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        log.seek(0)
+        err = log.read().decode(errors="replace")
     if proc.returncode != 0:
         sys.exit(f"generate --n {n} failed ({proc.returncode}): {err.strip().splitlines()[-1:]}")
     return {"n": n, "peak_rss_mib": usage.ru_maxrss / 1024, "seconds": wall, "bytes": out.stat().st_size}
