@@ -18,16 +18,12 @@ import threading
 from pathlib import Path
 
 from model.errors import CheckpointError
+from model.tokens.checkpoint_codes import (
+    checkpoint_dir,  # re-exported: the one rule of where a row's checkpoint is
+)
 
 _cache: dict[tuple, object] = {}
 _lock = threading.Lock()
-
-
-def checkpoint_dir(model_root: Path, checkpoint_path: str) -> Path:
-    """Model rows keep checkpoint paths relative to the model root where they can (so the API and the
-    workers may mount it at different places); absolute paths are used as they are."""
-    p = Path(checkpoint_path)
-    return p if p.is_absolute() else Path(model_root) / p
 
 
 def relative_to_root(model_root: Path, directory: Path) -> str:

@@ -21,7 +21,8 @@ VOCAB, MANIFEST = "vocab.json", "manifest.json"
 
 
 def checkpoint_dir(model_root: Path, checkpoint_path: str) -> Path:
-    """A model row's checkpoint folder: relative paths are under the model root (worker/model_loading.py)."""
+    """A model row's checkpoint folder: rows keep paths relative to the model root where they can (so the
+    API and the workers may mount it at different places); absolute paths are used as they are."""
     p = Path(checkpoint_path)
     return p if p.is_absolute() else Path(model_root) / p
 
