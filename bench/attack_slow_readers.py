@@ -50,9 +50,9 @@ def synthetic_patients(n: int) -> list[dict]:
 
 def seed_cohort(database_url: str, n_patients: int) -> dict:
     """An API key and one generated cohort of `n_patients` synthetic_patients (no worker needed)."""
-    from service import store
-    from service.auth import generate_key, hash_key
-    from service.db import make_engine, make_sessionmaker
+    from promptehr.service import store
+    from promptehr.service.auth import generate_key, hash_key
+    from promptehr.service.db import make_engine, make_sessionmaker
 
     engine = make_engine(database_url)
     try:

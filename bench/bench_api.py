@@ -73,10 +73,10 @@ def throwaway_database(admin: str):
 
 def real_report(shared_data: Path):
     """A report as the evaluation makes it, on real records (MIMIC-III demo split against itself)."""
-    from model.data import load_patients
-    from model.evaluation import build_report
-    from model.evaluation.html import render_html
-    from model.split import split_patients
+    from promptehr.model.data import load_patients
+    from promptehr.model.evaluation import build_report
+    from promptehr.model.evaluation.html import render_html
+    from promptehr.model.split import split_patients
 
     patients = load_patients(shared_data / "mimic3-demo")
     train, validation, holdout = split_patients(patients, 0)
@@ -86,10 +86,10 @@ def real_report(shared_data: Path):
 
 def seed(url: str, shared_data: Path) -> dict:
     """API key, dataset, model and one cohort with a finished report; returns their ids and the key."""
-    from service import store
-    from service.auth import generate_key, hash_key
-    from service.db import make_engine, make_sessionmaker
-    from service.migrate import upgrade
+    from promptehr.service import store
+    from promptehr.service.auth import generate_key, hash_key
+    from promptehr.service.db import make_engine, make_sessionmaker
+    from promptehr.service.migrate import upgrade
 
     upgrade(url)
     content, html = real_report(shared_data)
@@ -130,7 +130,7 @@ def start_api(database_url: str, broker_url: str, log_path: Path, workers: int =
                PROMPTEHR_MAX_ACTIVE_JOBS_PER_TENANT="0", PROMPTEHR_MAX_QUEUED_PATIENTS_PER_TENANT="0")
     with open(log_path, "wb") as log:  # the child has its own copy of the file descriptor
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cli.main", "serve", "--host", "127.0.0.1", "--port", str(port),
+            [sys.executable, "-m", "promptehr.cli.main", "serve", "--host", "127.0.0.1", "--port", str(port),
              "--log-level", "warning", "--workers", str(workers)],
             env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"

@@ -29,18 +29,18 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from model.generation.cohort import CohortSpec, demographics
-from model.generation.constraints import DONE, advance, init_state
-from model.generation.draw import SamplingOptions
-from model.generation.reference import next_token
-from model.generation.sampler import Sampler
-from model.generation.streams import row_key, uniforms
+from promptehr.model.generation.cohort import CohortSpec, demographics
+from promptehr.model.generation.constraints import DONE, advance, init_state
+from promptehr.model.generation.draw import SamplingOptions
+from promptehr.model.generation.reference import next_token
+from promptehr.model.generation.sampler import Sampler
+from promptehr.model.generation.streams import row_key, uniforms
 
 DATA = REPO.parent / "shared" / "data" / "desynpuf-sample" / "1-sample-10000"
 
 
 def train_small(out: Path, steps: int) -> None:
-    from cli.main import main
+    from promptehr.cli.main import main
 
     rc = main(["train", "--data", str(DATA), "--preset", "small", "--out", str(out), "--max-steps", str(steps), "--device", "cpu"])
     assert rc == 0
@@ -64,7 +64,7 @@ def naive_one(sampler: Sampler, age: float, sex: str, key: int, opts: SamplingOp
     """One patient; per visit: encoder on `<s> history </s>`, then the decoder re-run over `<s> visit so far` per token.
     Every step computes logits, masks and draws as usual, then emits `replay`'s token, so both methods
     produce the same records and the timing compares the same work."""
-    from model.nn.promptbart import demographics_to_tensors
+    from promptehr.model.nn.promptbart import demographics_to_tensors
 
     L, m, dev, limits = sampler.layout, sampler.model, sampler.device, sampler.limits()
     age_t, sex_t = demographics_to_tensors([age], [sex], sampler.config, dev)
@@ -127,7 +127,7 @@ def record_stats(seqs, L) -> dict:
 
 
 def cpu_bench(args) -> dict:
-    from model.nn.checkpoint import load_checkpoint
+    from promptehr.model.nn.checkpoint import load_checkpoint
 
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(args.model) if args.model else Path(tmp) / "small"
@@ -174,10 +174,10 @@ def cpu_bench(args) -> dict:
 def cuda_bench(args) -> dict | None:
     if not torch.cuda.is_available():
         return None
-    from model.nn.config import model_config
-    from model.data import load_patients
-    from model.nn.promptbart import PromptBart
-    from model.tokens.vocab import Vocabulary
+    from promptehr.model.nn.config import model_config
+    from promptehr.model.data import load_patients
+    from promptehr.model.nn.promptbart import PromptBart
+    from promptehr.model.tokens.vocab import Vocabulary
 
     vocab = Vocabulary.build(load_patients(DATA))
     cfg = model_config("base", vocab_size=len(vocab), code_offset=vocab.code_offset)

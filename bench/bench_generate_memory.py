@@ -1,7 +1,7 @@
 """Peak memory of `promptehr generate` by cohort size: it streams (patients written a chunk at a time),
 so the peak resident set at 100,000 patients must stay within 1.5x that at 10,000.
 
-Each size runs `python -m cli generate` in a child process and reads the child's own peak RSS
+Each size runs `python -m promptehr.cli generate` in a child process and reads the child's own peak RSS
 (ru_maxrss from os.wait4), wall time and output size; the last line gives the ratio of the largest
 size's peak to the smallest's against the 1.5 limit (exit 1 above it).
 
@@ -29,7 +29,7 @@ LIMIT = 1.5
 
 
 def train_tiny(out: Path, data: Path) -> Path:
-    subprocess.run([sys.executable, "-m", "cli", "train", "--data", str(data / "mimic3-demo"), "--preset", "tiny",
+    subprocess.run([sys.executable, "-m", "promptehr.cli", "train", "--data", str(data / "mimic3-demo"), "--preset", "tiny",
                     "--epochs", "2", "--seed", "0", "--device", "cpu", "--out", str(out)], cwd=ROOT, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return out
@@ -37,7 +37,7 @@ def train_tiny(out: Path, data: Path) -> Path:
 
 def measure(src: Path, model: Path, n: int, out: Path, args) -> dict:
     """One `promptehr generate` in a child: its peak RSS (MiB), wall seconds, output bytes."""
-    cmd = [sys.executable, "-m", "cli", "generate", "--model", str(model), "--n", str(n), "--seed", "1",
+    cmd = [sys.executable, "-m", "promptehr.cli", "generate", "--model", str(model), "--n", str(n), "--seed", "1",
            "--threads", str(args.threads), "--batch-size", str(args.batch_size), "--out", str(out)]
     t0 = time.perf_counter()
     # stderr to a file, not a pipe: nobody reads a pipe until the child ends, and the progress bar of

@@ -47,9 +47,9 @@ def fake_report(cohort_id: str) -> dict:
 
 def seed(database_url: str, n_cohorts: int = 20) -> dict:
     """An API key, a dataset, a model and `n_cohorts` finished cohorts with reports (no worker needed)."""
-    from service import store
-    from service.auth import generate_key, hash_key
-    from service.db import make_engine, make_sessionmaker
+    from promptehr.service import store
+    from promptehr.service.auth import generate_key, hash_key
+    from promptehr.service.db import make_engine, make_sessionmaker
 
     engine = make_engine(database_url)
     try:

@@ -83,7 +83,7 @@ def build_mimic4(folder: Path, copies: int) -> int:
 
 def measure(folder: Path, repeat: int, fmt: str = "mimic3") -> dict:
     """Runs in its own process: load `repeat` times, report median time and peak RSS."""
-    from model.data import dataset_stats, load_patients
+    from promptehr.model.data import dataset_stats, load_patients
 
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     seconds, cpu = [], []

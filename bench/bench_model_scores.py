@@ -16,10 +16,10 @@ from pathlib import Path
 
 import torch
 
-from model.data import load_patients
-from model.evaluation.model_scores import model_section
-from model.evaluation.scorer import load_scorer
-from model.split import split_patients
+from promptehr.model.data import load_patients
+from promptehr.model.evaluation.model_scores import model_section
+from promptehr.model.evaluation.scorer import load_scorer
+from promptehr.model.split import split_patients
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "desynpuf-sample"
 

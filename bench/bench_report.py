@@ -22,8 +22,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from model.evaluation import build_report
-from model.patient import Patient
+from promptehr.model.evaluation import build_report
+from promptehr.model.patient import Patient
 
 
 def perturbed(train: list[Patient], n: int, seed: int) -> list[Patient]:
@@ -47,7 +47,7 @@ def perturbed(train: list[Patient], n: int, seed: int) -> list[Patient]:
 
 
 def cohorts(data: Path, n_train: int, n_holdout: int, n_synth: int, seed: int):
-    from model.data import load_patients
+    from promptehr.model.data import load_patients
 
     real = [p for p in load_patients([data]) if p.visits]
     rng = np.random.default_rng(seed)
@@ -78,7 +78,7 @@ def main(argv=None) -> int:
         start, cpu_start = time.perf_counter(), time.process_time()
         report = build_report(synthetic, train, holdout)
         mid = time.perf_counter()
-        from model.evaluation.html import render_html
+        from promptehr.model.evaluation.html import render_html
         page = render_html(report)
         runs.append(time.perf_counter() - start)
         html_s.append(time.perf_counter() - mid)

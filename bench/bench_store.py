@@ -32,9 +32,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from service import store
-from service.db import make_engine, make_sessionmaker
-from service.migrate import upgrade
+from promptehr.service import store
+from promptehr.service.db import make_engine, make_sessionmaker
+from promptehr.service.migrate import upgrade
 from tests.support.databases import throwaway_database
 
 SHARED = Path(os.environ.get("PROMPTEHR_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -44,7 +44,7 @@ WORKER_BATCH = 256  # worker/generate_task.py DEFAULT_BATCH: patients generated 
 
 
 def train_small(out: Path, steps: int) -> None:
-    from cli.main import main
+    from promptehr.cli.main import main
 
     rc = main(["train", "--data", str(DATA), "--preset", "small", "--out", str(out), "--max-steps", str(steps),
                "--device", "cpu"])
@@ -56,8 +56,8 @@ def sample(model_dir: Path, n: int, seed: int) -> tuple[list[dict], dict]:
     # torch here, not at the top: the writer processes (spawned) import this module and need no torch
     import torch
 
-    from model.generation.cohort import generate_cohort
-    from model.nn.checkpoint import load_checkpoint
+    from promptehr.model.generation.cohort import generate_cohort
+    from promptehr.model.nn.checkpoint import load_checkpoint
 
     torch.set_num_threads(1)
     bundle = load_checkpoint(model_dir, device="cpu")

@@ -22,14 +22,14 @@ from torch.utils.flop_counter import FlopCounterMode
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from model.data import load_patients
-from model.nn.config import model_config, train_config
-from model.nn.cooccurrence import common_pairs, count_cooccurrences, patient_visits
-from model.nn.promptbart import LossWeights, PromptBart
-from model.tokens.layout import TokenLayout
-from model.tokens.tokenizer import Tokenizer
-from model.tokens.vocab import Vocabulary
-from model.training.prepare import (
+from promptehr.model.data import load_patients
+from promptehr.model.nn.config import model_config, train_config
+from promptehr.model.nn.cooccurrence import common_pairs, count_cooccurrences, patient_visits
+from promptehr.model.nn.promptbart import LossWeights, PromptBart
+from promptehr.model.tokens.layout import TokenLayout
+from promptehr.model.tokens.tokenizer import Tokenizer
+from promptehr.model.tokens.vocab import Vocabulary
+from promptehr.model.training.prepare import (
     age_stats,
     encode_patients,
     epoch_batches,

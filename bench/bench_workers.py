@@ -39,8 +39,8 @@ import sqlalchemy as sa
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from service import store
-from service.db import make_engine, make_sessionmaker
+from promptehr.service import store
+from promptehr.service.db import make_engine, make_sessionmaker
 from tests.support.databases import throwaway_database
 from tests.support.worker import (
     Api,
@@ -232,7 +232,7 @@ def main() -> None:
     p.add_argument("--keep", type=Path, help="a folder to keep the API and worker logs in (default: a temporary one)")
     args = p.parse_args()
     if args.shard_size is None:
-        from service.settings import Settings
+        from promptehr.service.settings import Settings
 
         args.shard_size = Settings().cohort_shard_size
     result = {"load_average_at_start": os.getloadavg(), "cpus": os.cpu_count()}

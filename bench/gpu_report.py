@@ -30,12 +30,12 @@ sys.path[:0] = [str(REPO), str(BENCH)]
 import bench_generate  # (bench/ is not a package: these are its scripts, found through sys.path above)
 import bench_train
 
-from model.data import load_patients
-from model.generation.draw import SamplingOptions
-from model.generation.sampler import Sampler
-from model.nn.config import model_config
-from model.nn.promptbart import PromptBart
-from model.tokens.vocab import Vocabulary
+from promptehr.model.data import load_patients
+from promptehr.model.generation.draw import SamplingOptions
+from promptehr.model.generation.sampler import Sampler
+from promptehr.model.nn.config import model_config
+from promptehr.model.nn.promptbart import PromptBart
+from promptehr.model.tokens.vocab import Vocabulary
 
 SHARED = Path(os.environ.get("PROMPTEHR_SHARED_DATA", REPO.parent / "shared" / "data"))
 # mode -> presets, training steps and batch, generated patients and batch, matmul size for the peak

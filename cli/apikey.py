@@ -36,7 +36,7 @@ def add_parser(subparsers) -> None:
 
 
 def _name(value: str | None, option: str) -> str | None:
-    from cli.main import UsageError
+    from promptehr.cli.main import UsageError
 
     if value is None:
         return None
@@ -48,7 +48,7 @@ def _name(value: str | None, option: str) -> str | None:
 
 def expiry_of(args: argparse.Namespace, now: datetime) -> datetime | None:
     """When the key stops working (UTC), from --expires-in-days or --expires; it must be in the future."""
-    from cli.main import UsageError
+    from promptehr.cli.main import UsageError
 
     if args.expires_in_days is not None:
         if not 1 <= args.expires_in_days <= 36500:
@@ -70,10 +70,10 @@ def expiry_of(args: argparse.Namespace, now: datetime) -> datetime | None:
 def _session() -> Iterator:
     """A session on the service's database, migrated first when it is the embedded file; a schema
     behind the latest migration is a usage error (run `promptehr db upgrade`)."""
-    from cli.main import UsageError
-    from service import migrate
-    from service.db import make_engine, make_sessionmaker
-    from service.settings import get_settings
+    from promptehr.cli.main import UsageError
+    from promptehr.service import migrate
+    from promptehr.service.db import make_engine, make_sessionmaker
+    from promptehr.service.settings import get_settings
 
     settings = get_settings()
     if settings.database_is_embedded:
@@ -91,8 +91,8 @@ def _session() -> Iterator:
 
 
 def create_key(args: argparse.Namespace) -> int:
-    from service import store
-    from service.auth import generate_key, hash_key
+    from promptehr.service import store
+    from promptehr.service.auth import generate_key, hash_key
 
     name = _name(args.name, "--name")
     tenant = _name(args.tenant, "--tenant")
@@ -129,7 +129,7 @@ def key_rows(keys, now: datetime) -> list[tuple[str, ...]]:
 
 
 def list_keys(args: argparse.Namespace) -> int:
-    from service import store
+    from promptehr.service import store
 
     with _session() as session:
         rows = [COLUMNS, *key_rows(store.list_api_keys(session), datetime.now(UTC))]
@@ -140,8 +140,8 @@ def list_keys(args: argparse.Namespace) -> int:
 
 
 def revoke_key(args: argparse.Namespace) -> int:
-    from cli.main import UsageError
-    from service import store
+    from promptehr.cli.main import UsageError
+    from promptehr.service import store
 
     with _session() as session:
         before = store.get_api_key(session, args.id)

@@ -21,7 +21,7 @@ CODE_SYSTEM_HELP = ("the code system of codes the data leaves open (a long file 
 
 
 def stats(args: argparse.Namespace) -> int:
-    from model.data import dataset_stats, load_patients
+    from promptehr.model.data import dataset_stats, load_patients
 
     patients = load_patients(args.paths, format=args.format, code_system=args.code_system)
     print(json.dumps(dataset_stats(patients), indent=2))
@@ -29,8 +29,8 @@ def stats(args: argparse.Namespace) -> int:
 
 
 def convert(args: argparse.Namespace) -> int:
-    from model.data import load_patients
-    from model.data.convert import convert_patients, write_long
+    from promptehr.model.data import load_patients
+    from promptehr.model.data.convert import convert_patients, write_long
 
     patients = load_patients(args.paths, format=args.format, code_system=args.code_system)
     converted, summary = convert_patients(patients, args.to)

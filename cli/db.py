@@ -25,8 +25,8 @@ def _redacted(url: str) -> str:
 
 
 def upgrade(args: argparse.Namespace) -> int:
-    from service import migrate
-    from service.settings import get_settings
+    from promptehr.service import migrate
+    from promptehr.service.settings import get_settings
 
     url = get_settings().database_url
     migrate.upgrade(url, args.revision)
@@ -35,8 +35,8 @@ def upgrade(args: argparse.Namespace) -> int:
 
 
 def downgrade(args: argparse.Namespace) -> int:
-    from service import migrate
-    from service.settings import get_settings
+    from promptehr.service import migrate
+    from promptehr.service.settings import get_settings
 
     url = get_settings().database_url
     migrate.downgrade(url, args.revision)
@@ -45,9 +45,9 @@ def downgrade(args: argparse.Namespace) -> int:
 
 
 def current(args: argparse.Namespace) -> int:
-    from service import migrate
-    from service.db import make_engine
-    from service.settings import get_settings
+    from promptehr.service import migrate
+    from promptehr.service.db import make_engine
+    from promptehr.service.settings import get_settings
 
     url = get_settings().database_url
     engine = make_engine(url)

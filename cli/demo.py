@@ -40,8 +40,8 @@ def demo_data(paths: list[str] | None) -> tuple[list[str], str | None]:
     """The data paths, and the notice the data's licence asks for (None for the user's own data)."""
     if paths:
         return paths, None
-    from cli.main import UsageError
-    from model.data.demo_data import NOTICE, DemoDataUnavailable, fetch_mimic3_demo
+    from promptehr.cli.main import UsageError
+    from promptehr.model.data.demo_data import NOTICE, DemoDataUnavailable, fetch_mimic3_demo
 
     try:
         return [str(fetch_mimic3_demo())], NOTICE
@@ -92,10 +92,10 @@ def summary_lines(report) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cli.evaluate import load_model_scorer, write_report
-    from cli.generate import generate_with_progress, load_sampler, set_threads
-    from cli.main import UsageError
-    from cli.train import result_line, train_with_progress
+    from promptehr.cli.evaluate import load_model_scorer, write_report
+    from promptehr.cli.generate import generate_with_progress, load_sampler, set_threads
+    from promptehr.cli.main import UsageError
+    from promptehr.cli.train import result_line, train_with_progress
 
     if args.n < 1:
         raise UsageError(f"--n must be at least 1, got {args.n}")
@@ -106,12 +106,12 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--out {args.out}: exists and is not a folder")
     paths, notice = demo_data(args.data)
 
-    from model.data import load_patients
-    from model.data.export import write_export
-    from model.evaluation import EvaluationConfig, build_report
-    from model.generation.cohort import CohortSpec
-    from model.nn.config import train_config
-    from model.split import split_patients
+    from promptehr.model.data import load_patients
+    from promptehr.model.data.export import write_export
+    from promptehr.model.evaluation import EvaluationConfig, build_report
+    from promptehr.model.generation.cohort import CohortSpec
+    from promptehr.model.nn.config import train_config
+    from promptehr.model.split import split_patients
 
     split_seed = 0
     patients = load_patients(paths, format=args.format)

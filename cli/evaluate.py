@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from cli.data import CODE_SYSTEM_HELP, SYSTEMS
+from promptehr.cli.data import CODE_SYSTEM_HELP, SYSTEMS
 
 FORMATS = ("mimic3", "mimic4", "desynpuf", "long")
 # What `promptehr generate --format` writes, by file extension.
@@ -27,7 +27,7 @@ ZIP_TABLES = {"patients.csv", "admissions.csv", "diagnoses_icd.csv"}
 
 def synthetic_format(path: Path, given: str | None) -> str:
     """jsonl | csv | zip: `given`, or what the file's extension says; a UsageError for any other file."""
-    from cli.main import UsageError
+    from promptehr.cli.main import UsageError
 
     if given:
         return given
@@ -41,13 +41,13 @@ def synthetic_format(path: Path, given: str | None) -> str:
 def read_synthetic(path: Path, fmt: str | None = None) -> list:
     """The cohort in `path`: JSONL (read here), long CSV (the long-format loader) or a MIMIC zip (unpacked
     into a temporary folder and read by the MIMIC-III or MIMIC-IV loader)."""
-    from model.errors import DataError
+    from promptehr.model.errors import DataError
 
     if not path.is_file():
         raise DataError(path, "a cohort file (no such file)")
     fmt = synthetic_format(path, fmt)
     if fmt == "csv":
-        from model.data import load_patients
+        from promptehr.model.data import load_patients
 
         return load_patients(path, format="long")
     if fmt == "zip":
@@ -60,8 +60,8 @@ def read_zip(path: Path) -> list:
     import tempfile
     import zipfile
 
-    from model.data import load_patients
-    from model.errors import DataError
+    from promptehr.model.data import load_patients
+    from promptehr.model.errors import DataError
 
     try:
         with zipfile.ZipFile(path) as zf, tempfile.TemporaryDirectory(prefix="promptehr-evaluate-") as tmp:
@@ -78,8 +78,8 @@ def read_zip(path: Path) -> list:
 
 def read_jsonl(path: Path) -> list:
     """One {"patient_id", "age", "sex", "visits"} object per line; blank lines are skipped."""
-    from model.errors import DataError
-    from model.patient import Patient
+    from promptehr.model.errors import DataError
+    from promptehr.model.patient import Patient
 
     patients = []
     with open(path, encoding="utf-8", errors="strict") as f:
@@ -105,7 +105,7 @@ def read_jsonl(path: Path) -> list:
 
 
 def read_generator(path: Path) -> dict:
-    from model.errors import DataError
+    from promptehr.model.errors import DataError
 
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
@@ -118,12 +118,12 @@ def read_generator(path: Path) -> dict:
 
 def load_model_scorer(model_dir: str, device: str):
     """The model team's scorer, imported only when --model is given (it needs torch)."""
-    from cli.main import UsageError
+    from promptehr.cli.main import UsageError
 
     try:
-        from model.evaluation.scorer import load_scorer
+        from promptehr.model.evaluation.scorer import load_scorer
     except ModuleNotFoundError as e:
-        if e.name in ("model.evaluation.scorer",):
+        if e.name in ("promptehr.model.evaluation.scorer",):
             raise UsageError("--model needs model/scoring.py (load_scorer), which this installation lacks") from None
         raise
     return load_scorer(model_dir, device)
@@ -131,11 +131,11 @@ def load_model_scorer(model_dir: str, device: str):
 
 def train_and_holdout(real: list, split_seed: int) -> tuple[list, list]:
     """The real data's train and holdout splits (model/split.py); both must hold patients."""
-    from model.split import split_patients
+    from promptehr.model.split import split_patients
 
     train, _, holdout = split_patients(real, split_seed)
     if not train or not holdout:
-        from cli.main import UsageError
+        from promptehr.cli.main import UsageError
 
         raise UsageError(f"the real data split into {len(train)} train and {len(holdout)} holdout patients: need both")
     return train, holdout
@@ -145,18 +145,18 @@ def write_report(report, out, html=None) -> None:
     """The report's JSON to `out` and, when `html` is given, its self-contained page there."""
     Path(out).write_text(report.to_json(indent=2))
     if html:
-        from model.evaluation.html import render_html
+        from promptehr.model.evaluation.html import render_html
 
         Path(html).write_text(render_html(report), encoding="utf-8")
 
 
 def evaluate(args: argparse.Namespace) -> int:
-    from model.data import load_patients
-    from model.evaluation import EvaluationConfig
-    from model.evaluation.model_scores import model_patients_for
+    from promptehr.model.data import load_patients
+    from promptehr.model.evaluation import EvaluationConfig
+    from promptehr.model.evaluation.model_scores import model_patients_for
 
     if args.model:
-        from cli.generate import set_threads
+        from promptehr.cli.generate import set_threads
 
         set_threads(args.threads)
     fail_on = parse_fail_on(args.fail_on)
@@ -183,7 +183,7 @@ def evaluate(args: argparse.Namespace) -> int:
 
 def parse_fail_on(text: str | None) -> list[str]:
     """`--fail-on fidelity,privacy` -> the section names; a UsageError naming any unknown one."""
-    from cli.main import UsageError
+    from promptehr.cli.main import UsageError
 
     names = [n.strip() for n in (text or "").split(",") if n.strip()]
     unknown = [n for n in names if n not in SECTIONS]
@@ -196,10 +196,10 @@ def build_with_progress(synthetic, train, holdout, **kwargs):
     """build_report with a progress bar over its sections on stderr."""
     from tqdm import tqdm
 
-    from model.evaluation import build_report
+    from promptehr.model.evaluation import build_report
 
     stages = [*SECTIONS, *(["model"] if kwargs.get("model_scorer") is not None else [])]
-    from cli import main
+    from promptehr.cli import main
 
     with tqdm(total=len(stages), unit="section", file=sys.stderr, dynamic_ncols=True, desc="evaluate",
               disable=main.quiet_progress) as bar:

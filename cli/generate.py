@@ -47,7 +47,7 @@ def add_parser(subparsers) -> None:
 
 
 def age_spec(args: argparse.Namespace) -> dict:
-    from cli.main import UsageError
+    from promptehr.cli.main import UsageError
 
     normal = [args.age_mean, args.age_sd, args.age_min, args.age_max]
     chosen = [name for name, used in (("--age", args.age is not None), ("--age-mean/--age-sd/--age-min/--age-max", any(v is not None for v in normal)),
@@ -88,10 +88,10 @@ def set_threads(threads: int | None) -> None:
 
 def load_sampler(model_dir, device_name: str):
     """(Sampler, torch.device) for a checkpoint directory; a device that is not there is a usage error."""
-    from cli.main import UsageError
-    from model.generation.sampler import Sampler
-    from model.nn.checkpoint import load_checkpoint
-    from model.training.train import resolve_device
+    from promptehr.cli.main import UsageError
+    from promptehr.model.generation.sampler import Sampler
+    from promptehr.model.nn.checkpoint import load_checkpoint
+    from promptehr.model.training.train import resolve_device
 
     try:
         device = resolve_device(device_name)
@@ -115,7 +115,7 @@ def progress_bar(n: int) -> Iterator[Callable[[int, int], None]]:
 def generate_with_progress(sampler, spec, n: int, seed: int, *, batch_size: int, device) -> tuple[list, float]:
     """model.generation.cohort.generate_cohort with a progress bar on stderr; returns (patients, seconds).
     For a cohort the caller keeps (`promptehr demo` evaluates it); `promptehr generate` streams instead."""
-    from model.generation.cohort import generate_cohort
+    from promptehr.model.generation.cohort import generate_cohort
 
     t0 = time.time()
     with progress_bar(n) as progress:
@@ -130,7 +130,7 @@ def write_streamed(patients: Iterable, out: Path, fmt: str, code_systems) -> tup
     holds (iter_cohort: one chunk of patients), never the cohort. A regular file is written as a hidden
     sibling `.NAME.partial` and renamed at the end: a run stopped half-way leaves no file that looks whole.
     """
-    from model.data.export import write_export
+    from promptehr.model.data.export import write_export
 
     count = 0
 
@@ -153,7 +153,7 @@ def write_streamed(patients: Iterable, out: Path, fmt: str, code_systems) -> tup
 
 
 def run(args: argparse.Namespace) -> int:
-    from cli.main import UsageError
+    from promptehr.cli.main import UsageError
 
     if args.n < 1:
         raise UsageError(f"--n must be at least 1, got {args.n}")
@@ -171,8 +171,8 @@ def run(args: argparse.Namespace) -> int:
 
     # Here, not at the top: every `promptehr` command imports this module to build its parser;
     # model.data's package imports pandas (about 0.8 s, measured), model.generation torch.
-    from model.data.export import check_exportable
-    from model.generation.cohort import CohortSpec, check_feasible, iter_cohort
+    from promptehr.model.data.export import check_exportable
+    from promptehr.model.generation.cohort import CohortSpec, check_feasible, iter_cohort
 
     try:
         spec = CohortSpec.from_dict(body)

@@ -13,15 +13,15 @@ import sys
 
 # name -> module under cli/ exposing add_parser(subparsers) and setting `func` on its parser.
 COMMANDS = {
-    "data": "cli.data",
-    "train": "cli.train",
-    "generate": "cli.generate",
-    "evaluate": "cli.evaluate",
-    "demo": "cli.demo",
-    "serve": "cli.serve",
-    "worker": "cli.worker",
-    "db": "cli.db",
-    "apikey": "cli.apikey",
+    "data": "promptehr.cli.data",
+    "train": "promptehr.cli.train",
+    "generate": "promptehr.cli.generate",
+    "evaluate": "promptehr.cli.evaluate",
+    "demo": "promptehr.cli.demo",
+    "serve": "promptehr.cli.serve",
+    "worker": "promptehr.cli.worker",
+    "db": "promptehr.cli.db",
+    "apikey": "promptehr.cli.apikey",
 }
 
 
@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from model.errors import CheckpointError, DataError, TrainingError
+    from promptehr.model.errors import CheckpointError, DataError, TrainingError
 
     args = build_parser().parse_args(argv)
     global quiet_progress

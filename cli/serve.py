@@ -32,8 +32,8 @@ def install_local_runner(settings) -> None:
     """Register the in-process job runner (worker.runner) with service.jobs."""
     # worker/ is imported only here: an API that sends its jobs to a broker never loads it
     # (tests/test_service_app.py checks that importing cli.serve does not).
-    from service.jobs import set_local_runner
-    from worker.runner import make_runner
+    from promptehr.service.jobs import set_local_runner
+    from promptehr.worker.runner import make_runner
 
     set_local_runner(make_runner(settings))
 
@@ -42,9 +42,9 @@ def _refuse_old_schema(settings) -> None:
     """A one-line error instead of uvicorn's start-up traceback (the app checks again at start-up)."""
     import sqlalchemy.exc as sa_exc
 
-    from cli.main import UsageError
-    from service.db import make_engine
-    from service.migrate import SchemaOutOfDate, check_schema_current
+    from promptehr.cli.main import UsageError
+    from promptehr.service.db import make_engine
+    from promptehr.service.migrate import SchemaOutOfDate, check_schema_current
 
     engine = make_engine(settings.database_url)
     try:
@@ -60,7 +60,7 @@ def _refuse_old_schema(settings) -> None:
 def _workers(args: argparse.Namespace) -> int:
     import os
 
-    from cli.main import UsageError
+    from promptehr.cli.main import UsageError
 
     raw = args.workers if args.workers is not None else os.environ.get("PROMPTEHR_API_WORKERS", "1")
     try:
@@ -75,10 +75,10 @@ def _workers(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from cli.main import UsageError
-    from service.app import create_app
-    from service.migrate import upgrade
-    from service.settings import get_settings
+    from promptehr.cli.main import UsageError
+    from promptehr.service.app import create_app
+    from promptehr.service.migrate import upgrade
+    from promptehr.service.settings import get_settings
 
     settings = get_settings()
     workers = _workers(args)
@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         _refuse_old_schema(settings)
     if workers > 1:
         # Each worker process builds its app from the environment, as this process built `settings`.
-        uvicorn.run("service.app:create_app", factory=True, workers=workers, host=args.host, port=args.port,
+        uvicorn.run("promptehr.service.app:create_app", factory=True, workers=workers, host=args.host, port=args.port,
                     log_level=args.log_level)
         return 0
     if settings.jobs_run_in_process:

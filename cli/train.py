@@ -59,8 +59,8 @@ def train_with_progress(train_set, val_set, cfg, out, *, resume: bool = False, d
     """model.training.train.train with a progress bar and one line per epoch on stderr; returns its TrainResult."""
     from tqdm import tqdm
 
-    from cli import main
-    from model.training.train import train
+    from promptehr.cli import main
+    from promptehr.model.training.train import train
 
     bar = None
 
@@ -83,7 +83,7 @@ def train_with_progress(train_set, val_set, cfg, out, *, resume: bool = False, d
     try:
         return train(train_set, val_set, cfg, out, progress=progress, resume=resume, device=device)
     except FileExistsError as e:
-        from cli.main import UsageError
+        from promptehr.cli.main import UsageError
 
         raise UsageError(str(e)) from None
     finally:
@@ -103,8 +103,8 @@ def launch(args: argparse.Namespace) -> int:
     """`--nproc N`: `run` in N processes (torch.distributed.run's agent, as torchrun); rank 0's exit code."""
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
-    from cli.main import UsageError
-    from model.training import distributed
+    from promptehr.cli.main import UsageError
+    from promptehr.model.training import distributed
 
     if args.device.startswith("cuda"):
         import torch
@@ -120,8 +120,8 @@ def launch(args: argparse.Namespace) -> int:
 
 def check_out(args: argparse.Namespace) -> None:
     """A trained model in --out is replaced only with --force (or continued with --resume)."""
-    from cli.main import UsageError
-    from model.nn import checkpoint
+    from promptehr.cli.main import UsageError
+    from promptehr.model.nn import checkpoint
 
     if (Path(args.out) / checkpoint.MANIFEST).exists() and not (args.force or args.resume):
         raise UsageError(f"--out {args.out}: holds a trained model; pass --force to overwrite it "
@@ -132,21 +132,21 @@ def run(args: argparse.Namespace) -> int:
     check_out(args)
     if args.nproc > 1:
         return launch(args)
-    from model.data import load_patients
-    from model.nn.config import train_config
-    from model.split import split_patients
+    from promptehr.model.data import load_patients
+    from promptehr.model.nn.config import train_config
+    from promptehr.model.split import split_patients
 
     patients = load_patients(args.data, format=args.format, code_system=args.code_system)
     if args.map_to:
-        from model.data.convert import convert_patients
+        from promptehr.model.data.convert import convert_patients
 
         patients, conversion = convert_patients(patients, args.map_to)
         print(f"promptehr train: {conversion.line()}", file=sys.stderr)
     if args.default_age is not None or args.default_sex is not None:
-        from model.training.prepare import fill_demographics
+        from promptehr.model.training.prepare import fill_demographics
 
         patients = fill_demographics(patients, age=args.default_age, sex=args.default_sex)
-    from model.training.prepare import check_demographics
+    from promptehr.model.training.prepare import check_demographics
 
     check_demographics(patients, " ".join(map(str, args.data)))
     train_set, val_set, holdout = split_patients(patients, args.split_seed)
@@ -164,8 +164,8 @@ def run(args: argparse.Namespace) -> int:
     if args.eval_holdout and result.status != "stopped":
         import json
 
-        from model.nn.checkpoint import load_checkpoint
-        from model.training.perplexity import heldout_perplexity
+        from promptehr.model.nn.checkpoint import load_checkpoint
+        from promptehr.model.training.perplexity import heldout_perplexity
 
         model, vocab, tokenizer, _ = load_checkpoint(args.out)
         figures = heldout_perplexity(model, vocab, tokenizer, holdout, batch_size=cfg.batch_size)

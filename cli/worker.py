@@ -30,8 +30,8 @@ def build_argv(args: argparse.Namespace, queue: str) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cli.main import UsageError
-    from service.settings import get_settings
+    from promptehr.cli.main import UsageError
+    from promptehr.service.settings import get_settings
 
     settings = get_settings()
     if not settings.celery_broker_url:
@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
                          "`promptehr serve` runs jobs in its own process)")
     if args.concurrency < 1:
         raise UsageError("--concurrency must be at least 1")
-    from worker.celery_app import app
+    from promptehr.worker.celery_app import app
 
     app.worker_main(build_argv(args, args.queue or settings.celery_queue))
     return 0

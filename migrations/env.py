@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from alembic import context
 
-from service.db import make_engine
-from service.models import Base
+from promptehr.service.db import make_engine
+from promptehr.service.models import Base
 
 config = context.config
 target_metadata = Base.metadata
@@ -14,7 +14,7 @@ def _url() -> str:
     url = config.get_main_option("sqlalchemy.url")
     if url:
         return url
-    from service.settings import get_settings
+    from promptehr.service.settings import get_settings
 
     return get_settings().database_url
 

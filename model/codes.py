@@ -12,7 +12,7 @@ On input, "icd9:4019" is accepted as ICD-9 and stored bare; codes may be typed d
 """
 from __future__ import annotations
 
-from model import icd9, icd10
+from promptehr.model import icd9, icd10
 
 SYSTEMS = ("icd9", "icd10")
 NAMES = {"icd9": "ICD-9-CM", "icd10": "ICD-10-CM"}

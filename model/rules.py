@@ -20,8 +20,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from model import icd9, icd10
-from model.codes import category_of, split
+from promptehr.model import icd9, icd10
+from promptehr.model.codes import category_of, split
 
 TABULAR = "ICD-9-CM Tabular List"
 TABULAR_10 = "ICD-10-CM Tabular List (CMS, April 2026, as shipped by simple-icd-10-cm)"

@@ -16,8 +16,8 @@ cmp /tmp/i4/a.jsonl /tmp/i4/b.jsonl && echo "batch 64 == batch 256: byte-identic
 .venv/bin/python - <<'PY'
 import json, sys
 sys.path.insert(0, ".")
-from model.rules import violations
-from model.nn.checkpoint import load_checkpoint
+from promptehr.model.rules import violations
+from promptehr.model.nn.checkpoint import load_checkpoint
 _, vocab, _, _ = load_checkpoint("/tmp/i4/m")
 known = {vocab.token_of(i) for i in range(vocab.code_offset, len(vocab))}
 a = [json.loads(l) for l in open("/tmp/i4/a.jsonl")]

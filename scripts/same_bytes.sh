@@ -4,7 +4,7 @@
 # the sha256 of the checkpoint's weights, config and vocabulary and of the three cohort files, side by side.
 # training_log.jsonl (wall-clock seconds) and manifest.json (which hashes the log) differ from run to run by design.
 #   bash scripts/same_bytes.sh BEFORE_REV [AFTER_REV]      (AFTER_REV defaults to the working tree)
-# Each revision runs from its own git worktree with this checkout's .venv (python -m cli.main), 1 thread.
+# Each revision runs from its own git worktree with this checkout's .venv (python -m promptehr.cli.main), 1 thread.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 before=${1:?usage: scripts/same_bytes.sh BEFORE_REV [AFTER_REV]}; after=${2:-}

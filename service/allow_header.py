@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
-from service.problems import ProblemResponse, problem_response
+from promptehr.service.problems import ProblemResponse, problem_response
 
 # The methods asked about; HEAD is answered only where a route says so (FastAPI's routes do not).
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")

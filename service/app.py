@@ -16,17 +16,17 @@ import sqlalchemy.exc as sa_exc
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi_offline import FastAPIOffline
 
-from service import store
-from service.allow_header import install_allow_header
-from service.auth import require_api_key
-from service.body_limit import BodySizeLimitMiddleware
-from service.db import api_pool_options, make_engine, make_sessionmaker
-from service.migrate import check_schema_current
-from service.openapi_errors import document_errors
-from service.problems import install_problem_handlers
-from service.quotas import on_quota_exceeded
-from service.routes import cohorts, datasets, health, models, reports, training_jobs
-from service.settings import Settings, get_settings
+from promptehr.service import store
+from promptehr.service.allow_header import install_allow_header
+from promptehr.service.auth import require_api_key
+from promptehr.service.body_limit import BodySizeLimitMiddleware
+from promptehr.service.db import api_pool_options, make_engine, make_sessionmaker
+from promptehr.service.migrate import check_schema_current
+from promptehr.service.openapi_errors import document_errors
+from promptehr.service.problems import install_problem_handlers
+from promptehr.service.quotas import on_quota_exceeded
+from promptehr.service.routes import cohorts, datasets, health, models, reports, training_jobs
+from promptehr.service.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 

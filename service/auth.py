@@ -10,10 +10,10 @@ from typing import Annotated
 from fastapi import Depends, Security
 from fastapi.security import APIKeyHeader
 
-from service import store
-from service.db import SessionDep
-from service.models import ApiKey
-from service.problems import Problem
+from promptehr.service import store
+from promptehr.service.db import SessionDep
+from promptehr.service.models import ApiKey
+from promptehr.service.problems import Problem
 
 KEY_PREFIX = "pehr_"
 

@@ -9,7 +9,7 @@ import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.problems import PROBLEM_MEDIA_TYPE, PROBLEM_TYPE_BASE
+from promptehr.service.problems import PROBLEM_MEDIA_TYPE, PROBLEM_TYPE_BASE
 
 
 class BodySizeLimitMiddleware:

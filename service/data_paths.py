@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from model.data.opening import ReadLimits
-    from service.settings import Settings
+    from promptehr.model.data.opening import ReadLimits
+    from promptehr.service.settings import Settings
 
 
 def relative_to_data_root(text: str, data_root: str | Path | None) -> str:
@@ -38,7 +38,7 @@ def read_limits(settings: Settings) -> ReadLimits:
     at every open), regular, and within the settings' size, decompression and time limits."""
     # Imported on use: model.data brings pandas (about 0.4 s of API start-up); only the code that is
     # about to read a data set needs it.
-    from model.data.opening import ReadLimits
+    from promptehr.model.data.opening import ReadLimits
 
     return ReadLimits(root=Path(settings.data_root), max_file_bytes=settings.data_max_file_bytes,
                       max_decompressed_bytes=settings.data_max_decompressed_bytes,

@@ -11,7 +11,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
-from service.settings import Settings
+from promptehr.service.settings import Settings
 
 
 def make_engine(url: str, **kwargs) -> sa.Engine:

@@ -5,9 +5,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from service.auth import ApiKeyDep, TenantDep, require_api_key
-from service.db import SessionDep
-from service.settings import Settings
+from promptehr.service.auth import ApiKeyDep, TenantDep, require_api_key
+from promptehr.service.db import SessionDep
+from promptehr.service.settings import Settings
 
 
 async def get_app_settings(request: Request) -> Settings:

@@ -19,8 +19,8 @@ import sqlalchemy.exc as sa_exc
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from model.patient import Patient
-from service import store
+from promptehr.model.patient import Patient
+from promptehr.service import store
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def stream(fmt: str, session: Session, cohort_id: str, page: int = 500,
     ends here: the connection goes back to the pool before the response starts."""
     # Imported here: model.data's package imports pandas (about 0.8 s of the app's 3.3 s start-up,
     # measured), which no other route needs at start-up either (routes/datasets.py waits the same way).
-    from model.data.export import export_bytes
+    from promptehr.model.data.export import export_bytes
 
     session.close()
     return export_bytes(cohort_patients(session, cohort_id, page, total), fmt, rows=page,

@@ -16,10 +16,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
-from service import store
-from service.models import ApiKey, IdempotencyKey
-from service.problems import Problem, field_error, validation_problem
-from service.settings import Settings
+from promptehr.service import store
+from promptehr.service.models import ApiKey, IdempotencyKey
+from promptehr.service.problems import Problem, field_error, validation_problem
+from promptehr.service.settings import Settings
 
 HEADER = "Idempotency-Key"
 

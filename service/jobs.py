@@ -15,8 +15,8 @@ import threading
 from collections.abc import Callable
 from functools import lru_cache
 
-from service.settings import Settings, get_settings
-from service.store.job_kinds import task_name
+from promptehr.service.settings import Settings, get_settings
+from promptehr.service.store.job_kinds import task_name
 
 log = logging.getLogger(__name__)
 

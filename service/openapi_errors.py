@@ -16,7 +16,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from service.schemas.common import ProblemDocument
+from promptehr.service.schemas.common import ProblemDocument
 
 PROBLEM_REF = {"$ref": "#/components/schemas/ProblemDocument"}
 PROBLEM = {"application/problem+json": {"schema": PROBLEM_REF}}

@@ -26,9 +26,9 @@ from pydantic import (
     ValidationError,
 )
 
-from service.links import public_link
-from service.problems import field_error, validation_problem
-from service.settings import Settings
+from promptehr.service.links import public_link
+from promptehr.service.problems import field_error, validation_problem
+from promptehr.service.settings import Settings
 
 T = TypeVar("T")
 

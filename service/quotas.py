@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import Request
 
-from service.problems import ProblemResponse, problem_response
-from service.settings import Settings
-from service.store.quotas import QuotaExceeded, QuotaLimits
+from promptehr.service.problems import ProblemResponse, problem_response
+from promptehr.service.settings import Settings
+from promptehr.service.store.quotas import QuotaExceeded, QuotaLimits
 
 
 def quota_limits(settings: Settings) -> QuotaLimits:

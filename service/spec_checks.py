@@ -14,11 +14,11 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from model import codes
-from model.generation.cohort import CohortSpec, check_feasible
-from model.rules import rules_for
-from model.tokens.checkpoint_codes import checkpoint_dir, read_codes
-from service.problems import field_error, validation_problem
+from promptehr.model import codes
+from promptehr.model.generation.cohort import CohortSpec, check_feasible
+from promptehr.model.rules import rules_for
+from promptehr.model.tokens.checkpoint_codes import checkpoint_dir, read_codes
+from promptehr.service.problems import field_error, validation_problem
 
 FIELD = ("body", "required_codes")
 

@@ -147,7 +147,7 @@ def redis_url() -> str:
 
 @pytest.fixture(scope="session")
 def pg_migrated_url(postgres_url) -> str:
-    from service.migrate import upgrade
+    from promptehr.service.migrate import upgrade
 
     upgrade(postgres_url)
     return postgres_url
@@ -155,7 +155,7 @@ def pg_migrated_url(postgres_url) -> str:
 
 @pytest.fixture(scope="session")
 def sqlite_migrated_url(tmp_path_factory) -> str:
-    from service.migrate import upgrade
+    from promptehr.service.migrate import upgrade
 
     url = f"sqlite:///{tmp_path_factory.mktemp('service-db') / 'test.sqlite3'}"
     upgrade(url)
@@ -170,7 +170,7 @@ def db_url(request) -> str:
 
 @pytest.fixture(scope="session")
 def engines():
-    from service.db import make_engine
+    from promptehr.service.db import make_engine
 
     made: dict = {}
 
@@ -206,7 +206,7 @@ def session(engine) -> Iterator[Session]:
 
 @pytest.fixture
 def settings_for(db_url, tmp_path):
-    from service.settings import Settings
+    from promptehr.service.settings import Settings
 
     def make(**overrides):
         values = {"database_url": db_url, "promptehr_home": tmp_path / "home", "data_root": tmp_path / "data"}
@@ -219,7 +219,7 @@ def settings_for(db_url, tmp_path):
 @pytest.fixture
 def runner():
     """The service's local runner replaced by one that records the (task name, job id) it is handed."""
-    from service import jobs
+    from promptehr.service import jobs
 
     calls: list[tuple[str, str]] = []
     jobs.set_local_runner(lambda name, job_id: calls.append((name, job_id)))
@@ -232,8 +232,8 @@ def client_for(session, settings_for):
     """client_for(**settings) -> a TestClient on a fresh app whose sessions join the test transaction."""
     from fastapi.testclient import TestClient
 
-    from service.app import create_app
-    from service.db import get_session
+    from promptehr.service.app import create_app
+    from promptehr.service.db import get_session
 
     clients = []
 
@@ -269,8 +269,8 @@ def auth(session) -> dict[str, str]:
 
 def tenant_key(session, tenant: str, *, admin: bool = False, **fields) -> dict[str, str]:
     """Headers with a new API key of `tenant` (fields: expires_at, name, ...) for the app clients."""
-    from service import store
-    from service.auth import generate_key, hash_key
+    from promptehr.service import store
+    from promptehr.service.auth import generate_key, hash_key
 
     key = generate_key()
     store.create_api_key(session, name=fields.pop("name", tenant), key_hash=hash_key(key), prefix=key[:10],

@@ -6,17 +6,17 @@ import struct
 import pytest
 import torch
 
-from model.nn.checkpoint import (
+from promptehr.model.nn.checkpoint import (
     FILES,
     MANIFEST,
     load_checkpoint,
     save_checkpoint,
     verify_manifest,
 )
-from model.nn.config import model_config, train_config
-from model.errors import CheckpointError
-from model.nn.promptbart import PromptBart, demographics_to_tensors
-from model.tokens.vocab import BOS, EOS, Vocabulary
+from promptehr.model.nn.config import model_config, train_config
+from promptehr.model.errors import CheckpointError
+from promptehr.model.nn.promptbart import PromptBart, demographics_to_tensors
+from promptehr.model.tokens.vocab import BOS, EOS, Vocabulary
 from tests.test_vocab import toy_patients
 
 
@@ -80,10 +80,10 @@ def test_missing_file_and_bad_manifest(saved):
 
 SAVE_SCRIPT = """
 import sys, torch
-from model.nn.checkpoint import save_checkpoint
-from model.nn.config import model_config
-from model.nn.promptbart import PromptBart
-from model.tokens.vocab import Vocabulary
+from promptehr.model.nn.checkpoint import save_checkpoint
+from promptehr.model.nn.config import model_config
+from promptehr.model.nn.promptbart import PromptBart
+from promptehr.model.tokens.vocab import Vocabulary
 from tests.test_vocab import toy_patients
 v = Vocabulary.build(toy_patients(20))
 torch.manual_seed(0)

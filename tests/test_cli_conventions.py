@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from cli.main import build_parser, main
-from model.data import load_patients
-from model.data.export import write_export
-from model.nn import checkpoint
+from promptehr.cli.main import build_parser, main
+from promptehr.model.data import load_patients
+from promptehr.model.data.export import write_export
+from promptehr.model.nn import checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -109,7 +109,7 @@ def test_evaluate_fail_on(shared_data, cohort_files, tmp_path, capsys):
 
 def test_evaluate_shows_progress_and_quiet_hides_it(shared_data, cohort_files, tmp_path):
     def run(*flags):
-        return subprocess.run([sys.executable, "-m", "cli", *flags, "evaluate", "--synthetic", str(cohort_files["jsonl"]),
+        return subprocess.run([sys.executable, "-m", "promptehr.cli", *flags, "evaluate", "--synthetic", str(cohort_files["jsonl"]),
                                "--real", str(shared_data / "mimic3-demo"), "--subsamples", "1",
                                "--out", str(tmp_path / "r.json")], cwd=REPO, capture_output=True, text=True, timeout=300,
                               check=False)

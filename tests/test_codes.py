@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from model import codes
+from promptehr.model import codes
 
 
 def test_qualify_and_split_round_trip_and_keep_icd9_bare():

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cli.main import COMMANDS, build_parser
+from promptehr.cli.main import COMMANDS, build_parser
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,7 +48,7 @@ def test_worker_reserves_a_gpu_and_shares_the_model_volume(compose):
 
 
 def test_app_environment_names_are_settings_the_service_reads(compose):
-    from service.settings import Settings
+    from promptehr.service.settings import Settings
 
     env = compose["services"]["api"]["environment"]
     assert env == compose["services"]["worker"]["environment"]

@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from model.generation.constraints import (
+from promptehr.model.generation.constraints import (
     DONE,
     Limits,
     advance,
@@ -21,13 +21,13 @@ from model.generation.constraints import (
     mask_logits,
     select_in_place,
 )
-from model.generation.draw import SamplingOptions, window_index
-from model.generation.draw import (
+from promptehr.model.generation.draw import SamplingOptions, window_index
+from promptehr.model.generation.draw import (
     draw as draw_flat,  # `draw` is hypothesis' name in the strategies below
 )
-from model.generation.head import SlicedHead
-from model.generation.streams import uniforms
-from model.tokens.layout import TokenLayout
+from promptehr.model.generation.head import SlicedHead
+from promptehr.model.generation.streams import uniforms
+from promptehr.model.tokens.layout import TokenLayout
 
 N_SPECIAL = 7
 

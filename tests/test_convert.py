@@ -5,10 +5,10 @@ import math
 
 import pytest
 
-from model.data import load_patients
-from model.data.convert import convert_patients, gem, map_code, write_long
-from model.errors import DataError
-from model.patient import Patient
+from promptehr.model.data import load_patients
+from promptehr.model.data.convert import convert_patients, gem, map_code, write_long
+from promptehr.model.errors import DataError
+from promptehr.model.patient import Patient
 from tests.test_data_cli import promptehr
 
 

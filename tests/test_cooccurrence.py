@@ -2,17 +2,17 @@
 import numpy as np
 import torch
 
-from model.training.batches import collate
-from model.nn.cooccurrence import (
+from promptehr.model.training.batches import collate
+from promptehr.model.nn.cooccurrence import (
     common_pairs,
     cooc_targets,
     cooccurrence_penalty,
     count_cooccurrences,
 )
-from model.training.corruption import empty_encoder
-from model.patient import Patient
-from model.tokens.tokenizer import Tokenizer
-from model.tokens.vocab import Vocabulary
+from promptehr.model.training.corruption import empty_encoder
+from promptehr.model.patient import Patient
+from promptehr.model.tokens.tokenizer import Tokenizer
+from promptehr.model.tokens.vocab import Vocabulary
 
 VISITS = [["A1", "B1", "C1"], ["A1", "B1"], ["A1", "B1"], ["B1", "C1"], ["D1"]]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from cli.main import SERVICE_MODULES
+from promptehr.cli.main import SERVICE_MODULES
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,7 +29,7 @@ BLOCKER = textwrap.dedent(f"""
             return None
 
     sys.meta_path.insert(0, Hide())
-    from cli.main import main
+    from promptehr.cli.main import main
     rc = main(sys.argv[1:])
     leaked = sorted(m for m in sys.modules if m.split(".")[0] in HIDDEN)
     assert not leaked, leaked

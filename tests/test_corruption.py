@@ -3,8 +3,8 @@ from collections import Counter
 
 import numpy as np
 
-from model.nn.config import TrainConfig
-from model.training.corruption import (
+from promptehr.model.nn.config import TrainConfig
+from promptehr.model.training.corruption import (
     delete_tokens,
     empty_encoder,
     make_example,
@@ -14,9 +14,9 @@ from model.training.corruption import (
     split_visits,
     validation_examples,
 )
-from model.tokens.layout import TokenLayout
-from model.tokens.tokenizer import Tokenizer
-from model.tokens.vocab import BOS, END_VISIT, EOS, MASK, VISIT, Vocabulary
+from promptehr.model.tokens.layout import TokenLayout
+from promptehr.model.tokens.tokenizer import Tokenizer
+from promptehr.model.tokens.vocab import BOS, END_VISIT, EOS, MASK, VISIT, Vocabulary
 from tests.test_vocab import toy_patients
 
 

@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def promptehr(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+    return subprocess.run([sys.executable, "-m", "promptehr.cli", *args], cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
 
 
@@ -40,15 +40,15 @@ def test_malformed_csv_gives_exit_2_and_one_line(shared_data, tmp_path):
 
 
 def test_cli_format_choices_match_the_loaders():
-    from cli.data import FORMATS as cli_formats
-    from model.data import FORMATS
+    from promptehr.cli.data import FORMATS as cli_formats
+    from promptehr.model.data import FORMATS
 
     assert cli_formats == FORMATS
 
 
 def test_cli_code_systems_match_the_model():
-    from cli.data import SYSTEMS as cli_systems
-    from model.codes import SYSTEMS
+    from promptehr.cli.data import SYSTEMS as cli_systems
+    from promptehr.model.codes import SYSTEMS
 
     assert cli_systems == SYSTEMS
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from model.data import dataset_stats, detect_format, load_patients
+from promptehr.model.data import dataset_stats, detect_format, load_patients
 
 
 @pytest.mark.parametrize(

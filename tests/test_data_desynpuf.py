@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from model.data import load_patients
+from promptehr.model.data import load_patients
 
 TEST0 = "desynpuf-ohdsi-test0"
 CLAIMS = "DE1_0_2008_to_2010_Inpatient_Claims_Sample_0.csv"

@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from model.data import detect_format, load_patients
-from model.errors import DataError
+from promptehr.model.data import detect_format, load_patients
+from promptehr.model.errors import DataError
 from tests.test_data_desynpuf import CLAIMS, copy_test0
 from tests.test_data_mimic3 import copy_demo
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from model.data import load_patients
-from model.errors import DataError
-from model.patient import Patient
-from model.tokens.vocab import Vocabulary
+from promptehr.model.data import load_patients
+from promptehr.model.errors import DataError
+from promptehr.model.patient import Patient
+from promptehr.model.tokens.vocab import Vocabulary
 
 HEADER = "patient_id,visit_id,visit_time,code"
 

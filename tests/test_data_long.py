@@ -6,8 +6,8 @@ import math
 import pandas as pd
 import pytest
 
-from model.data import detect_format, load_patients
-from model.patient import Patient
+from promptehr.model.data import detect_format, load_patients
+from promptehr.model.patient import Patient
 
 
 def to_long(patients: list[Patient]) -> pd.DataFrame:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from model.data import load_patients
+from promptehr.model.data import load_patients
 
 TABLES = ("PATIENTS", "ADMISSIONS", "DIAGNOSES_ICD")
 

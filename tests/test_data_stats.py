@@ -4,8 +4,8 @@ from __future__ import annotations
 import json
 import math
 
-from model.data import dataset_stats
-from model.patient import Patient
+from promptehr.model.data import dataset_stats
+from promptehr.model.patient import Patient
 
 
 def test_figures():

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from model.data.demo_data import NOTICE
+from promptehr.model.data.demo_data import NOTICE
 from tests.support.demo import serve_under_files
 
 PROMPTEHR = str(Path(sys.executable).parent / "promptehr")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from model.data.demo_data import FILES, DemoDataUnavailable, fetch_mimic3_demo
+from promptehr.model.data.demo_data import FILES, DemoDataUnavailable, fetch_mimic3_demo
 from tests.support.demo import serve_under_files
 
 
@@ -13,7 +13,7 @@ def test_downloads_verifies_and_caches(demo_server, tmp_path):
     cache = tmp_path / "cache"
     folder = fetch_mimic3_demo(cache, base_url=url)
     assert sorted(p.name for p in folder.iterdir()) == sorted(FILES)
-    from model.data import load_patients
+    from promptehr.model.data import load_patients
 
     patients = load_patients(folder)
     assert len(patients) == 100

@@ -17,11 +17,11 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from model.data import load_patients
-from model.nn.config import train_config
-from model.split import split_patients
-from model.training.distributed import Context, shard
-from model.training.train import train
+from promptehr.model.data import load_patients
+from promptehr.model.nn.config import train_config
+from promptehr.model.split import split_patients
+from promptehr.model.training.distributed import Context, shard
+from promptehr.model.training.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -110,7 +110,7 @@ def test_torchrun_checkpoint_loads_and_generates(tmp_path, shared_data):
     out = tmp_path / "model"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     run = subprocess.run(
-        [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", "-m", "cli.main", "train",
+        [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", "-m", "promptehr.cli.main", "train",
          "--data", str(shared_data / "desynpuf-sample" / "1-sample-10000"), "--preset", "tiny", "--max-steps", "4",
          "--batch-size", "16", "--device", "cpu", "--out", str(out)],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=240, check=False)

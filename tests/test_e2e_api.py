@@ -115,10 +115,10 @@ def celery_flow(tmp_path_factory, shared_data, redis_url, postgres_url):
 
             def second_delivery(job_id: str) -> None:
                 """The job is running in the worker: a second delivery of its message does nothing."""
-                from service import store
-                from service.settings import Settings
-                from worker.context import make_context
-                from worker.dispatch import TRAIN, run_task
+                from promptehr.service import store
+                from promptehr.service.settings import Settings
+                from promptehr.worker.context import make_context
+                from promptehr.worker.dispatch import TRAIN, run_task
 
                 ctx = make_context(Settings(database_url=db, celery_broker_url=redis_url, promptehr_home=home,
                                             data_root=shared_data))

@@ -1,10 +1,10 @@
 """Detection AUROC (real vs synthetic classifier) and fidelity by sample size."""
 import numpy as np
 
-from model.evaluation import by_size, detection, fidelity
-from model.evaluation.counts import build_index, category_matrix, encode
-from model.icd9 import category_of
-from model.patient import Patient
+from promptehr.model.evaluation import by_size, detection, fidelity
+from promptehr.model.evaluation.counts import build_index, category_matrix, encode
+from promptehr.model.icd9 import category_of
+from promptehr.model.patient import Patient
 
 CODES = ["4019", "25000", "4280", "41401", "486", "5990", "42731", "496", "2724", "V5861", "5849", "2859", "2449", "53081"]
 

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from model.evaluation import fidelity
-from model.evaluation.counts import (
+from promptehr.model.evaluation import fidelity
+from promptehr.model.evaluation.counts import (
     build_index,
     category_matrix,
     encode,
@@ -12,8 +12,8 @@ from model.evaluation.counts import (
     subset,
     transition_counts,
 )
-from model.icd9 import category_of
-from model.patient import Patient
+from promptehr.model.icd9 import category_of
+from promptehr.model.patient import Patient
 
 
 def P(pid, *visits, age=60.0, sex="F"):

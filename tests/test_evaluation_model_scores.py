@@ -4,15 +4,15 @@ import numpy as np
 import pytest
 import torch
 
-from model.evaluation import build_report
-from model.evaluation.code_nll import heldout_scores, median_of_medians
-from model.evaluation.model_scores import model_patients_for, scored_patients
-from model.nn.config import model_config
-from model.nn.promptbart import PromptBart
-from model.patient import Patient
-from model.tokens.tokenizer import Tokenizer
-from model.tokens.vocab import Vocabulary
-from model.training.perplexity import heldout_perplexity
+from promptehr.model.evaluation import build_report
+from promptehr.model.evaluation.code_nll import heldout_scores, median_of_medians
+from promptehr.model.evaluation.model_scores import model_patients_for, scored_patients
+from promptehr.model.nn.config import model_config
+from promptehr.model.nn.promptbart import PromptBart
+from promptehr.model.patient import Patient
+from promptehr.model.tokens.tokenizer import Tokenizer
+from promptehr.model.tokens.vocab import Vocabulary
+from promptehr.model.training.perplexity import heldout_perplexity
 
 CODES = ["4019", "25000", "4280", "41401", "5849", "V5861", "E8889", "2724", "486", "5990", "42731", "2859", "311", "53081"]
 
@@ -72,7 +72,7 @@ def test_subsample_is_seeded_and_recorded():
         def reconstruct(self, prefixes):
             return prefixes
 
-    from model.evaluation.schema import EvaluationConfig
+    from promptehr.model.evaluation.schema import EvaluationConfig
     s = Counting()
     report = build_report(patients(50, 2), patients(100, 1), holdout, model_scorer=s,
                           config=EvaluationConfig(model_patients=10))

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from model.evaluation import privacy
-from model.evaluation.counts import build_index, encode, patient_matrix
-from model.patient import Patient
+from promptehr.model.evaluation import privacy
+from promptehr.model.evaluation.counts import build_index, encode, patient_matrix
+from promptehr.model.patient import Patient
 
 CODES = ["4019", "25000", "4280", "41401", "486", "5990", "42731", "496", "2724", "V5861", "5849", "2859"]
 

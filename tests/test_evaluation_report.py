@@ -5,12 +5,12 @@ import re
 import numpy as np
 import pytest
 
-from cli.main import main
-from model.evaluation import SCHEMA_VERSION, build_report
-from model.evaluation.html import render_html
-from model.evaluation.model_scores import reconstruction_jaccard, split_half
-from model.evaluation.schema import Report
-from model.patient import Patient
+from promptehr.cli.main import main
+from promptehr.model.evaluation import SCHEMA_VERSION, build_report
+from promptehr.model.evaluation.html import render_html
+from promptehr.model.evaluation.model_scores import reconstruction_jaccard, split_half
+from promptehr.model.evaluation.schema import Report
+from promptehr.model.patient import Patient
 
 CODES = ["4019", "25000", "4280", "41401", "486", "5990", "42731", "496", "2724", "V5861", "5849", "2859", "2449", "53081"]
 NAMES = {
@@ -152,7 +152,7 @@ def test_cli_evaluate_rejects_bad_input(tmp_path, shared_data, capsys):
     rc = main(["evaluate", "--synthetic", str(good), "--real", real, "--out", str(tmp_path / "r.json"), "--model", str(tmp_path)])
     err = capsys.readouterr().err
     try:
-        import model.evaluation.scorer  # noqa: F401
+        import promptehr.model.evaluation.scorer  # noqa: F401
     except ModuleNotFoundError:
         assert rc == 2 and "model/scoring.py" in err
 

@@ -2,10 +2,10 @@
 CCS mapping for both code systems."""
 import numpy as np
 
-from model.evaluation import utility
-from model.evaluation.counts import build_index, encode
-from model.evaluation.phenotypes import ccs_group, group_matrix
-from model.patient import Patient
+from promptehr.model.evaluation import utility
+from promptehr.model.evaluation.counts import build_index, encode
+from promptehr.model.evaluation.phenotypes import ccs_group, group_matrix
+from promptehr.model.patient import Patient
 
 # three clusters of codes from different CCS groups: a patient draws most codes from one cluster
 CLUSTERS = [["4019", "4280", "42731", "41401"],  # hypertension, heart failure, dysrhythmia, coronary (98, 108, 106, 101)

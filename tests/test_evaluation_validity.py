@@ -1,9 +1,9 @@
 """Validity on crafted patients: sex and age rules (model/rules.py), duplicates, unknown codes, categories."""
 import pytest
 
-from model.evaluation import validity
-from model.evaluation.counts import build_index, encode, patient_matrix
-from model.patient import Patient
+from promptehr.model.evaluation import validity
+from promptehr.model.evaluation.counts import build_index, encode, patient_matrix
+from promptehr.model.patient import Patient
 
 
 def measures(patients, vocab=()):

@@ -9,9 +9,9 @@ import zipfile
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from model.data import load_patients
-from model.data.export import export_bytes, export_chunks, write_export
-from model.patient import Patient
+from promptehr.model.data import load_patients
+from promptehr.model.data.export import export_bytes, export_chunks, write_export
+from promptehr.model.patient import Patient
 
 CODES = ["4019", "0389", "25000", "V5861", "E8889", "4280", "585", "2765", "V1046", "E9320", "41401", "5849"]
 

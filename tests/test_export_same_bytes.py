@@ -12,15 +12,15 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from cli.main import main
-from model.nn.checkpoint import MANIFEST, sha256_of
-from service import jobs, store
-from service.app import create_app
-from service.auth import generate_key, hash_key
-from service.settings import Settings
+from promptehr.cli.main import main
+from promptehr.model.nn.checkpoint import MANIFEST, sha256_of
+from promptehr.service import jobs, store
+from promptehr.service.app import create_app
+from promptehr.service.auth import generate_key, hash_key
+from promptehr.service.settings import Settings
 from tests.support.databases import throwaway_database
-from worker.context import make_context
-from worker.dispatch import GENERATE, run_task
+from promptehr.worker.context import make_context
+from promptehr.worker.dispatch import GENERATE, run_task
 
 pytestmark = [pytest.mark.services, pytest.mark.usefixtures("one_thread")]
 

@@ -13,18 +13,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cli.main import main
-from model.data import load_patients
-from model.generation.cohort import (
+from promptehr.cli.main import main
+from promptehr.model.data import load_patients
+from promptehr.model.generation.cohort import (
     AgeSpec,
     CohortSpec,
     check_feasible,
     demographics,
     generate_cohort,
 )
-from model.generation.draw import SamplingOptions
-from model.nn.checkpoint import load_checkpoint
-from model.rules import is_allowed, violations
+from promptehr.model.generation.draw import SamplingOptions
+from promptehr.model.nn.checkpoint import load_checkpoint
+from promptehr.model.rules import is_allowed, violations
 
 N = 2000
 SETTINGS = {"deadline": None, "suppress_health_check": [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]}

@@ -7,11 +7,11 @@ import json
 
 import pytest
 
-from cli.generate import write_streamed
-from cli.main import main
-from model.data.export import export_bytes
-from model.generation.cohort import CohortSpec, generate_cohort, iter_cohort
-from model.nn.checkpoint import load_checkpoint
+from promptehr.cli.generate import write_streamed
+from promptehr.cli.main import main
+from promptehr.model.data.export import export_bytes
+from promptehr.model.generation.cohort import CohortSpec, generate_cohort, iter_cohort
+from promptehr.model.nn.checkpoint import load_checkpoint
 from tests.test_vocab import toy_patients
 
 FORMATS = ["jsonl", "csv", "mimic3", "mimic4"]

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service import store
-from service.auth import generate_key, hash_key
+from promptehr.service import store
+from promptehr.service.auth import generate_key, hash_key
 from tests.support.service import assert_problem, fake_patients, make_model
 
 TIME_ROUTES = ["/datasets", "/models", "/cohorts", "/training-jobs"]

@@ -24,15 +24,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from model.data import ReadLimits, load_patients
-from model.data.opening import open_data_file, read_limits
-from model.errors import DataError
-from service import store
-from service.settings import Settings
+from promptehr.model.data import ReadLimits, load_patients
+from promptehr.model.data.opening import open_data_file, read_limits
+from promptehr.model.errors import DataError
+from promptehr.service import store
+from promptehr.service.settings import Settings
 from tests.support.service import assert_problem
-from worker.context import make_context, new_worker_id
-from worker.dispatch import TRAIN, run_task
-from worker.execution import Stopped, run_job
+from promptehr.worker.context import make_context, new_worker_id
+from promptehr.worker.dispatch import TRAIN, run_task
+from promptehr.worker.execution import Stopped, run_job
 
 HEADER = "patient_id,visit_id,visit_time,code,age,sex\n"
 ROWS = "".join(f"p{i},v{i}-{j},2020-0{j + 1}-01,{code},{40 + i},{'MF'[i % 2]}\n"
@@ -206,7 +206,7 @@ def job_database(request, tmp_path_factory):
         with throwaway_database() as url:
             yield url
         return
-    from service.migrate import upgrade
+    from promptehr.service.migrate import upgrade
 
     url = f"sqlite:///{tmp_path_factory.mktemp('files-db') / 'promptehr.sqlite3'}"
     upgrade(url)
@@ -320,7 +320,7 @@ def test_a_stuck_job_has_its_row_finished_for_it(make_ctx, tmp_path, how):
 
 
 def test_celery_time_limits_stand_behind_the_runners(tmp_path):
-    from worker.celery_app import time_limits
+    from promptehr.worker.celery_app import time_limits
 
     settings = Settings(promptehr_home=tmp_path, train_time_limit_seconds=100, generate_time_limit_seconds=50,
                         evaluate_time_limit_seconds=20, job_stop_grace_seconds=10)

@@ -12,15 +12,15 @@ from datetime import timedelta
 import pytest
 from fastapi.testclient import TestClient
 
-from service import store
-from service.app import create_app
-from service.auth import generate_key, hash_key
-from service.idempotency import _request_hash
-from service.models.base import JobStatus
-from service.schemas.cohorts import CohortCreate
-from service.schemas.datasets import DatasetCreate
-from service.schemas.training_jobs import TrainingJobCreate
-from service.settings import Settings
+from promptehr.service import store
+from promptehr.service.app import create_app
+from promptehr.service.auth import generate_key, hash_key
+from promptehr.service.idempotency import _request_hash
+from promptehr.service.models.base import JobStatus
+from promptehr.service.schemas.cohorts import CohortCreate
+from promptehr.service.schemas.datasets import DatasetCreate
+from promptehr.service.schemas.training_jobs import TrainingJobCreate
+from promptehr.service.settings import Settings
 from tests.support.service import assert_problem, make_model
 
 EVIL = "evil.example"

@@ -8,10 +8,10 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from service import store
-from service.auth import generate_key, hash_key
-from service.models import CohortPatient, CohortShard, Report
-from service.removal import confined, remove_under
+from promptehr.service import store
+from promptehr.service.auth import generate_key, hash_key
+from promptehr.service.models import CohortPatient, CohortShard, Report
+from promptehr.service.removal import confined, remove_under
 from tests.support.service import assert_problem, fake_patients
 
 NORMAL = {"distribution": "normal", "mean": 70, "sd": 10, "min": 18, "max": 90}
@@ -274,7 +274,7 @@ def test_a_model_deleted_while_its_cohort_is_created_is_a_409(api, admin, sessio
     database no longer holds; now a 409 (the request's transaction, cohort and shards, rolled back)."""
     from types import SimpleNamespace
 
-    from service.routes import cohorts as route
+    from promptehr.service.routes import cohorts as route
 
     model_id = _model(session)
     row = store.get_model(session, model_id)

@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from model.nn.checkpoint import resume_dir
-from service import store
-from service.settings import Settings
+from promptehr.model.nn.checkpoint import resume_dir
+from promptehr.service import store
+from promptehr.service.settings import Settings
 from tests.support.databases import throwaway_database
 from tests.test_worker_jobs import SPEC, dead_worker_id
-from worker.claims import MAX_ATTEMPTS, claim, new_worker_id
-from worker.context import make_context
-from worker.dispatch import GENERATE, TRAIN, run_task
-from worker.train_task import job_dir
+from promptehr.worker.claims import MAX_ATTEMPTS, claim, new_worker_id
+from promptehr.worker.context import make_context
+from promptehr.worker.dispatch import GENERATE, TRAIN, run_task
+from promptehr.worker.train_task import job_dir
 
 pytestmark = [pytest.mark.services, pytest.mark.usefixtures("one_thread")]
 
@@ -27,7 +27,7 @@ pytestmark = [pytest.mark.services, pytest.mark.usefixtures("one_thread")]
 @pytest.fixture(scope="module", params=["postgresql", "sqlite"])
 def database_url(request, tmp_path_factory):
     if request.param == "sqlite":
-        from service.migrate import upgrade
+        from promptehr.service.migrate import upgrade
 
         url = f"sqlite:///{tmp_path_factory.mktemp('lifecycle-db') / 'promptehr.sqlite3'}"
         upgrade(url)
@@ -175,7 +175,7 @@ def test_a_model_whose_validation_leaves_measures_undefined_is_registered(ctx):
 def test_a_job_asked_to_stop_whose_worker_died_is_finished_by_the_sweep(ctx):
     """Claims and the orphan sweep skip a job with cancel_requested, so one whose worker died after the
     cancel stayed `running` with its scratch forever; the sweep now cancels it and removes the scratch."""
-    from worker.dispatch import finish_abandoned
+    from promptehr.worker.dispatch import finish_abandoned
 
     job = _training_job(ctx)
     out = job_dir(ctx.model_root, job.id)

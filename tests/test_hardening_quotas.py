@@ -11,10 +11,10 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
-from service import store
-from service.db import make_engine, make_sessionmaker
-from service.models import Cohort, CohortShard, Dataset, Model
-from service.settings import Settings
+from promptehr.service import store
+from promptehr.service.db import make_engine, make_sessionmaker
+from promptehr.service.models import Cohort, CohortShard, Dataset, Model
+from promptehr.service.settings import Settings
 from tests.conftest import tenant_key
 from tests.support.service import assert_problem, make_model
 

@@ -21,11 +21,11 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from model.data.export import export_bytes
-from model.patient import Patient
-from service.app import create_app
-from service.migrate import upgrade
-from service.settings import Settings
+from promptehr.model.data.export import export_bytes
+from promptehr.model.patient import Patient
+from promptehr.service.app import create_app
+from promptehr.service.migrate import upgrade
+from promptehr.service.settings import Settings
 from tests.support import REPO
 from tests.support.databases import throwaway_database
 from tests.support.service import assert_problem
@@ -148,7 +148,7 @@ def test_exports_make_their_chunks_through_the_gate():
     import threading
     import time as _time
 
-    from service.export import gated
+    from promptehr.service.export import gated
 
     busy, peak, lock = [0], [0], threading.Lock()
 

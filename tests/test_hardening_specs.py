@@ -16,13 +16,13 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from cli.main import main
-from model.generation.cohort import CohortSpec, demographics, generate_cohort
-from model.generation.conditional import conditional_demographics
-from model.nn.checkpoint import MANIFEST, VOCAB, load_checkpoint, sha256_of
-from model.rules import is_allowed, rules_for
-from model.tokens import checkpoint_codes
-from service import store
+from promptehr.cli.main import main
+from promptehr.model.generation.cohort import CohortSpec, demographics, generate_cohort
+from promptehr.model.generation.conditional import conditional_demographics
+from promptehr.model.nn.checkpoint import MANIFEST, VOCAB, load_checkpoint, sha256_of
+from promptehr.model.rules import is_allowed, rules_for
+from promptehr.model.tokens import checkpoint_codes
+from promptehr.service import store
 from tests.support.service import assert_problem, make_model
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]

@@ -10,12 +10,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from cli.main import main
-from service import migrate, store
-from service.auth import hash_key
-from service.db import make_engine, make_sessionmaker
-from service.models import ApiKey, CohortShard, Dataset
-from service.settings import get_settings
+from promptehr.cli.main import main
+from promptehr.service import migrate, store
+from promptehr.service.auth import hash_key
+from promptehr.service.db import make_engine, make_sessionmaker
+from promptehr.service.models import ApiKey, CohortShard, Dataset
+from promptehr.service.settings import get_settings
 from tests import conftest
 from tests.conftest import tenant_key
 from tests.support.service import assert_problem, fake_patients

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from model import icd10
+from promptehr.model import icd10
 
 
 def test_the_fast_code_list_is_the_packages_tree():
@@ -49,7 +49,7 @@ def test_report_titles_follow_the_system():
     """The report's top-code table titles ICD-10 codes from the release and ICD-9 ones as before."""
     import numpy as np
 
-    from model.evaluation import html
+    from promptehr.model.evaluation import html
 
     codes = ["E8809", "icd10:E8809", "icd10:S0262XA"]
     table = html.top_table("t", codes, {"train": np.array([0.3, 0.2, 0.1])}, "train", k=3)

@@ -8,10 +8,10 @@ import zipfile
 
 import pytest
 
-from cli.main import main
-from model.data import load_patients
-from model.generation.cohort import CohortSpec
-from model.patient import Patient
+from promptehr.cli.main import main
+from promptehr.model.data import load_patients
+from promptehr.model.generation.cohort import CohortSpec
+from promptehr.model.patient import Patient
 
 HEADER = "patient_id,visit_id,visit_time,code\n"
 

@@ -12,10 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from model.data import load_patients
-from model.data.export import check_exportable, export_bytes, write_export
-from model.patient import Patient
-from service import store
+from promptehr.model.data import load_patients
+from promptehr.model.data.export import check_exportable, export_bytes, write_export
+from promptehr.model.patient import Patient
+from promptehr.service import store
 from tests.support.service import assert_problem
 
 # Both E8809s (ICD-9-CM fall, ICD-10-CM metabolic disorder), V codes of both, an ICD-10-CM code of an

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from model import codes, rules
+from promptehr.model import codes, rules
 from tests.test_data_cli import promptehr
 
 pytestmark = pytest.mark.slow  # both tests train a model through the CLI

@@ -7,16 +7,16 @@ from types import SimpleNamespace
 
 import pytest
 
-from model.generation.cohort import CohortSpec
-from model.patient import Patient
-from model.tokens.vocab import Vocabulary
-from service import store
-from service.migrate import upgrade
-from service.settings import Settings
+from promptehr.model.generation.cohort import CohortSpec
+from promptehr.model.patient import Patient
+from promptehr.model.tokens.vocab import Vocabulary
+from promptehr.service import store
+from promptehr.service.migrate import upgrade
+from promptehr.service.settings import Settings
 from tests.support.service import assert_problem, make_model
-from worker.context import make_context
-from worker.dispatch import TRAIN, run_task
-from worker.train_task import code_systems_of, load_dataset
+from promptehr.worker.context import make_context
+from promptehr.worker.dispatch import TRAIN, run_task
+from promptehr.worker.train_task import code_systems_of, load_dataset
 
 AGE = {"distribution": "normal", "mean": 60, "sd": 10, "min": 18, "max": 90}
 

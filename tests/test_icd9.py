@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from model import icd9
+from promptehr.model import icd9
 
 
 def test_category_rule_plain_v_and_e_codes():

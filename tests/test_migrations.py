@@ -7,9 +7,9 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from service import migrate
-from service.db import make_engine
-from service.models import Base
+from promptehr.service import migrate
+from promptehr.service.db import make_engine
+from promptehr.service.models import Base
 from tests import conftest
 
 TABLES = {"api_keys", "datasets", "training_jobs", "models", "cohorts", "cohort_shards", "cohort_patients",

@@ -3,12 +3,12 @@ encoder works, and a tiny model overfits 8 patients to exact reconstruction."""
 import pytest
 import torch
 
-from model.training.batches import collate
-from model.nn.config import model_config
-from model.training.corruption import Example
-from model.nn.promptbart import PromptBart, demographics_to_tensors
-from model.tokens.tokenizer import Tokenizer
-from model.tokens.vocab import BOS, EOS, Vocabulary
+from promptehr.model.training.batches import collate
+from promptehr.model.nn.config import model_config
+from promptehr.model.training.corruption import Example
+from promptehr.model.nn.promptbart import PromptBart, demographics_to_tensors
+from promptehr.model.tokens.tokenizer import Tokenizer
+from promptehr.model.tokens.vocab import BOS, EOS, Vocabulary
 from tests.test_vocab import toy_patients
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: torch on one thread

@@ -4,10 +4,10 @@ import math
 import pytest
 import torch
 
-from model.nn.checkpoint import load_checkpoint
-from model.nn.config import train_config
-from model.training.perplexity import heldout_perplexity, within_category_nll
-from model.training.train import train
+from promptehr.model.nn.checkpoint import load_checkpoint
+from promptehr.model.nn.config import train_config
+from promptehr.model.training.perplexity import heldout_perplexity, within_category_nll
+from promptehr.model.training.train import train
 from tests.test_vocab import toy_patients
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: torch on one thread

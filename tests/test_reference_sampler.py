@@ -9,14 +9,14 @@ import os
 import pytest
 import torch
 
-from cli.main import main
-from model.generation import draw as draw_module
-from model.generation import reference
-from model.generation.cohort import CohortSpec, demographics, generate_cohort
-from model.generation.draw import SamplingOptions
-from model.generation.sampler import Sampler
-from model.generation.streams import row_key
-from model.nn.checkpoint import load_checkpoint
+from promptehr.cli.main import main
+from promptehr.model.generation import draw as draw_module
+from promptehr.model.generation import reference
+from promptehr.model.generation.cohort import CohortSpec, demographics, generate_cohort
+from promptehr.model.generation.draw import SamplingOptions
+from promptehr.model.generation.sampler import Sampler
+from promptehr.model.generation.streams import row_key
+from promptehr.model.nn.checkpoint import load_checkpoint
 
 N = 48
 SAMPLE_FROM_LOGITS = draw_module.sample_from_logits

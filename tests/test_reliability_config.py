@@ -1,13 +1,13 @@
 """Settings the reliability tests rely on are really read from the environment."""
 from __future__ import annotations
 
-from service.settings import Settings
+from promptehr.service.settings import Settings
 
 
 def test_visibility_timeout_is_configurable_through_the_environment(monkeypatch, tmp_path):
     """A worker's Redis visibility timeout comes from PROMPTEHR_CELERY_VISIBILITY_TIMEOUT_SECONDS (the
     worker reads settings.celery_visibility_timeout_seconds); unset, it is the long default."""
-    from worker.celery_app import DEFAULT_VISIBILITY_TIMEOUT, visibility_timeout
+    from promptehr.worker.celery_app import DEFAULT_VISIBILITY_TIMEOUT, visibility_timeout
 
     monkeypatch.setenv("PROMPTEHR_HOME", str(tmp_path))
     monkeypatch.setenv("PROMPTEHR_CELERY_VISIBILITY_TIMEOUT_SECONDS", "7")

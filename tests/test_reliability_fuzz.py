@@ -25,7 +25,7 @@ import schemathesis
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 
-from service.migrate import upgrade
+from promptehr.service.migrate import upgrade
 from tests.support.databases import throwaway_database
 from tests.support.reliability import app_env, create_api_key, is_problem, start_api
 

@@ -149,8 +149,8 @@ def _dataset(stack: Stack, name: str, path: str) -> str:
 
 @pytest.fixture(scope="module")
 def killed_training(stack):
-    from model.nn.checkpoint import load_resume, resume_dir
-    from service.models import Model, TrainingJob
+    from promptehr.model.nn.checkpoint import load_resume, resume_dir
+    from promptehr.service.models import Model, TrainingJob
 
     dataset_id = _dataset(stack, "mimic3-demo", "mimic3")
     job_id = stack.api.post("/training-jobs", {**TRAINING, "dataset_id": dataset_id}, 202)["id"]
@@ -252,7 +252,7 @@ def test_training_finishes_exactly_once_and_never_runs_twice_at_once(killed_trai
 
 @pytest.fixture(scope="module")
 def killed_cohort(stack, killed_training):
-    from service.models import Cohort, CohortPatient, CohortShard
+    from promptehr.service.models import Cohort, CohortPatient, CohortShard
 
     model_id = killed_training["final"]["model_id"]
     headers = {"Idempotency-Key": f"cohort-{uuid.uuid4().hex}"}

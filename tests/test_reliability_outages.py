@@ -104,7 +104,7 @@ def _start_api_during_outage(outage):
     from tests.support.worker import PYTHON
 
     port = free_port()
-    proc = Process([PYTHON, "-m", "uvicorn", "--factory", "service.app:create_app", "--host", "127.0.0.1",
+    proc = Process([PYTHON, "-m", "uvicorn", "--factory", "promptehr.service.app:create_app", "--host", "127.0.0.1",
                     "--port", str(port), "--log-level", "warning"], outage["env"], outage["home"] / "api-late.log")
     outage["started"].append(proc)
     base = f"http://127.0.0.1:{port}"

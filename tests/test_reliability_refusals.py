@@ -26,10 +26,10 @@ MAX_BODY = 4096
 
 @pytest.fixture(scope="module")
 def refusals(tmp_path_factory, shared_data):
-    from service import jobs, store
-    from service.app import create_app
-    from service.auth import generate_key, hash_key
-    from service.settings import Settings
+    from promptehr.service import jobs, store
+    from promptehr.service.app import create_app
+    from promptehr.service.auth import generate_key, hash_key
+    from promptehr.service.settings import Settings
 
     root = tmp_path_factory.mktemp("reliability-refusals")
     data = root / "data"

@@ -92,7 +92,7 @@ def test_a_queued_job_whose_message_redis_lost_still_runs(lost_message):
 
 
 def test_postgres_down_while_a_worker_trains_the_job_still_finishes(stack, lost_message):
-    from service.models import Model
+    from promptehr.service.models import Model
 
     job = stack.api.post("/training-jobs", {**TRAINING, "dataset_id": stack.dataset_id}, 202)
     stack.api.poll(f"/training-jobs/{job['id']}", until=("running",), timeout=180, interval=0.1)

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model import rules
-from model.icd9 import hierarchy
+from promptehr.model import rules
+from promptehr.model.icd9 import hierarchy
 
 
 @pytest.mark.parametrize(
@@ -170,7 +170,7 @@ def test_mixed_vocabulary_mask_agrees_with_is_allowed():
 
 
 def test_real_mimic4_demo_icd10_has_no_sex_conflicts(shared_data):
-    from model.data import load_patients
+    from promptehr.model.data import load_patients
 
     for p in load_patients(shared_data / "mimic4-demo", code_system="icd10"):
         assert not [c for v in p.visits for c in v for r in rules.violations(c, p.sex, float("nan")) if r.kind == "sex"]

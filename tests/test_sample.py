@@ -10,17 +10,17 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from model.evaluation.model_scores import split_half
-from model.evaluation.scorer import Scorer
-from model.generation.batch import MIN_ROWS, Group
-from model.generation.draw import SamplingOptions, sample_from_logits, window_index
-from model.generation.sampler import Sampler
-from model.generation.streams import row_key, uniforms
-from model.nn.config import model_config
-from model.nn.promptbart import PromptBart, demographics_to_tensors
-from model.patient import Patient
-from model.tokens.tokenizer import Tokenizer
-from model.tokens.vocab import Vocabulary
+from promptehr.model.evaluation.model_scores import split_half
+from promptehr.model.evaluation.scorer import Scorer
+from promptehr.model.generation.batch import MIN_ROWS, Group
+from promptehr.model.generation.draw import SamplingOptions, sample_from_logits, window_index
+from promptehr.model.generation.sampler import Sampler
+from promptehr.model.generation.streams import row_key, uniforms
+from promptehr.model.nn.config import model_config
+from promptehr.model.nn.promptbart import PromptBart, demographics_to_tensors
+from promptehr.model.patient import Patient
+from promptehr.model.tokens.tokenizer import Tokenizer
+from promptehr.model.tokens.vocab import Vocabulary
 
 CODES = ["4019", "25000", "4280", "41401", "5849", "V5861", "E8889", "2724", "486", "5990", "650", "V270", "185", "1749",
          "7793", "42731", "2859", "311", "53081", "2449"]

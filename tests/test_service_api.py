@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from service import store
-from service.models import TrainingJob
+from promptehr.service import store
+from promptehr.service.models import TrainingJob
 from tests.support.service import assert_problem, make_model
 
 
@@ -199,8 +199,8 @@ def test_idempotency_keys_expire(client_for, auth, session, runner):
 
     import sqlalchemy as sa
 
-    from service.models import IdempotencyKey
-    from service.models.base import utcnow
+    from promptehr.service.models import IdempotencyKey
+    from promptehr.service.models.base import utcnow
 
     client = client_for(idempotency_ttl_seconds=60)
     ds = _dataset(session)

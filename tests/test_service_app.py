@@ -10,9 +10,9 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from service.app import create_app
-from service.migrate import SchemaOutOfDate
-from service.settings import Settings
+from promptehr.service.app import create_app
+from promptehr.service.migrate import SchemaOutOfDate
+from promptehr.service.settings import Settings
 from tests.support import REPO
 from tests.support.service import assert_problem
 
@@ -45,8 +45,8 @@ def test_the_app_refuses_to_start_on_an_old_schema(tmp_path):
 
 
 def test_database_down_is_503_not_500(tmp_path, session):
-    from service import store
-    from service.auth import generate_key, hash_key
+    from promptehr.service import store
+    from promptehr.service.auth import generate_key, hash_key
 
     key = generate_key()
     store.create_api_key(session, name="t", key_hash=hash_key(key), prefix=key[:10])
@@ -63,7 +63,7 @@ def test_database_down_is_503_not_500(tmp_path, session):
 
 
 def test_jobs_go_to_the_broker_by_task_name(client_for, auth, session, redis_url):
-    from service import store
+    from promptehr.service import store
 
     queue = f"test-gpu-{uuid.uuid4().hex[:8]}"
     client = client_for(celery_broker_url=redis_url, celery_queue=queue)
@@ -84,7 +84,7 @@ def test_jobs_go_to_the_broker_by_task_name(client_for, auth, session, redis_url
 
 
 def test_broker_down(client_for, auth, session):
-    from service import store
+    from promptehr.service import store
 
     client = client_for(celery_broker_url="redis://127.0.0.1:1/0")
     body = assert_problem(client.get("/readyz"), 503)

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import pytest
 
-from cli.main import main
-from service import migrate, store
-from service.auth import hash_key
-from service.db import make_engine, make_sessionmaker
-from service.settings import get_settings
+from promptehr.cli.main import main
+from promptehr.service import migrate, store
+from promptehr.service.auth import hash_key
+from promptehr.service.db import make_engine, make_sessionmaker
+from promptehr.service.settings import get_settings
 
 
 @pytest.fixture
@@ -55,11 +55,11 @@ def test_embedded_database_is_migrated_by_apikey_and_serve(env, tmp_path, capsys
 
     import uvicorn
 
-    import cli.serve
+    import promptehr.cli.serve
 
     calls, runners = [], []
     env.setattr(uvicorn, "run", lambda app, **kw: calls.append((app, kw)))
-    env.setattr(cli.serve, "install_local_runner", lambda settings: runners.append(settings))
+    env.setattr(promptehr.cli.serve, "install_local_runner", lambda settings: runners.append(settings))
     for suffix in ("", "-wal", "-shm"):  # start from no database at all
         (tmp_path / "home" / f"promptehr.sqlite3{suffix}").unlink(missing_ok=True)
     assert main(["serve", "--port", "8123"]) == 0
@@ -82,13 +82,13 @@ def test_serve_refuses_an_old_schema_with_one_line(env, tmp_path, capsys):
 
 
 def test_install_local_runner_registers_the_workers_runner(env, monkeypatch):
-    import cli.serve
-    import worker.runner
-    from service import jobs
+    import promptehr.cli.serve
+    import promptehr.worker.runner
+    from promptehr.service import jobs
 
-    monkeypatch.setattr(worker.runner, "make_runner", lambda settings: ("runner-for", settings))
+    monkeypatch.setattr(promptehr.worker.runner, "make_runner", lambda settings: ("runner-for", settings))
     try:
-        cli.serve.install_local_runner(get_settings())
+        promptehr.cli.serve.install_local_runner(get_settings())
         assert jobs.get_local_runner() == ("runner-for", get_settings())
     finally:
         jobs.set_local_runner(None)
@@ -100,11 +100,11 @@ def test_serve_workers_run_the_app_factory_in_several_processes(env, tmp_path, c
     env.setenv("DATABASE_URL", url)
     import uvicorn
 
-    import cli.serve
+    import promptehr.cli.serve
 
     calls = []
     env.setattr(uvicorn, "run", lambda app, **kw: calls.append((app, kw)))
-    env.setattr(cli.serve, "install_local_runner", lambda settings: pytest.fail("no runner without a broker"))
+    env.setattr(promptehr.cli.serve, "install_local_runner", lambda settings: pytest.fail("no runner without a broker"))
     assert main(["serve", "--workers", "2"]) == 2  # no broker: jobs would run in one of several processes
     err = capsys.readouterr().err
     assert "CELERY_BROKER_URL" in err and len(err.strip().splitlines()) == 1
@@ -114,7 +114,7 @@ def test_serve_workers_run_the_app_factory_in_several_processes(env, tmp_path, c
     get_settings.cache_clear()
     assert main(["serve", "--workers", "3", "--port", "8124"]) == 0
     app, kw = calls[-1]
-    assert app == "service.app:create_app" and kw["factory"] is True and kw["workers"] == 3 and kw["port"] == 8124
+    assert app == "promptehr.service.app:create_app" and kw["factory"] is True and kw["workers"] == 3 and kw["port"] == 8124
 
     env.setenv("PROMPTEHR_API_WORKERS", "2")
     assert main(["serve"]) == 0

@@ -8,8 +8,8 @@ import zipfile
 
 import pytest
 
-from service import store
-from service.models import Report
+from promptehr.service import store
+from promptehr.service.models import Report
 from tests.support.service import assert_problem, fake_patients, make_model
 
 NORMAL = {"distribution": "normal", "mean": 70, "sd": 10, "min": 18, "max": 90}
@@ -111,8 +111,8 @@ AGES_PAST_THE_LIMIT = [
 def test_age_limits_are_the_models(client, auth, body, runner):
     """What POST /cohorts accepts the generating worker accepts too (model.cohort.AgeSpec), and an age
     the model would refuse is a 422 naming the age field at POST time rather than a failed job."""
-    from model.generation.cohort import MAX_AGE, AgeSpec
-    from service.schemas import cohorts as schema
+    from promptehr.model.generation.cohort import MAX_AGE, AgeSpec
+    from promptehr.service.schemas import cohorts as schema
 
     assert schema.MAX_AGE == MAX_AGE
     for age in AGES_AT_THE_LIMIT:
@@ -181,7 +181,7 @@ def test_exports_stream_exactly_the_pages(client_for, auth, session, tmp_path):
     assert [d["ICD9_CODE"] for d in diag] == [c for _, c in expected]
 
     # the MIMIC-III loader reads the export back: same visits, sexes and whole-year ages
-    from model.data import load_patients
+    from promptehr.model.data import load_patients
 
     back = load_patients([tmp_path / "mimic"], format="mimic3")
     by_id = {int(p.id): p for p in back}

@@ -6,9 +6,9 @@ import threading
 import pytest
 import sqlalchemy as sa
 
-from service import store
-from service.db import make_engine, make_sessionmaker
-from service.models import Cohort, Dataset, Model, TrainingJob
+from promptehr.service import store
+from promptehr.service.db import make_engine, make_sessionmaker
+from promptehr.service.models import Cohort, Dataset, Model, TrainingJob
 from tests.support.service import fake_patients
 
 THREADS = 6
@@ -95,7 +95,7 @@ def test_concurrent_last_shards_queue_exactly_one_evaluation(pg):
 
 def test_embedded_sqlite_takes_concurrent_shard_workers(tmp_path):
     """The embedded runner's case: several threads writing one SQLite file at once, a reader paging."""
-    from service.migrate import upgrade
+    from promptehr.service.migrate import upgrade
 
     url = f"sqlite:///{tmp_path / 'embedded.sqlite3'}"
     upgrade(url)

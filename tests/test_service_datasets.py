@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from service import store
-from service.models import Dataset
+from promptehr.service import store
+from promptehr.service.models import Dataset
 from tests.support.service import assert_problem
 
 

@@ -7,11 +7,11 @@ import schemathesis
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 
-from service import store
-from service.app import create_app
-from service.auth import generate_key, hash_key
-from service.migrate import upgrade
-from service.settings import Settings
+from promptehr.service import store
+from promptehr.service.app import create_app
+from promptehr.service.auth import generate_key, hash_key
+from promptehr.service.migrate import upgrade
+from promptehr.service.settings import Settings
 
 
 @pytest.fixture(scope="module")

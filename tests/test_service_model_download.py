@@ -8,9 +8,9 @@ import zipfile
 
 import pytest
 
-from cli.main import main
-from model.nn import checkpoint
-from service import store
+from promptehr.cli.main import main
+from promptehr.model.nn import checkpoint
+from promptehr.service import store
 from tests.conftest import tenant_key
 
 pytestmark = pytest.mark.slow

@@ -6,9 +6,9 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from service import store
-from service.models import CohortPatient, TrainingJob
-from service.models.base import utcnow
+from promptehr.service import store
+from promptehr.service.models import CohortPatient, TrainingJob
+from promptehr.service.models.base import utcnow
 from tests.support.service import fake_patients, make_model
 
 

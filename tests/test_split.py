@@ -4,8 +4,8 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-from model.patient import Patient
-from model.split import split_of, split_patients, splits_of
+from promptehr.model.patient import Patient
+from promptehr.model.split import split_of, split_patients, splits_of
 
 IDS = [f"patient-{i}" for i in range(10_000)]
 

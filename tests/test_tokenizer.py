@@ -1,8 +1,8 @@
 """Tokenizer: flat and hierarchical layouts, exact round trip, oldest-first truncation, rare codes."""
 import pytest
 
-from model.tokens.tokenizer import Tokenizer
-from model.tokens.vocab import BOS, END_VISIT, EOS, UNK, VISIT, Vocabulary
+from promptehr.model.tokens.tokenizer import Tokenizer
+from promptehr.model.tokens.vocab import BOS, END_VISIT, EOS, UNK, VISIT, Vocabulary
 from tests.test_vocab import toy_patients
 
 

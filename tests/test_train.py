@@ -10,9 +10,9 @@ import torch
 from safetensors.torch import load_file
 from transformers import BartConfig, BartModel
 
-from model.nn.checkpoint import FILES, MANIFEST, load_checkpoint, resume_dir
-from model.nn.config import train_config
-from model.training.train import train
+from promptehr.model.nn.checkpoint import FILES, MANIFEST, load_checkpoint, resume_dir
+from promptehr.model.nn.config import train_config
+from promptehr.model.training.train import train
 from tests.test_vocab import toy_patients
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,7 +77,7 @@ def test_refuses_foreign_out_dir(tmp_path):
 @pytest.mark.slow
 def test_cli_on_mimic3_demo(tmp_path, shared_data):
     out = tmp_path / "m"
-    cmd = [sys.executable, "-m", "cli", "train", "--data", str(shared_data / "mimic3-demo"), "--preset", "tiny",
+    cmd = [sys.executable, "-m", "promptehr.cli", "train", "--data", str(shared_data / "mimic3-demo"), "--preset", "tiny",
            "--epochs", "3", "--device", "cpu", "--out", str(out)]
     run = subprocess.run(cmd, check=False, cwd=REPO, capture_output=True, text=True, timeout=300,
                          env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})

@@ -19,9 +19,9 @@ from types import SimpleNamespace
 import pytest
 import sqlalchemy as sa
 
-from model.nn.checkpoint import load_checkpoint
-from service import store
-from service.models.base import utcnow
+from promptehr.model.nn.checkpoint import load_checkpoint
+from promptehr.service import store
+from promptehr.service.models.base import utcnow
 from tests.support.databases import throwaway_database
 from tests.support.service import assert_problem
 from tests.support.worker import (
@@ -33,7 +33,7 @@ from tests.support.worker import (
     start_api,
     start_celery_worker,
 )
-from worker.presence import offered_devices
+from promptehr.worker.presence import offered_devices
 
 STALE = timedelta(minutes=10)
 
@@ -83,7 +83,7 @@ def test_a_cpu_worker_offers_its_setting_and_one_pinned_device(settings_for):
 
 
 def test_the_embedded_runner_publishes_itself_until_it_stops(settings_for, engine):
-    from worker.runner import make_runner
+    from promptehr.worker.runner import make_runner
 
     def queues() -> list[tuple[str, str, int]]:
         with engine.connect() as conn:

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from model.patient import Patient
-from model.tokens.vocab import SPECIALS, UNK, Vocabulary
+from promptehr.model.patient import Patient
+from promptehr.model.tokens.vocab import SPECIALS, UNK, Vocabulary
 
 CODES = ["4019", "25000", "4280", "42731", "5849", "V5861", "E8889", "2724", "41401", "5990", "4011", "E8790"]
 

@@ -22,7 +22,7 @@ from types import SimpleNamespace
 import pytest
 import sqlalchemy as sa
 
-from model.nn.checkpoint import load_checkpoint
+from promptehr.model.nn.checkpoint import load_checkpoint
 from tests.support.databases import throwaway_database
 from tests.support.worker import (
     Api,
@@ -144,11 +144,11 @@ def test_a_killed_worker_child_is_taken_over_and_training_resumes(stack):
     assert not snapshot.parent.exists()  # resume state removed once training finished
 
     # Resumed, it ends with the very weights an uninterrupted run of the same job trains.
-    from model.nn.checkpoint import sha256_of
-    from model.data import load_patients
-    from model.split import split_patients
-    from model.training.train import train
-    from worker.train_task import _train_config
+    from promptehr.model.nn.checkpoint import sha256_of
+    from promptehr.model.data import load_patients
+    from promptehr.model.split import split_patients
+    from promptehr.model.training.train import train
+    from promptehr.worker.train_task import _train_config
 
     train_patients, val_patients, _ = split_patients(load_patients(stack.data / "m3", format="mimic3"), 3)
     config = _train_config(SimpleNamespace(preset="tiny", epochs=12, seed=3, mode="hierarchical",
@@ -162,10 +162,10 @@ def test_a_killed_worker_child_is_taken_over_and_training_resumes(stack):
 def test_a_queued_job_whose_message_was_lost_is_sent_again_and_runs(stack):
     from datetime import timedelta
 
-    from service import store
-    from service.db import make_sessionmaker
-    from service.models import TrainingJob
-    from service.models.base import utcnow
+    from promptehr.service import store
+    from promptehr.service.db import make_sessionmaker
+    from promptehr.service.models import TrainingJob
+    from promptehr.service.models.base import utcnow
 
     # The row as the API writes it (owned by the tenant of the stack's key, "e2e"), but its message never
     # reached the broker (or Redis lost it).

@@ -14,8 +14,8 @@ from tests.support.worker import app_env
 
 @pytest.fixture
 def config(monkeypatch):
-    from service.settings import get_settings
-    from worker.celery_app import celery_config
+    from promptehr.service.settings import get_settings
+    from promptehr.worker.celery_app import celery_config
 
     monkeypatch.setenv("CELERY_BROKER_URL", "redis://127.0.0.1:6379/9")
     monkeypatch.delenv("PROMPTEHR_CELERY_VISIBILITY_TIMEOUT_SECONDS", raising=False)
@@ -39,8 +39,8 @@ def test_delivery_settings(config):
 
 
 def test_visibility_timeout_is_configurable(monkeypatch):
-    from service.settings import Settings
-    from worker.celery_app import visibility_timeout
+    from promptehr.service.settings import Settings
+    from promptehr.worker.celery_app import visibility_timeout
 
     monkeypatch.setenv("PROMPTEHR_CELERY_VISIBILITY_TIMEOUT_SECONDS", "86400")
     assert visibility_timeout(Settings()) == 86400
@@ -60,8 +60,8 @@ def test_importing_the_app_connects_to_nothing_and_registers_the_three_tasks(tmp
 def test_every_job_kind_has_a_task_and_unknown_tasks_are_dropped():
     import importlib
 
-    from service import store
-    from worker.dispatch import TASK_MODULES, run_task
+    from promptehr.service import store
+    from promptehr.worker.dispatch import TASK_MODULES, run_task
 
     assert list(TASK_MODULES) == list(store.JOB_KINDS)
     for kind, module in TASK_MODULES.items():
@@ -71,14 +71,14 @@ def test_every_job_kind_has_a_task_and_unknown_tasks_are_dropped():
 
 def test_worker_command_needs_a_broker(tmp_path):
     env = app_env(home=tmp_path, data_root=tmp_path)
-    out = subprocess.run([sys.executable, "-m", "cli", "worker"], env=env, cwd=REPO, capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "promptehr.cli", "worker"], env=env, cwd=REPO, capture_output=True, text=True,
                          timeout=60, check=False)
     assert out.returncode == 2 and "CELERY_BROKER_URL" in out.stderr
 
 
 def test_worker_command_arguments():
-    from cli.main import build_parser
-    from cli.worker import build_argv
+    from promptehr.cli.main import build_parser
+    from promptehr.cli.worker import build_argv
 
     args = build_parser().parse_args(["worker", "--queue", "gpu", "--concurrency", "1"])
     assert build_argv(args, "gpu")[:8] == ["worker", "--queues", "gpu", "--concurrency", "1", "--loglevel", "info",
@@ -92,7 +92,7 @@ WORKER_DIR = REPO / "worker"
 
 
 def _settings(monkeypatch, tmp_path, **env: str):
-    from service.settings import Settings
+    from promptehr.service.settings import Settings
 
     monkeypatch.setenv("PROMPTEHR_HOME", str(tmp_path))
     for name in ("PROMPTEHR_DEVICE", "PROMPTEHR_WORKER_MAX_TASKS_PER_CHILD", "PROMPTEHR_GENERATION_BATCH_SIZE",
@@ -104,7 +104,7 @@ def _settings(monkeypatch, tmp_path, **env: str):
 
 
 def test_max_tasks_per_child_from_the_environment(monkeypatch, tmp_path):
-    from worker.celery_app import max_tasks_per_child
+    from promptehr.worker.celery_app import max_tasks_per_child
 
     assert max_tasks_per_child(_settings(monkeypatch, tmp_path)) == 1  # a fresh child per job
     assert max_tasks_per_child(_settings(monkeypatch, tmp_path, PROMPTEHR_WORKER_MAX_TASKS_PER_CHILD="3")) == 3
@@ -112,7 +112,7 @@ def test_max_tasks_per_child_from_the_environment(monkeypatch, tmp_path):
 
 
 def test_device_from_the_environment(monkeypatch, tmp_path):
-    from worker.context import pick_device
+    from promptehr.worker.context import pick_device
 
     for given, device in (("cpu", "cpu"), ("cuda:1", "cuda:1"), (" CUDA ", "cuda"), ("mps", "mps")):
         settings = _settings(monkeypatch, tmp_path, PROMPTEHR_DEVICE=given)
@@ -151,7 +151,7 @@ def test_every_variable_the_worker_names_is_a_setting():
     """The PROMPTEHR_* names worker/ documents (code and README) are Settings fields."""
     import re
 
-    from service.settings import Settings
+    from promptehr.service.settings import Settings
 
     named = {m for p in [*WORKER_DIR.glob("*.py"), WORKER_DIR / "README.md"]
              for m in re.findall(r"PROMPTEHR_([A-Z0-9_]+)", p.read_text())}

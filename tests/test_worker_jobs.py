@@ -14,15 +14,15 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from service import store
-from service.models import CohortShard, TrainingJob
-from service.models.base import utcnow
-from service.settings import Settings
+from promptehr.service import store
+from promptehr.service.models import CohortShard, TrainingJob
+from promptehr.service.models.base import utcnow
+from promptehr.service.settings import Settings
 from tests.support.databases import throwaway_database
-from worker.claims import MAX_ATTEMPTS, claim, claimant_is_dead
-from worker.context import make_context, new_worker_id
-from worker.dispatch import GENERATE, TRAIN, run_task
-from worker.runner import LocalRunner
+from promptehr.worker.claims import MAX_ATTEMPTS, claim, claimant_is_dead
+from promptehr.worker.context import make_context, new_worker_id
+from promptehr.worker.dispatch import GENERATE, TRAIN, run_task
+from promptehr.worker.runner import LocalRunner
 
 pytestmark = pytest.mark.services
 
@@ -40,7 +40,7 @@ def pg_url(postgres_url):
 def database_url(request, tmp_path_factory):
     if request.param == "postgresql":
         return request.getfixturevalue("pg_url")
-    from service.migrate import upgrade
+    from promptehr.service.migrate import upgrade
 
     url = f"sqlite:///{tmp_path_factory.mktemp('worker-db') / 'promptehr.sqlite3'}"
     upgrade(url)
@@ -75,7 +75,7 @@ def training_job(ctx, path="mimic3-demo", fmt="mimic3"):
 
 def fake_checkpoint(directory: Path) -> str:
     """A directory that passes manifest verification (its files are not a loadable model)."""
-    from model.nn.checkpoint import FILES, MANIFEST, sha256_of, write_manifest
+    from promptehr.model.nn.checkpoint import FILES, MANIFEST, sha256_of, write_manifest
 
     directory.mkdir(parents=True)
     for name in FILES:
@@ -189,7 +189,7 @@ def test_bad_data_under_the_data_root_fails_the_job_naming_the_file_relative_to_
     ("/elsewhere/x.csv: no such file", "/elsewhere/x.csv: no such file"),
 ])
 def test_paths_under_the_data_root_are_made_relative(text, expected):
-    from service.data_paths import relative_to_data_root
+    from promptehr.service.data_paths import relative_to_data_root
 
     assert relative_to_data_root(text, "/srv/data/") == relative_to_data_root(text, Path("/srv/data")) == expected
 
@@ -267,7 +267,7 @@ def test_runner_runs_jobs_one_at_a_time_in_order(ctx, tmp_path):
 def test_losing_the_database_leaves_the_job_running_to_be_resumed(ctx):
     from sqlalchemy import exc as sa_exc
 
-    from worker.execution import run_job
+    from promptehr.worker.execution import run_job
 
     job = training_job(ctx)
 
@@ -288,7 +288,7 @@ def test_losing_the_database_leaves_the_job_running_to_be_resumed(ctx):
 
 
 def test_the_runner_takes_a_job_up_again_after_a_database_outage(ctx, monkeypatch):
-    import worker.runner
+    import promptehr.worker.runner
 
     calls = []
 
@@ -296,7 +296,7 @@ def test_the_runner_takes_a_job_up_again_after_a_database_outage(ctx, monkeypatc
         calls.append((worker_id, list(released)))
         return "retry" if len(calls) == 1 else "succeeded"
 
-    monkeypatch.setattr(worker.runner, "run_task", fake_run_task)
+    monkeypatch.setattr(promptehr.worker.runner, "run_task", fake_run_task)
     runner = LocalRunner(ctx, recover=False)
     try:
         runner(TRAIN, "some-job")

@@ -42,15 +42,15 @@ from datetime import timedelta
 
 from celery import Celery, bootsteps, signals
 
-from service import store
-from service.models.base import utcnow
-from service.settings import get_settings
-from worker.broker import messages_naming
-from worker.claims import orphaned_jobs, queued_jobs
-from worker.context import forget_process_context, make_context
-from worker.dispatch import finish_abandoned
-from worker.execution import TIME_LIMIT_SETTINGS, time_limit
-from worker.presence import Presence, sweep_interval
+from promptehr.service import store
+from promptehr.service.models.base import utcnow
+from promptehr.service.settings import get_settings
+from promptehr.worker.broker import messages_naming
+from promptehr.worker.claims import orphaned_jobs, queued_jobs
+from promptehr.worker.context import forget_process_context, make_context
+from promptehr.worker.dispatch import finish_abandoned
+from promptehr.worker.execution import TIME_LIMIT_SETTINGS, time_limit
+from promptehr.worker.presence import Presence, sweep_interval
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def celery_config() -> dict:
     }
 
 
-app = Celery("promptehr", include=["worker.tasks"])
+app = Celery("promptehr", include=["promptehr.worker.tasks"])
 app.add_defaults(celery_config)
 
 
@@ -120,9 +120,9 @@ def _preload(**_):
     context its parent made)."""
     import torch  # noqa: F401
 
-    import worker.evaluate_task
-    import worker.generate_task
-    import worker.train_task  # noqa: F401
+    import promptehr.worker.evaluate_task
+    import promptehr.worker.generate_task
+    import promptehr.worker.train_task  # noqa: F401
 
 
 @signals.worker_process_init.connect

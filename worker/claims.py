@@ -24,9 +24,9 @@ import time
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
-from service import store
-from service.models.base import JobStatus, utcnow
-from worker.context import WorkerContext, new_worker_id, process_start_ticks
+from promptehr.service import store
+from promptehr.service.models.base import JobStatus, utcnow
+from promptehr.worker.context import WorkerContext, new_worker_id, process_start_ticks
 
 log = logging.getLogger(__name__)
 

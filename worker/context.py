@@ -14,8 +14,8 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.db import make_engine, make_sessionmaker
-from service.settings import Settings, get_settings
+from promptehr.service.db import make_engine, make_sessionmaker
+from promptehr.service.settings import Settings, get_settings
 
 
 def process_start_ticks(pid: int) -> str:

@@ -12,16 +12,16 @@ from __future__ import annotations
 import importlib
 import logging
 
-from service import store
-from worker.claims import abandoned_stops
-from worker.context import WorkerContext
+from promptehr.service import store
+from promptehr.worker.claims import abandoned_stops
+from promptehr.worker.context import WorkerContext
 
 log = logging.getLogger(__name__)
 
 # The task names, from the registry (worker.tasks names its Celery tasks with them).
 TRAIN, GENERATE, EVALUATE = store.task_name("train"), store.task_name("generate"), store.task_name("evaluate")
 # kind -> the module whose `run(job_id, ctx, **claim)` runs a job of that kind
-TASK_MODULES = {"train": "worker.train_task", "generate": "worker.generate_task", "evaluate": "worker.evaluate_task"}
+TASK_MODULES = {"train": "promptehr.worker.train_task", "generate": "promptehr.worker.generate_task", "evaluate": "promptehr.worker.evaluate_task"}
 # outcomes (and row statuses) after which a job's scratch files are of no more use
 ENDED = ("failed", "cancelled")
 

@@ -11,19 +11,19 @@ from __future__ import annotations
 
 import logging
 
-from model.evaluation import EvaluationConfig, build_report
-from model.evaluation.html import render_html
-from model.evaluation.model_scores import model_patients_for
-from model.evaluation.scorer import load_scorer
-from model.patient import Patient
-from model.split import split_patients
-from service import store
-from service.data_paths import read_limits
-from worker.claims import Lease
-from worker.context import WorkerContext
-from worker.execution import Stopped, run_job
-from worker.model_loading import checkpoint_dir, verify_registered
-from worker.train_task import load_dataset
+from promptehr.model.evaluation import EvaluationConfig, build_report
+from promptehr.model.evaluation.html import render_html
+from promptehr.model.evaluation.model_scores import model_patients_for
+from promptehr.model.evaluation.scorer import load_scorer
+from promptehr.model.patient import Patient
+from promptehr.model.split import split_patients
+from promptehr.service import store
+from promptehr.service.data_paths import read_limits
+from promptehr.worker.claims import Lease
+from promptehr.worker.context import WorkerContext
+from promptehr.worker.execution import Stopped, run_job
+from promptehr.worker.model_loading import checkpoint_dir, verify_registered
+from promptehr.worker.train_task import load_dataset
 
 log = logging.getLogger(__name__)
 

@@ -34,11 +34,11 @@ from typing import Self
 
 from sqlalchemy import exc as sa_exc
 
-from model.errors import CheckpointError, DataError
-from service import store
-from service.data_paths import relative_to_data_root
-from worker.claims import MAX_ATTEMPTS, Lease, claim
-from worker.context import WorkerContext, new_worker_id
+from promptehr.model.errors import CheckpointError, DataError
+from promptehr.service import store
+from promptehr.service.data_paths import relative_to_data_root
+from promptehr.worker.claims import MAX_ATTEMPTS, Lease, claim
+from promptehr.worker.context import WorkerContext, new_worker_id
 
 log = logging.getLogger(__name__)
 

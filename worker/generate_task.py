@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import logging
 
-from model.generation.cohort import CohortSpec, generate_cohort
-from service import jobs, store
-from worker.claims import Lease
-from worker.context import WorkerContext
-from worker.execution import Stopped, run_job
-from worker.model_loading import load_model_bundle
+from promptehr.model.generation.cohort import CohortSpec, generate_cohort
+from promptehr.service import jobs, store
+from promptehr.worker.claims import Lease
+from promptehr.worker.context import WorkerContext
+from promptehr.worker.execution import Stopped, run_job
+from promptehr.worker.model_loading import load_model_bundle
 
 log = logging.getLogger(__name__)
 

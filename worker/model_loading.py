@@ -17,8 +17,8 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from model.errors import CheckpointError
-from model.tokens.checkpoint_codes import (
+from promptehr.model.errors import CheckpointError
+from promptehr.model.tokens.checkpoint_codes import (
     checkpoint_dir,  # re-exported: the one rule of where a row's checkpoint is
 )
 
@@ -36,7 +36,7 @@ def relative_to_root(model_root: Path, directory: Path) -> str:
 def verify_registered(directory: Path, manifest_sha256: str) -> None:
     """The checkpoint's manifest is the one registered with the model (CheckpointError otherwise)."""
     # on first use: see the module's docstring
-    from model.nn.checkpoint import MANIFEST, sha256_of
+    from promptehr.model.nn.checkpoint import MANIFEST, sha256_of
 
     manifest = directory / MANIFEST
     if not manifest.is_file():
@@ -50,7 +50,7 @@ def verify_registered(directory: Path, manifest_sha256: str) -> None:
 def load_model_bundle(model_root: Path, model_row, device: str):
     """(model, vocab, tokenizer, config) of a Model row, verified (manifest digest and every file)."""
     # on first use: see the module's docstring
-    from model.nn.checkpoint import load_checkpoint
+    from promptehr.model.nn.checkpoint import load_checkpoint
 
     directory = checkpoint_dir(model_root, model_row.checkpoint_path)
     verify_registered(directory, model_row.manifest_sha256)

@@ -27,13 +27,13 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from model.nn.config import TrainConfig
-from model.patient import Patient
-from model.training import distributed
-from model.training.train import TrainResult, train
-from worker.claims import Lease
-from worker.context import WorkerContext
-from worker.presence import offered_devices
+from promptehr.model.nn.config import TrainConfig
+from promptehr.model.patient import Patient
+from promptehr.model.training import distributed
+from promptehr.model.training.train import TrainResult, train
+from promptehr.worker.claims import Lease
+from promptehr.worker.context import WorkerContext
+from promptehr.worker.presence import offered_devices
 
 STOP, PROGRESS, JOB, RESULT, LOG = "stop", "progress.json", "job.pickle", "result.pickle", "ranks.log"
 POLL_SECONDS = 0.5

@@ -19,9 +19,9 @@ import threading
 
 from celery import bootsteps
 
-from service import store
-from service.settings import Settings, get_settings
-from worker.context import WorkerContext, make_context, process_start_ticks
+from promptehr.service import store
+from promptehr.service.settings import Settings, get_settings
+from promptehr.worker.context import WorkerContext, make_context, process_start_ticks
 
 log = logging.getLogger(__name__)
 

@@ -19,13 +19,13 @@ import logging
 import queue
 import threading
 
-from service import store
-from service.settings import Settings, get_settings
-from worker.claims import orphaned_jobs
-from worker.context import WorkerContext, make_context, new_worker_id
-from worker.dispatch import run_task
-from worker.model_loading import clear_cache
-from worker.presence import Beacon
+from promptehr.service import store
+from promptehr.service.settings import Settings, get_settings
+from promptehr.worker.claims import orphaned_jobs
+from promptehr.worker.context import WorkerContext, make_context, new_worker_id
+from promptehr.worker.dispatch import run_task
+from promptehr.worker.model_loading import clear_cache
+from promptehr.worker.presence import Beacon
 
 log = logging.getLogger(__name__)
 

@@ -8,9 +8,9 @@ the message unacknowledged, for the broker to deliver again.
 """
 from __future__ import annotations
 
-from worker.celery_app import app
-from worker.context import process_context
-from worker.dispatch import EVALUATE, GENERATE, TRAIN, run_task
+from promptehr.worker.celery_app import app
+from promptehr.worker.context import process_context
+from promptehr.worker.dispatch import EVALUATE, GENERATE, TRAIN, run_task
 
 
 @app.task(name=TRAIN, ignore_result=True)

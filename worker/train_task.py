@@ -16,20 +16,20 @@ import logging
 import math
 from pathlib import Path
 
-from model.data import ReadLimits, load_patients
-from model.nn.checkpoint import LOG, MANIFEST, VOCAB, load_resume, resume_dir, sha256_of
-from model.nn.config import train_config
-from model.patient import Patient
-from model.split import split_patients
-from model.training.train import train
-from service import store
-from service.data_paths import read_limits
-from service.removal import remove_under
-from worker.claims import Lease
-from worker.context import WorkerContext
-from worker.execution import Stopped, run_job
-from worker.model_loading import relative_to_root
-from worker.parallel_training import RankJob, train_on_devices
+from promptehr.model.data import ReadLimits, load_patients
+from promptehr.model.nn.checkpoint import LOG, MANIFEST, VOCAB, load_resume, resume_dir, sha256_of
+from promptehr.model.nn.config import train_config
+from promptehr.model.patient import Patient
+from promptehr.model.split import split_patients
+from promptehr.model.training.train import train
+from promptehr.service import store
+from promptehr.service.data_paths import read_limits
+from promptehr.service.removal import remove_under
+from promptehr.worker.claims import Lease
+from promptehr.worker.context import WorkerContext
+from promptehr.worker.execution import Stopped, run_job
+from promptehr.worker.model_loading import relative_to_root
+from promptehr.worker.parallel_training import RankJob, train_on_devices
 
 log = logging.getLogger(__name__)
 

@@ -7,21 +7,21 @@ import math
 import pytest
 import torch
 
-from model.data import load_patients
-from model.generation.cohort import CohortSpec, demographics
-from model.generation.draw import SamplingOptions
-from model.generation.sampler import Sampler
-from model.generation.streams import row_key
-from model.nn.checkpoint import load_checkpoint
-from model.nn.config import model_config, train_config
-from model.nn.promptbart import LossWeights, PromptBart
-from model.split import split_patients
-from model.tokens.layout import TokenLayout
-from model.tokens.tokenizer import Tokenizer
-from model.tokens.vocab import Vocabulary
-from model.training.perplexity import autocast
-from model.training.prepare import encode_patients, epoch_batches, train_batch
-from model.training.train import train
+from promptehr.model.data import load_patients
+from promptehr.model.generation.cohort import CohortSpec, demographics
+from promptehr.model.generation.draw import SamplingOptions
+from promptehr.model.generation.sampler import Sampler
+from promptehr.model.generation.streams import row_key
+from promptehr.model.nn.checkpoint import load_checkpoint
+from promptehr.model.nn.config import model_config, train_config
+from promptehr.model.nn.promptbart import LossWeights, PromptBart
+from promptehr.model.split import split_patients
+from promptehr.model.tokens.layout import TokenLayout
+from promptehr.model.tokens.tokenizer import Tokenizer
+from promptehr.model.tokens.vocab import Vocabulary
+from promptehr.model.training.perplexity import autocast
+from promptehr.model.training.prepare import encode_patients, epoch_batches, train_batch
+from promptehr.model.training.train import train
 
 pytestmark = pytest.mark.cuda
 

@@ -14,12 +14,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from model.codes import parse_system
-from model.data.detect import FORMATS, detect_format
-from model.data.opening import ReadLimits, check_inside_root, read_limits
-from model.data.stats import dataset_stats
-from model.errors import DataError
-from model.patient import Patient
+from promptehr.model.codes import parse_system
+from promptehr.model.data.detect import FORMATS, detect_format
+from promptehr.model.data.opening import ReadLimits, check_inside_root, read_limits
+from promptehr.model.data.stats import dataset_stats
+from promptehr.model.errors import DataError
+from promptehr.model.patient import Patient
 
 __all__ = ["FORMATS", "ReadLimits", "dataset_stats", "detect_format", "load_patients"]
 
@@ -27,13 +27,13 @@ __all__ = ["FORMATS", "ReadLimits", "dataset_stats", "detect_format", "load_pati
 def _loader(fmt: str):
     # Imported here so that asking for one format never fails on another's module.
     if fmt == "mimic3":
-        from model.data.mimic3 import load_mimic3 as load
+        from promptehr.model.data.mimic3 import load_mimic3 as load
     elif fmt == "mimic4":
-        from model.data.mimic4 import load_mimic4 as load
+        from promptehr.model.data.mimic4 import load_mimic4 as load
     elif fmt == "desynpuf":
-        from model.data.desynpuf import load_desynpuf as load
+        from promptehr.model.data.desynpuf import load_desynpuf as load
     elif fmt == "long":
-        from model.data.long_format import load_long as load
+        from promptehr.model.data.long_format import load_long as load
     else:
         raise DataError(None, f"unknown format {fmt!r}: expected one of {', '.join(FORMATS)}")
     return load

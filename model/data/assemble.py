@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from model.errors import DataError
-from model.patient import Patient
+from promptehr.model.errors import DataError
+from promptehr.model.patient import Patient
 
 MAX_AGE = 90  # ages above 89 are shifted or unreliable in the sources; the model sees 90 for all of them
 

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from model.codes import NAMES, bare, parse_system, qualify, split, system_of
-from model.errors import DataError
-from model.patient import Patient
+from promptehr.model.codes import NAMES, bare, parse_system, qualify, split, system_of
+from promptehr.model.errors import DataError
+from promptehr.model.patient import Patient
 
 GEM_FILES = {("icd9", "icd10"): "icd9toicd10cmgem.csv", ("icd10", "icd9"): "icd10cmtoicd9gem.csv"}
 NO_MAP = "NoDx"

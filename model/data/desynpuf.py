@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from model.data.assemble import (
+from promptehr.model.data.assemble import (
     cap_age,
     clean_codes,
     first_visits,
@@ -31,7 +31,7 @@ from model.data.assemble import (
     to_patients,
     whole_years,
 )
-from model.data.reading import (
+from promptehr.model.data.reading import (
     CSV_SUFFIXES,
     fail,
     parse_numbers,
@@ -40,9 +40,9 @@ from model.data.reading import (
     read_table,
     require,
 )
-from model.data.systems import resolve_codes
-from model.errors import DataError
-from model.patient import Patient
+from promptehr.model.data.systems import resolve_codes
+from promptehr.model.errors import DataError
+from promptehr.model.patient import Patient
 
 DX_COLUMNS = [f"icd9_dgns_cd_{k}" for k in range(1, 11)]
 BENEFICIARY = "beneficiary_summary_file"

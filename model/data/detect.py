@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from model.data.desynpuf import sample_folders
-from model.data.long_format import long_files
-from model.data.mimic4 import hosp_folder
-from model.data.reading import find_table, is_table, read_header
-from model.errors import DataError
+from promptehr.model.data.desynpuf import sample_folders
+from promptehr.model.data.long_format import long_files
+from promptehr.model.data.mimic4 import hosp_folder
+from promptehr.model.data.reading import find_table, is_table, read_header
+from promptehr.model.errors import DataError
 
 FORMATS = ("mimic3", "mimic4", "desynpuf", "long")
 MIMIC_TABLES = ("patients", "admissions", "diagnoses_icd")

@@ -44,9 +44,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from model.archive import Pipe
-from model.codes import NAMES, bare, system_of
-from model.patient import Patient
+from promptehr.model.archive import Pipe
+from promptehr.model.codes import NAMES, bare, system_of
+from promptehr.model.patient import Patient
 
 FORMATS = ("jsonl", "csv", "mimic3", "mimic4")
 LONG_COLUMNS = ["patient_id", "visit_id", "visit_time", "code", "age", "sex"]

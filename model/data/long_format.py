@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from model.data.assemble import cap_age, clean_codes, order_rows, to_patients
-from model.data.reading import (
+from promptehr.model.data.assemble import cap_age, clean_codes, order_rows, to_patients
+from promptehr.model.data.reading import (
     TABLE_SUFFIXES,
     fail,
     is_table,
@@ -32,9 +32,9 @@ from model.data.reading import (
     read_table,
     require,
 )
-from model.data.systems import declared_systems, resolve_codes
-from model.errors import DataError
-from model.patient import Patient
+from promptehr.model.data.systems import declared_systems, resolve_codes
+from promptehr.model.errors import DataError
+from promptehr.model.patient import Patient
 
 COLUMNS = ["patient_id", "visit_id", "visit_time", "code", "code_system", "age", "sex"]
 OPTIONAL = ("code_system", "age", "sex")

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from model.data.assemble import (
+from promptehr.model.data.assemble import (
     cap_age,
     clean_codes,
     first_visits,
@@ -22,7 +22,7 @@ from model.data.assemble import (
     to_patients,
     whole_years,
 )
-from model.data.reading import (
+from promptehr.model.data.reading import (
     fail,
     find_table,
     parse_numbers,
@@ -31,8 +31,8 @@ from model.data.reading import (
     read_table,
     require,
 )
-from model.data.systems import resolve_codes
-from model.patient import Patient
+from promptehr.model.data.systems import resolve_codes
+from promptehr.model.patient import Patient
 
 SEX = {"M": "M", "F": "F"}
 

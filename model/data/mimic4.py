@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from model.data.assemble import cap_age, first_visits, order_rows, to_patients
-from model.data.mimic3 import join_admissions, read_admissions, read_diagnoses
-from model.data.reading import (
+from promptehr.model.data.assemble import cap_age, first_visits, order_rows, to_patients
+from promptehr.model.data.mimic3 import join_admissions, read_admissions, read_diagnoses
+from promptehr.model.data.reading import (
     fail,
     find_table,
     parse_numbers,
@@ -23,8 +23,8 @@ from model.data.reading import (
     read_table,
     require,
 )
-from model.data.systems import declared_systems, resolve_codes
-from model.patient import Patient
+from promptehr.model.data.systems import declared_systems, resolve_codes
+from promptehr.model.patient import Patient
 
 
 def hosp_folder(folder: Path) -> Path:

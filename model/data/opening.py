@@ -29,7 +29,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
-from model.errors import DataError
+from promptehr.model.errors import DataError
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ import pyarrow.compute as pacompute
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from model.data.opening import active_limits, open_data_file
-from model.errors import DataError
+from promptehr.model.data.opening import active_limits, open_data_file
+from promptehr.model.errors import DataError
 
 CSV_SUFFIXES = (".csv", ".csv.gz")
 TABLE_SUFFIXES = (".csv", ".csv.gz", ".parquet")

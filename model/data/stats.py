@@ -5,8 +5,8 @@ from collections import Counter
 
 import numpy as np
 
-from model.codes import SYSTEMS, system_of
-from model.patient import Patient
+from promptehr.model.codes import SYSTEMS, system_of
+from promptehr.model.patient import Patient
 
 
 def _number(x) -> float | None:

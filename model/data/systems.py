@@ -29,10 +29,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from model import codes as codesys
-from model import icd9, icd10
-from model.data.reading import fail
-from model.errors import DataError
+from promptehr.model import codes as codesys
+from promptehr.model import icd9, icd10
+from promptehr.model.data.reading import fail
+from promptehr.model.errors import DataError
 
 UNDECLARED = -1  # row systems are indices into codesys.SYSTEMS: 0 ICD-9-CM, 1 ICD-10-CM
 ICD9, ICD10 = codesys.SYSTEMS.index("icd9"), codesys.SYSTEMS.index("icd10")

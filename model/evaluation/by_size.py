@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from model.evaluation.counts import Encoded, subset
-from model.evaluation.fidelity import Stats, prevalence_measures, stats
+from promptehr.model.evaluation.counts import Encoded, subset
+from promptehr.model.evaluation.fidelity import Stats, prevalence_measures, stats
 
 SIZES = (250, 500, 1000)
 MEASURES = ("unigram_r2", "cooccurrence_r2", "transition_r2")

@@ -22,11 +22,11 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from model.nn.promptbart import demographics_to_tensors
-from model.tokens.layout import TokenLayout
-from model.training.batches import IGNORE, collate
-from model.training.corruption import validation_examples
-from model.training.perplexity import category_nll, unigram_logp, within_category_nll
+from promptehr.model.nn.promptbart import demographics_to_tensors
+from promptehr.model.tokens.layout import TokenLayout
+from promptehr.model.training.batches import IGNORE, collate
+from promptehr.model.training.corruption import validation_examples
+from promptehr.model.training.perplexity import category_nll, unigram_logp, within_category_nll
 
 RESEARCH_BATCH = 8  # PromptEHR's eval_batch_size: the groups its medians are taken over
 TAGS = {"mask": "masked", "next_visit": "next_visit"}

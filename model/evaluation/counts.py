@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from model.patient import Patient
+from promptehr.model.patient import Patient
 
 
 def build_index(*cohorts: list[Patient]) -> dict[str, int]:

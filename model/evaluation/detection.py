@@ -18,7 +18,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-from model.evaluation.counts import Encoded, binarize, patient_matrix
+from promptehr.model.evaluation.counts import Encoded, binarize, patient_matrix
 
 FOLDS = 5
 

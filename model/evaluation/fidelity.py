@@ -14,7 +14,7 @@ from scipy.spatial.distance import jensenshannon
 from scipy.stats import ks_2samp
 from sklearn.metrics import r2_score
 
-from model.evaluation.counts import (
+from promptehr.model.evaluation.counts import (
     Encoded,
     align,
     binarize,

@@ -10,10 +10,10 @@ import io
 
 import numpy as np
 
-from model.codes import describe
-from model.evaluation import plots
-from model.evaluation.fidelity import top_codes
-from model.evaluation.schema import Measure, Report
+from promptehr.model.codes import describe
+from promptehr.model.evaluation import plots
+from promptehr.model.evaluation.fidelity import top_codes
+from promptehr.model.evaluation.schema import Measure, Report
 
 CSS = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}

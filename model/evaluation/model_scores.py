@@ -18,7 +18,7 @@ from typing import Protocol
 
 import numpy as np
 
-from model.patient import Patient
+from promptehr.model.patient import Patient
 
 
 class ModelScorer(Protocol):

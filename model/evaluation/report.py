@@ -14,9 +14,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from model.codes import category_of
-from model.evaluation import by_size, detection, fidelity, privacy, utility, validity
-from model.evaluation.counts import (
+from promptehr.model.codes import category_of
+from promptehr.model.evaluation import by_size, detection, fidelity, privacy, utility, validity
+from promptehr.model.evaluation.counts import (
     Encoded,
     align,
     build_index,
@@ -25,9 +25,9 @@ from model.evaluation.counts import (
     patient_matrix,
     subset,
 )
-from model.evaluation.model_scores import ModelScorer, model_section
-from model.evaluation.phenotypes import ccs_title, group_matrix
-from model.evaluation.schema import (
+from promptehr.model.evaluation.model_scores import ModelScorer, model_section
+from promptehr.model.evaluation.phenotypes import ccs_title, group_matrix
+from promptehr.model.evaluation.schema import (
     CohortSummary,
     DataSummary,
     EvaluationConfig,
@@ -37,8 +37,8 @@ from model.evaluation.schema import (
     PhenotypeScore,
     Report,
 )
-from model.evaluation.thresholds import threshold
-from model.patient import Patient
+from promptehr.model.evaluation.thresholds import threshold
+from promptehr.model.patient import Patient
 
 
 def measure(section: str, name: str, value, limit=None, *, reference=None, **extra) -> Measure:

@@ -24,12 +24,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model.evaluation.code_nll import heldout_scores
-from model.generation.draw import SamplingOptions
-from model.generation.sampler import Sampler
-from model.generation.streams import row_key
-from model.nn.checkpoint import load_checkpoint
-from model.patient import Patient
+from promptehr.model.evaluation.code_nll import heldout_scores
+from promptehr.model.generation.draw import SamplingOptions
+from promptehr.model.generation.sampler import Sampler
+from promptehr.model.generation.streams import row_key
+from promptehr.model.nn.checkpoint import load_checkpoint
+from promptehr.model.patient import Patient
 
 
 @dataclass

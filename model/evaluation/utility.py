@@ -28,7 +28,7 @@ import scipy.sparse as sp
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-from model.evaluation.counts import Encoded, binarize, patient_matrix
+from promptehr.model.evaluation.counts import Encoded, binarize, patient_matrix
 
 PHENOTYPES = 10  # the most common CCS groups of the training patients
 MIN_POSITIVES = 20  # positive and negative holdout patients a phenotype needs for a stable AUROC

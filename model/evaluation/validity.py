@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from model.codes import category_of, is_known
-from model.patient import Patient
-from model.rules import allowed_matrix
+from promptehr.model.codes import category_of, is_known
+from promptehr.model.patient import Patient
+from promptehr.model.rules import allowed_matrix
 
 
 def violation_flags(people: sp.csr_matrix, codes: list[str], sexes: np.ndarray, ages: np.ndarray):

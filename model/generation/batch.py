@@ -20,12 +20,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from model.generation.constraints import DONE, RowState
+from promptehr.model.generation.constraints import DONE, RowState
 
 if TYPE_CHECKING:
     from transformers.cache_utils import EncoderDecoderCache
 
-    from model.nn.promptbart import EncoderState
+    from promptehr.model.nn.promptbart import EncoderState
 
 MIN_ROWS = 32  # batch floor for bit-identical kernels on CPU (measured: paths differ up to 15 rows)
 STRAGGLERS = 8  # a batch sets its live rows aside once they are fewer than 1/STRAGGLERS of it

@@ -28,12 +28,12 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from model import codes
-from model.generation.conditional import conditional_demographics
-from model.generation.options import SamplingOptions
-from model.generation.streams import row_key
-from model.patient import Patient
-from model.rules import is_allowed
+from promptehr.model import codes
+from promptehr.model.generation.conditional import conditional_demographics
+from promptehr.model.generation.options import SamplingOptions
+from promptehr.model.generation.streams import row_key
+from promptehr.model.patient import Patient
+from promptehr.model.rules import is_allowed
 
 # SamplingOptions comes from options.py, not draw.py: this module stays torch-free, so that the API
 # (service/spec_checks.py) checks a spec with the parser and feasibility check the worker runs.
@@ -278,7 +278,7 @@ def _prepare(model_bundle, spec, n_patients: int, start: int, stop: int | None, 
     # Here, not at the top: the sampler imports model.nn.promptbart, so transformers: importing it takes
     # about 5 s more than this module (measured: 7.1-8.4 s against 2.4-3.3 s), and `promptehr generate`
     # checks a spec (CohortSpec, check_feasible) before it loads any model.
-    from model.generation.sampler import Sampler
+    from promptehr.model.generation.sampler import Sampler
 
     if isinstance(spec, dict):
         spec = CohortSpec.from_dict(spec)

@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from model.rules import is_allowed
+from promptehr.model.rules import is_allowed
 
 MAX_AGE = 90  # as model.generation.cohort.MAX_AGE (cohort.py imports this module, not the other way)
 

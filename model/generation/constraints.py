@@ -18,7 +18,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from model.tokens.layout import TokenLayout
+from promptehr.model.tokens.layout import TokenLayout
 
 # Row phases: what the last token was.
 START = 0  # after <s>: only <v>

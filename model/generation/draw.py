@@ -12,9 +12,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from model.generation.constraints import mask_logits
-from model.generation.options import SamplingOptions
-from model.tokens.layout import TokenLayout
+from promptehr.model.generation.constraints import mask_logits
+from promptehr.model.generation.options import SamplingOptions
+from promptehr.model.tokens.layout import TokenLayout
 
 __all__ = ["SamplingOptions", "draw", "draw_codes", "sample_from_logits", "window_index"]  # options live in options.py
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from model.generation.constraints import (
+from promptehr.model.generation.constraints import (
     CATEGORY,
     Limits,
     RowState,
@@ -24,8 +24,8 @@ from model.generation.constraints import (
     allowed_head,
     category_windows,
 )
-from model.generation.draw import SamplingOptions, draw, draw_codes, window_index
-from model.tokens.layout import TokenLayout
+from promptehr.model.generation.draw import SamplingOptions, draw, draw_codes, window_index
+from promptehr.model.tokens.layout import TokenLayout
 
 LINEAR_ROWS = 16  # nn.Linear's kernels give a row the same bits in any matmul of at least this many rows
 BMM_MIN_MACS = 512  # per-row products of fewer multiply-adds go through torch's plain bmm loop (other rounding)

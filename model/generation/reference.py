@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from model.generation.constraints import (
+from promptehr.model.generation.constraints import (
     CATEGORY,
     DONE,
     Limits,
@@ -33,10 +33,10 @@ from model.generation.constraints import (
     category_windows,
     init_state,
 )
-from model.generation.draw import SamplingOptions, draw, draw_codes, window_index
-from model.generation.head import LINEAR_ROWS
-from model.generation.streams import uniforms
-from model.nn.promptbart import demographics_to_tensors
+from promptehr.model.generation.draw import SamplingOptions, draw, draw_codes, window_index
+from promptehr.model.generation.head import LINEAR_ROWS
+from promptehr.model.generation.streams import uniforms
+from promptehr.model.nn.promptbart import demographics_to_tensors
 
 ROWS = LINEAR_ROWS
 

@@ -28,8 +28,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from model.generation.batch import MIN_ROWS, STRAGGLERS, Group, records, rows_to_keep
-from model.generation.constraints import (
+from promptehr.model.generation.batch import MIN_ROWS, STRAGGLERS, Group, records, rows_to_keep
+from promptehr.model.generation.constraints import (
     DONE,
     Limits,
     advance,
@@ -37,13 +37,13 @@ from model.generation.constraints import (
     allowed_tokens,
     init_state,
 )
-from model.generation.draw import SamplingOptions, draw
-from model.generation.head import SlicedHead
-from model.generation.streams import uniforms
-from model.nn.promptbart import EncoderState, demographics_to_tensors
-from model.rules import allowed_matrix
-from model.tokens.layout import TokenLayout
-from model.tokens.tokenizer import Tokenizer
+from promptehr.model.generation.draw import SamplingOptions, draw
+from promptehr.model.generation.head import SlicedHead
+from promptehr.model.generation.streams import uniforms
+from promptehr.model.nn.promptbart import EncoderState, demographics_to_tensors
+from promptehr.model.rules import allowed_matrix
+from promptehr.model.tokens.layout import TokenLayout
+from promptehr.model.tokens.tokenizer import Tokenizer
 
 
 class Sampler:

@@ -21,11 +21,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from model.errors import CheckpointError
-from model.nn.config import ModelConfig, TrainConfig, load_json, save_json
-from model.nn.promptbart import LossWeights, PromptBart
-from model.tokens.tokenizer import Tokenizer
-from model.tokens.vocab import Vocabulary
+from promptehr.model.errors import CheckpointError
+from promptehr.model.nn.config import ModelConfig, TrainConfig, load_json, save_json
+from promptehr.model.nn.promptbart import LossWeights, PromptBart
+from promptehr.model.tokens.tokenizer import Tokenizer
+from promptehr.model.tokens.vocab import Vocabulary
 
 WEIGHTS, CONFIG, VOCAB, LOG, MANIFEST = "model.safetensors", "config.json", "vocab.json", "training_log.jsonl", "manifest.json"
 FILES = (WEIGHTS, CONFIG, VOCAB, LOG)

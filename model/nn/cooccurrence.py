@@ -27,7 +27,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from model.tokens.vocab import END_VISIT, VISIT, Vocabulary
+from promptehr.model.tokens.vocab import END_VISIT, VISIT, Vocabulary
 
 
 def count_cooccurrences(visits: Iterable[Sequence[str]], vocab: Vocabulary) -> sp.csr_matrix:

@@ -24,11 +24,11 @@ from torch import nn
 from transformers import BartConfig, BartModel
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
-from model.nn.config import ModelConfig
-from model.nn.cooccurrence import CoocTargets, cooccurrence_penalty
-from model.nn.kv_cache import PreallocatedCache
-from model.nn.prompts import DemographicPrompt
-from model.tokens.vocab import BOS, EOS, PAD
+from promptehr.model.nn.config import ModelConfig
+from promptehr.model.nn.cooccurrence import CoocTargets, cooccurrence_penalty
+from promptehr.model.nn.kv_cache import PreallocatedCache
+from promptehr.model.nn.prompts import DemographicPrompt
+from promptehr.model.tokens.vocab import BOS, EOS, PAD
 
 
 @dataclass

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model.tokens.vocab import BOS, END_VISIT, EOS, MASK, PAD, UNK, VISIT
+from promptehr.model.tokens.vocab import BOS, END_VISIT, EOS, MASK, PAD, UNK, VISIT
 
 
 @dataclass(frozen=True)

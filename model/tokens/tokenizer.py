@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from model.tokens.vocab import BOS, END_VISIT, EOS, UNK, VISIT, Vocabulary
+from promptehr.model.tokens.vocab import BOS, END_VISIT, EOS, UNK, VISIT, Vocabulary
 
 MODES = ("hierarchical", "flat")
 

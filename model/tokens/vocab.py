@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model.codes import category_of, systems_in
+from promptehr.model.codes import category_of, systems_in
 
 BOS, PAD, EOS, UNK, VISIT, END_VISIT, MASK = 0, 1, 2, 3, 4, 5, 6
 SPECIALS = ("<s>", "<pad>", "</s>", "<unk>", "<v>", "</v>", "<mask>")

@@ -6,9 +6,9 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
-from model.nn.cooccurrence import CoocTargets, cooc_targets
-from model.tokens.vocab import PAD
-from model.training.corruption import Example
+from promptehr.model.nn.cooccurrence import CoocTargets, cooc_targets
+from promptehr.model.tokens.vocab import PAD
+from promptehr.model.training.corruption import Example
 
 IGNORE = -100  # labels ignored by cross-entropy
 

@@ -33,8 +33,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model.tokens.layout import TokenLayout
-from model.tokens.vocab import BOS, END_VISIT, EOS, MASK, VISIT
+from promptehr.model.tokens.layout import TokenLayout
+from promptehr.model.tokens.vocab import BOS, END_VISIT, EOS, MASK, VISIT
 
 OBJECTIVES = ("mask", "delete", "replace", "next_visit", "empty")
 

@@ -32,10 +32,10 @@ import torch.distributed as dist
 from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 from torch.nn.parallel import DistributedDataParallel
 
-from model.nn.config import TrainConfig
-from model.training.batches import IGNORE, Batch
-from model.training.perplexity import autocast
-from model.training.state import rng_state, set_rng_state
+from promptehr.model.nn.config import TrainConfig
+from promptehr.model.training.batches import IGNORE, Batch
+from promptehr.model.training.perplexity import autocast
+from promptehr.model.training.state import rng_state, set_rng_state
 
 
 @dataclass(frozen=True)

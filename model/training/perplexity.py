@@ -19,10 +19,10 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from model.nn.promptbart import demographics_to_tensors
-from model.tokens.layout import TokenLayout
-from model.training.batches import IGNORE, Batch, collate
-from model.training.corruption import validation_examples
+from promptehr.model.nn.promptbart import demographics_to_tensors
+from promptehr.model.tokens.layout import TokenLayout
+from promptehr.model.training.batches import IGNORE, Batch, collate
+from promptehr.model.training.corruption import validation_examples
 
 
 def unigram_logp(vocab) -> torch.Tensor:

@@ -9,13 +9,13 @@ import numpy as np
 import torch
 from transformers import BartModel
 
-from model.errors import DataError
-from model.nn.config import ModelConfig, TrainConfig
-from model.nn.promptbart import PromptBart
-from model.tokens.layout import TokenLayout
-from model.tokens.tokenizer import Tokenizer
-from model.training.batches import Batch, batch_order, collate
-from model.training.corruption import make_example
+from promptehr.model.errors import DataError
+from promptehr.model.nn.config import ModelConfig, TrainConfig
+from promptehr.model.nn.promptbart import PromptBart
+from promptehr.model.tokens.layout import TokenLayout
+from promptehr.model.tokens.tokenizer import Tokenizer
+from promptehr.model.training.batches import Batch, batch_order, collate
+from promptehr.model.training.corruption import make_example
 
 
 def resolve_device(device: str = "auto") -> torch.device:

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from model.nn.config import TrainConfig
-from model.nn.promptbart import PromptBart
-from model.tokens.vocab import Vocabulary
+from promptehr.model.nn.config import TrainConfig
+from promptehr.model.nn.promptbart import PromptBart
+from promptehr.model.tokens.vocab import Vocabulary
 
 
 def rng_state() -> dict:

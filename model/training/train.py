@@ -33,23 +33,23 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from model.errors import TrainingError
-from model.nn import checkpoint as ckpt
-from model.nn.config import ModelConfig, TrainConfig, model_config
-from model.nn.cooccurrence import common_pairs, count_cooccurrences, patient_visits
-from model.nn.promptbart import LossWeights
-from model.tokens.layout import TokenLayout
-from model.tokens.tokenizer import Tokenizer
-from model.tokens.vocab import Vocabulary
-from model.training import distributed
-from model.training.batches import IGNORE, Batch
-from model.training.perplexity import (
+from promptehr.model.errors import TrainingError
+from promptehr.model.nn import checkpoint as ckpt
+from promptehr.model.nn.config import ModelConfig, TrainConfig, model_config
+from promptehr.model.nn.cooccurrence import common_pairs, count_cooccurrences, patient_visits
+from promptehr.model.nn.promptbart import LossWeights
+from promptehr.model.tokens.layout import TokenLayout
+from promptehr.model.tokens.tokenizer import Tokenizer
+from promptehr.model.tokens.vocab import Vocabulary
+from promptehr.model.training import distributed
+from promptehr.model.training.batches import IGNORE, Batch
+from promptehr.model.training.perplexity import (
     autocast,
     evaluate,
     unigram_logp,
     validation_batches,
 )
-from model.training.prepare import (
+from promptehr.model.training.prepare import (
     age_stats,
     build_model,
     check_demographics,
@@ -61,7 +61,7 @@ from model.training.prepare import (
     resolve_device,
     train_batch,
 )
-from model.training.state import TrainingState
+from promptehr.model.training.state import TrainingState
 
 
 @dataclass

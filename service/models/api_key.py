@@ -9,7 +9,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from service.models.base import Base, UTCDateTime, new_id, utcnow
+from promptehr.service.models.base import Base, UTCDateTime, new_id, utcnow
 
 
 class ApiKey(Base):

@@ -7,7 +7,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from service.models.base import Base, JSONType
+from promptehr.service.models.base import Base, JSONType
 
 
 class CohortPatient(Base):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from service.models.base import STATUS_CHECK, Base, JobMixin, new_id
+from promptehr.service.models.base import STATUS_CHECK, Base, JobMixin, new_id
 
 
 class CohortShard(JobMixin, Base):

@@ -7,7 +7,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from service.models.base import Base, JSONType, UTCDateTime, utcnow
+from promptehr.service.models.base import Base, JSONType, UTCDateTime, utcnow
 
 
 class IdempotencyKey(Base):

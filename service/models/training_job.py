@@ -6,7 +6,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from service.models.base import Base, JobMixin, JSONType, TenantMixin, new_id
+from promptehr.service.models.base import Base, JobMixin, JSONType, TenantMixin, new_id
 
 
 class TrainingJob(TenantMixin, JobMixin, Base):

@@ -8,7 +8,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from service.models.base import Base, UTCDateTime, utcnow
+from promptehr.service.models.base import Base, UTCDateTime, utcnow
 
 
 class Worker(Base):

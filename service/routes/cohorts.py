@@ -7,13 +7,13 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
-from model import codes
-from service import export, store
-from service.deps import ApiKeyDep, SessionDep, SettingsDep, TenantDep
-from service.idempotency import idempotent_create
-from service.links import link_for
-from service.models.base import JobStatus
-from service.pagination import (
+from promptehr.model import codes
+from promptehr.service import export, store
+from promptehr.service.deps import ApiKeyDep, SessionDep, SettingsDep, TenantDep
+from promptehr.service.idempotency import idempotent_create
+from promptehr.service.links import link_for
+from promptehr.service.models.base import JobStatus
+from promptehr.service.pagination import (
     CursorQuery,
     LimitQuery,
     Page,
@@ -24,13 +24,13 @@ from service.pagination import (
     page_body,
     time_page,
 )
-from service.problems import Problem, field_error, validation_problem
-from service.quotas import max_cohort_patients, quota_limits
-from service.routes.training_jobs import enqueue_or_fail
-from service.schemas.cohorts import CohortCreate, CohortPatientPublic, CohortPublic
-from service.schemas.common import problem_responses
-from service.schemas.models import known_systems
-from service.spec_checks import check_runnable
+from promptehr.service.problems import Problem, field_error, validation_problem
+from promptehr.service.quotas import max_cohort_patients, quota_limits
+from promptehr.service.routes.training_jobs import enqueue_or_fail
+from promptehr.service.schemas.cohorts import CohortCreate, CohortPatientPublic, CohortPublic
+from promptehr.service.schemas.common import problem_responses
+from promptehr.service.schemas.models import known_systems
+from promptehr.service.spec_checks import check_runnable
 
 router = APIRouter(prefix="/cohorts", tags=["cohorts"])
 

@@ -6,13 +6,13 @@ from pathlib import Path
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from model.errors import DataError
-from service import store
-from service.data_paths import read_limits, relative_to_data_root
-from service.deps import ApiKeyDep, SessionDep, SettingsDep, TenantDep
-from service.idempotency import idempotent_create
-from service.links import link_for
-from service.pagination import (
+from promptehr.model.errors import DataError
+from promptehr.service import store
+from promptehr.service.data_paths import read_limits, relative_to_data_root
+from promptehr.service.deps import ApiKeyDep, SessionDep, SettingsDep, TenantDep
+from promptehr.service.idempotency import idempotent_create
+from promptehr.service.links import link_for
+from promptehr.service.pagination import (
     CursorQuery,
     LimitQuery,
     Page,
@@ -20,10 +20,10 @@ from service.pagination import (
     effective_limit,
     time_page,
 )
-from service.problems import Problem, field_error, validation_problem
-from service.schemas.common import problem_responses
-from service.schemas.datasets import DatasetCreate, DatasetPublic
-from service.settings import Settings
+from promptehr.service.problems import Problem, field_error, validation_problem
+from promptehr.service.schemas.common import problem_responses
+from promptehr.service.schemas.datasets import DatasetCreate, DatasetPublic
+from promptehr.service.settings import Settings
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 
@@ -55,7 +55,7 @@ def compute_stats(path: Path, fmt: str, data_root: str | Path | None = None, cod
     out of the root are 422s naming it, never a hung or swollen API worker)."""
     # Imported on first use, not with the app: model.data brings pandas (about 0.4 s of every API
     # start-up and test app, measured after the app's own imports); only POST /datasets needs it.
-    from model.data import dataset_stats, load_patients
+    from promptehr.model.data import dataset_stats, load_patients
 
     try:
         patients = load_patients([path], format=fmt, code_system=code_system, limits=limits)

@@ -14,10 +14,10 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-from service.db import make_engine, pool_is_full
-from service.jobs import broker_ping
-from service.problems import problem_response
-from service.schemas.common import problem_responses
+from promptehr.service.db import make_engine, pool_is_full
+from promptehr.service.jobs import broker_ping
+from promptehr.service.problems import problem_response
+from promptehr.service.schemas.common import problem_responses
 
 router = APIRouter(tags=["health"])
 

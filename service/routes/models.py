@@ -8,10 +8,10 @@ from pathlib import Path
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
-from model.archive import zip_files
-from service import store
-from service.deps import SessionDep, SettingsDep, TenantDep
-from service.pagination import (
+from promptehr.model.archive import zip_files
+from promptehr.service import store
+from promptehr.service.deps import SessionDep, SettingsDep, TenantDep
+from promptehr.service.pagination import (
     CursorQuery,
     LimitQuery,
     Page,
@@ -19,10 +19,10 @@ from service.pagination import (
     effective_limit,
     time_page,
 )
-from service.problems import Problem
-from service.removal import confined, remove_under
-from service.schemas.common import problem_responses
-from service.schemas.models import ModelPublic
+from promptehr.service.problems import Problem
+from promptehr.service.removal import confined, remove_under
+from promptehr.service.schemas.common import problem_responses
+from promptehr.service.schemas.models import ModelPublic
 
 router = APIRouter(prefix="/models", tags=["models"])
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from service import store
-from service.deps import SessionDep, TenantDep
-from service.models.base import JobStatus
-from service.problems import Problem
-from service.schemas.common import problem_responses
-from service.schemas.reports import ReportPublic
+from promptehr.service import store
+from promptehr.service.deps import SessionDep, TenantDep
+from promptehr.service.models.base import JobStatus
+from promptehr.service.problems import Problem
+from promptehr.service.schemas.common import problem_responses
+from promptehr.service.schemas.reports import ReportPublic
 
 router = APIRouter(prefix="/reports", tags=["reports"])
 

@@ -5,12 +5,12 @@ from datetime import timedelta
 
 from fastapi import APIRouter, Request
 
-from service import jobs, store
-from service.deps import ApiKeyDep, SessionDep, SettingsDep, TenantDep
-from service.idempotency import idempotent_create
-from service.links import link_for
-from service.models.base import TERMINAL_STATUSES, JobStatus
-from service.pagination import (
+from promptehr.service import jobs, store
+from promptehr.service.deps import ApiKeyDep, SessionDep, SettingsDep, TenantDep
+from promptehr.service.idempotency import idempotent_create
+from promptehr.service.links import link_for
+from promptehr.service.models.base import TERMINAL_STATUSES, JobStatus
+from promptehr.service.pagination import (
     CursorQuery,
     LimitQuery,
     Page,
@@ -18,10 +18,10 @@ from service.pagination import (
     effective_limit,
     time_page,
 )
-from service.problems import Problem, field_error, validation_problem
-from service.quotas import quota_limits
-from service.schemas.common import problem_responses
-from service.schemas.training_jobs import TrainingJobCreate, TrainingJobPublic
+from promptehr.service.problems import Problem, field_error, validation_problem
+from promptehr.service.quotas import quota_limits
+from promptehr.service.schemas.common import problem_responses
+from promptehr.service.schemas.training_jobs import TrainingJobCreate, TrainingJobPublic
 
 router = APIRouter(prefix="/training-jobs", tags=["training jobs"])
 

@@ -15,10 +15,10 @@ from pydantic import (
     model_validator,
 )
 
-from model import codes
-from model.generation.cohort import MAX_AGE
-from model.generation.options import MAX_TEMPERATURE, MIN_TEMPERATURE
-from service.schemas.common import JobPublic, StrictModel
+from promptehr.model import codes
+from promptehr.model.generation.cohort import MAX_AGE
+from promptehr.model.generation.options import MAX_TEMPERATURE, MIN_TEMPERATURE
+from promptehr.service.schemas.common import JobPublic, StrictModel
 
 # The model's limits (model/generation/cohort.py, MAX_AGE): ages are whole years in [0, 90], as every loader caps
 # them (MIMIC shifts ages over 89); a histogram's last edge may be 91, since bin [90, 91) is age 90.

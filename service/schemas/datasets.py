@@ -5,7 +5,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
-from service.schemas.common import StrictModel
+from promptehr.service.schemas.common import StrictModel
 
 DatasetFormat = Literal["mimic3", "mimic4", "desynpuf", "long"]
 CodeSystem = Literal["icd9", "icd10"]

@@ -4,7 +4,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, computed_field
 
-from service.schemas.common import JobPublic, StrictModel
+from promptehr.service.schemas.common import JobPublic, StrictModel
 
 
 class TrainingJobBase(StrictModel):

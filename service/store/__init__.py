@@ -21,14 +21,14 @@ its transaction with the write on SQLite (base.start_write says why).
 
 Callers use `from service import store` and `store.<function>`: everything is re-exported here.
 """
-from service.store.api_keys import (
+from promptehr.service.store.api_keys import (
     create_api_key,
     get_api_key,
     get_api_key_by_hash,
     list_api_keys,
     revoke_api_key,
 )
-from service.store.cohorts import (
+from promptehr.service.store.cohorts import (
     cohort_progress,
     count_patients,
     create_cohort,
@@ -41,19 +41,19 @@ from service.store.cohorts import (
     list_patients,
     stored_prefix,
 )
-from service.store.datasets import (
+from promptehr.service.store.datasets import (
     create_dataset,
     delete_dataset,
     get_dataset,
     list_datasets,
 )
-from service.store.idempotency_keys import (
+from promptehr.service.store.idempotency_keys import (
     IN_PROGRESS,
     release_idempotency_key,
     reserve_idempotency_key,
     save_idempotent_response,
 )
-from service.store.job_kinds import (
+from promptehr.service.store.job_kinds import (
     JOB_KINDS,
     JobKind,
     UnknownJobKind,
@@ -61,7 +61,7 @@ from service.store.job_kinds import (
     kind_of_task,
     task_name,
 )
-from service.store.lifecycle import (
+from promptehr.service.store.lifecycle import (
     DEFAULT_STALE_AFTER,
     MAX_ERROR_CHARS,
     InUse,
@@ -79,7 +79,7 @@ from service.store.lifecycle import (
     stopping_jobs,
     update_progress,
 )
-from service.store.models import (
+from promptehr.service.store.models import (
     create_model,
     delete_model,
     get_model,
@@ -87,20 +87,20 @@ from service.store.models import (
     list_models,
     register_trained_model,
 )
-from service.store.quotas import (
+from promptehr.service.store.quotas import (
     QuotaExceeded,
     QuotaLimits,
     active_jobs,
     queued_patients,
 )
-from service.store.reports import delete_report, get_report, save_report
-from service.store.training_jobs import (
+from promptehr.service.store.reports import delete_report, get_report, save_report
+from promptehr.service.store.training_jobs import (
     create_training_job,
     get_training_job,
     list_training_jobs,
     request_cancel_training_job,
 )
-from service.store.workers import (
+from promptehr.service.store.workers import (
     EMBEDDED_QUEUE,
     jobs_queue,
     live_workers,

@@ -8,9 +8,9 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from service.models import ApiKey
-from service.models.base import utcnow
-from service.store.base import run_update, start_write
+from promptehr.service.models import ApiKey
+from promptehr.service.models.base import utcnow
+from promptehr.service.store.base import run_update, start_write
 
 
 def create_api_key(session: Session, *, name: str, key_hash: str, prefix: str, tenant: str | None = None,

@@ -7,7 +7,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from service.models.base import UTCDateTime
+from promptehr.service.models.base import UTCDateTime
 
 
 def start_write(session: Session) -> None:

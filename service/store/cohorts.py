@@ -15,11 +15,11 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from service.models import Cohort, CohortPatient, CohortShard, Report
-from service.models.base import JobStatus
-from service.store.base import get_owned, page, run_update, start_write
-from service.store.lifecycle import LIVE_COHORT, InUse, cohort_jobs_finished
-from service.store.quotas import QuotaLimits, enforce_quota
+from promptehr.service.models import Cohort, CohortPatient, CohortShard, Report
+from promptehr.service.models.base import JobStatus
+from promptehr.service.store.base import get_owned, page, run_update, start_write
+from promptehr.service.store.lifecycle import LIVE_COHORT, InUse, cohort_jobs_finished
+from promptehr.service.store.quotas import QuotaLimits, enforce_quota
 
 # insert ... on conflict do nothing, per dialect (the two supported ones)
 INSERT_BY_DIALECT = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}

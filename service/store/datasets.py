@@ -8,10 +8,10 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from service.models import Dataset, Model, TrainingJob
-from service.models.base import TERMINAL_STATUSES
-from service.store.base import get_owned, page, run_update, start_write
-from service.store.lifecycle import LIVE_COHORT, InUse
+from promptehr.service.models import Dataset, Model, TrainingJob
+from promptehr.service.models.base import TERMINAL_STATUSES
+from promptehr.service.store.base import get_owned, page, run_update, start_write
+from promptehr.service.store.lifecycle import LIVE_COHORT, InUse
 
 
 def create_dataset(session: Session, *, name: str, format: str, path: str, stats: dict[str, Any],

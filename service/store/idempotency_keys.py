@@ -10,8 +10,8 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from service.models import IdempotencyKey
-from service.models.base import utcnow
+from promptehr.service.models import IdempotencyKey
+from promptehr.service.models.base import utcnow
 
 IN_PROGRESS = 0  # status_code of a key whose first request has not answered yet
 

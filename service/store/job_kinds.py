@@ -25,9 +25,9 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from service.models import Cohort, CohortShard, Report, TrainingJob
-from service.models.base import TERMINAL_STATUSES, JobStatus
-from service.store.base import run_update
+from promptehr.service.models import Cohort, CohortShard, Report, TrainingJob
+from promptehr.service.models.base import TERMINAL_STATUSES, JobStatus
+from promptehr.service.store.base import run_update
 
 LIVE_COHORT = (JobStatus.queued.value, JobStatus.running.value)
 

@@ -29,10 +29,10 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from service.models import Cohort
-from service.models.base import TERMINAL_STATUSES, JobStatus, utcnow
-from service.store.base import now_literal, run_update, start_write
-from service.store.job_kinds import JOB_KINDS, LIVE_COHORT, JobKind, job_kind
+from promptehr.service.models import Cohort
+from promptehr.service.models.base import TERMINAL_STATUSES, JobStatus, utcnow
+from promptehr.service.store.base import now_literal, run_update, start_write
+from promptehr.service.store.job_kinds import JOB_KINDS, LIVE_COHORT, JobKind, job_kind
 
 DEFAULT_STALE_AFTER = timedelta(minutes=10)
 MAX_ERROR_CHARS = 4000

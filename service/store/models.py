@@ -9,9 +9,9 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from service.models import Cohort, Model, TrainingJob
-from service.store.base import get_owned, page, run_update, start_write
-from service.store.lifecycle import LIVE_COHORT, InUse
+from promptehr.service.models import Cohort, Model, TrainingJob
+from promptehr.service.store.base import get_owned, page, run_update, start_write
+from promptehr.service.store.lifecycle import LIVE_COHORT, InUse
 
 
 def create_model(

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from service.models import Cohort, CohortShard, TrainingJob
-from service.models.base import JobStatus
+from promptehr.service.models import Cohort, CohortShard, TrainingJob
+from promptehr.service.models.base import JobStatus
 
 ACTIVE = (JobStatus.queued.value, JobStatus.running.value)
 # The first key of the two-key advisory lock: this module's locks apart from any other use of them.

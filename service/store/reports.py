@@ -6,10 +6,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, defer
 
-from service.models import Cohort, Report
-from service.models.base import TERMINAL_STATUSES
-from service.store.base import get_owned, run_update, start_write
-from service.store.lifecycle import InUse
+from promptehr.service.models import Cohort, Report
+from promptehr.service.models.base import TERMINAL_STATUSES
+from promptehr.service.store.base import get_owned, run_update, start_write
+from promptehr.service.store.lifecycle import InUse
 
 
 def get_report(session: Session, report_id: str, *, with_html: bool = True, tenant: str | None = None) -> Report | None:

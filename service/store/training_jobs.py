@@ -8,10 +8,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from service.models import TrainingJob
-from service.models.base import JobStatus, utcnow
-from service.store.base import get_owned, page, run_update, start_write
-from service.store.quotas import QuotaLimits, enforce_quota
+from promptehr.service.models import TrainingJob
+from promptehr.service.models.base import JobStatus, utcnow
+from promptehr.service.store.base import get_owned, page, run_update, start_write
+from promptehr.service.store.quotas import QuotaLimits, enforce_quota
 
 
 def create_training_job(

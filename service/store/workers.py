@@ -8,9 +8,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from service.models import Worker
-from service.models.base import utcnow
-from service.store.base import start_write
+from promptehr.service.models import Worker
+from promptehr.service.models.base import utcnow
+from promptehr.service.store.base import start_write
 
 INSERT_BY_DIALECT = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import psycopg
 from psycopg import sql
 
-from service.migrate import upgrade
+from promptehr.service.migrate import upgrade
 from tests.support import pg_admin_url
 
 

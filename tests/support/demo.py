@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 
-from model.data.demo_data import FILES
+from promptehr.model.data.demo_data import FILES
 
 
 def serve_under_files(root) -> None:

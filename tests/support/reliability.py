@@ -24,7 +24,7 @@ import psycopg
 import redis
 from psycopg import sql
 
-from service.migrate import upgrade
+from promptehr.service.migrate import upgrade
 from tests.support import REPO  # noqa: F401 - re-exported for the reliability tests
 from tests.support.worker import (  # noqa: F401 - re-exported for the reliability tests
     CELERY,
@@ -221,7 +221,7 @@ def is_problem(response: httpx.Response, status: int | None = None) -> dict:
 def spawn_celery_worker(env: dict[str, str], log_path: Path, name: str) -> Process:
     """A Celery worker like tests.support.worker.start_celery_worker, without waiting for it to be
     ready (so that several can start at once); call .wait_for_log(" ready.", timeout) on it."""
-    return Process([CELERY, "-A", "worker.celery_app", "worker", "-Q", "gpu", "-c", "1", "-P", "prefork",
+    return Process([CELERY, "-A", "promptehr.worker.celery_app", "worker", "-Q", "gpu", "-c", "1", "-P", "prefork",
                     "--loglevel", "info", "--without-gossip", "--without-mingle", "-n", f"{name}@%h"], env, log_path)
 
 

@@ -2,7 +2,7 @@
 assertion, a model row as a training job leaves it, and patient records to store."""
 from __future__ import annotations
 
-from service import store
+from promptehr.service import store
 
 
 def assert_problem(response, status: int, field: str | None = None) -> dict:

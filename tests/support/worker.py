@@ -121,7 +121,7 @@ def start_celery_worker(env: dict[str, str], log_path: Path, *, name: str | None
     as the API sends to), waiting until it consumes."""
     name = name or f"test-{uuid.uuid4().hex[:8]}@%h"
     queue = env.get("PROMPTEHR_CELERY_QUEUE", "gpu")
-    worker = Process([CELERY, "-A", "worker.celery_app", "worker", "-Q", queue, "-c", "1", "-P", "prefork",
+    worker = Process([CELERY, "-A", "promptehr.worker.celery_app", "worker", "-Q", queue, "-c", "1", "-P", "prefork",
                       "--loglevel", "info", "--without-gossip", "--without-mingle", "-n", name], env, log_path)
     worker.wait_for_log(" ready.", timeout=90)
     return worker
@@ -147,9 +147,9 @@ def start_api(env: dict[str, str], log_path: Path, *, embedded: bool = False) ->
     migrates the SQLite file and runs jobs in-process). Returns (process, base URL)."""
     port = free_port()
     if embedded:
-        argv = [PYTHON, "-m", "cli", "serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+        argv = [PYTHON, "-m", "promptehr.cli", "serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
     else:
-        argv = [PYTHON, "-m", "uvicorn", "--factory", "service.app:create_app", "--host", "127.0.0.1",
+        argv = [PYTHON, "-m", "uvicorn", "--factory", "promptehr.service.app:create_app", "--host", "127.0.0.1",
                 "--port", str(port), "--log-level", "warning"]
     api = Process(argv, env, log_path)
     base = f"http://127.0.0.1:{port}"
@@ -168,7 +168,7 @@ def start_api(env: dict[str, str], log_path: Path, *, embedded: bool = False) ->
 
 
 def create_api_key(env: dict[str, str]) -> str:
-    out = subprocess.run([PYTHON, "-m", "cli", "apikey", "create", "--name", "e2e"], env=env, cwd=REPO,
+    out = subprocess.run([PYTHON, "-m", "promptehr.cli", "apikey", "create", "--name", "e2e"], env=env, cwd=REPO,
                          capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode == 0, out.stderr
     return out.stdout.splitlines()[0].strip()
