@@ -12,13 +12,16 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from promptehr.model.generation.options import SamplingOptions
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("generate", help="generate synthetic patients from a trained model", description=__doc__)
     p.add_argument("--model", required=True, metavar="DIR", help="checkpoint directory (promptehr train --out)")
     p.add_argument("--n", required=True, type=int, metavar="N", help="number of patients")
     p.add_argument("--seed", type=int, default=0, help="cohort seed: the same seed gives the same cohort (default 0)")
-    age = p.add_argument_group("age (one of: a normal distribution, a histogram, a fixed age; default normal 60 +- 20 in [0, 90])")
+    age = p.add_argument_group("age (one of: a normal distribution, a histogram, a fixed age; default: the training "
+                               "population's age histogram, from the model's population.json)")
     age.add_argument("--age", type=float, default=None, metavar="YEARS", help="every patient this age")
     age.add_argument("--age-mean", type=float, default=None)
     age.add_argument("--age-sd", type=float, default=None)
@@ -26,13 +29,15 @@ def add_parser(subparsers) -> None:
     age.add_argument("--age-max", type=float, default=None)
     age.add_argument("--age-bins", type=float, nargs="+", default=None, metavar="EDGE", help="histogram bin edges, e.g. 0 18 45 65 90")
     age.add_argument("--age-weights", type=float, nargs="+", default=None, metavar="W", help="one weight per bin")
-    p.add_argument("--female", type=float, default=0.5, metavar="P", help="share of women (default 0.5)")
+    p.add_argument("--female", type=float, default=None, metavar="P",
+                   help="share of women (default: the training population's)")
     p.add_argument("--require", nargs="+", default=[], metavar="CODE",
                    help="codes every patient has (in the first visit): a bare code is ICD-9-CM (4019, 401.9), "
                         "an ICD-10-CM code is prefixed (icd10:I10)")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-p", type=float, default=0.95)
-    p.add_argument("--top-k", type=int, default=0, help="0: off")
+    defaults = SamplingOptions()  # the one place the sampling defaults live
+    p.add_argument("--temperature", type=float, default=defaults.temperature)
+    p.add_argument("--top-p", type=float, default=defaults.top_p, help="nucleus cut; 1: off")
+    p.add_argument("--top-k", type=int, default=defaults.top_k, help="0: off")
     p.add_argument("--code-sampler", choices=("model", "frequency"), default="model",
                    help="hierarchical stage 2: codes from the model (default) or by training frequency")
     p.add_argument("--max-visits", type=int, default=None)
@@ -46,7 +51,8 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def age_spec(args: argparse.Namespace) -> dict:
+def age_spec(args: argparse.Namespace) -> dict | None:
+    """The age distribution the flags ask for; None when none is given (the model's learned one applies)."""
     from promptehr.cli.main import UsageError
 
     normal = [args.age_mean, args.age_sd, args.age_min, args.age_max]
@@ -60,6 +66,8 @@ def age_spec(args: argparse.Namespace) -> dict:
         if args.age_bins is None or args.age_weights is None:
             raise UsageError("--age-bins and --age-weights go together")
         return {"distribution": "histogram", "bins": args.age_bins, "weights": args.age_weights}
+    if not any(v is not None for v in normal):
+        return None
     d = {"distribution": "normal"}
     for k, v in zip(("mean", "sd", "min", "max"), normal):
         if v is not None:
@@ -162,8 +170,10 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if not out.parent.is_dir():
         raise UsageError(f"--out {args.out}: folder {out.parent} does not exist")
-    body = {"age": age_spec(args), "sex": {"female": args.female}, "required_codes": args.require,
+    age = age_spec(args)
+    body = {"required_codes": args.require,
             "sampling": {"temperature": args.temperature, "top_p": args.top_p, "top_k": args.top_k, "code_sampler": args.code_sampler}}
+    body.update({k: v for k, v in (("age", age), ("sex", None if args.female is None else {"female": args.female})) if v})
     if args.max_visits is not None:
         body["max_visits"] = args.max_visits
     if args.max_codes_per_visit is not None:
@@ -173,14 +183,18 @@ def run(args: argparse.Namespace) -> int:
     # model.data's package imports pandas (about 0.8 s, measured), model.generation torch.
     from promptehr.model.data.export import check_exportable
     from promptehr.model.generation.cohort import CohortSpec, check_feasible, iter_cohort
+    from promptehr.model.generation.population import resolve_demographics
 
     try:
-        spec = CohortSpec.from_dict(body)
+        resolved = resolve_demographics(body, args.model)  # absent age / sex: the training population's
+        spec = CohortSpec.from_dict(resolved.body)
         check_feasible(spec)
     except (TypeError, ValueError) as e:
         raise UsageError(str(e)) from None
     set_threads(args.threads)
     sampler, device = load_sampler(args.model, args.device)
+    if resolved.warning:  # (after loading: a folder that is no checkpoint at all says so first)
+        print(f"promptehr generate: warning: {resolved.warning}", file=sys.stderr)
     try:
         sampler.required_prefix(spec.required_codes)  # codes outside the vocabulary: a usage error, before any work
     except ValueError as e:

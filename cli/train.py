@@ -55,7 +55,8 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def train_with_progress(train_set, val_set, cfg, out, *, resume: bool = False, device: str = "auto"):
+def train_with_progress(train_set, val_set, cfg, out, *, resume: bool = False, device: str = "auto",
+                        time_budget: float | None = None, holdout=None, source: dict | None = None):
     """model.training.train.train with a progress bar and one line per epoch on stderr; returns its TrainResult."""
     from tqdm import tqdm
 
@@ -81,7 +82,8 @@ def train_with_progress(train_set, val_set, cfg, out, *, resume: bool = False, d
         bar.refresh()
 
     try:
-        return train(train_set, val_set, cfg, out, progress=progress, resume=resume, device=device)
+        return train(train_set, val_set, cfg, out, progress=progress, resume=resume, device=device, time_budget=time_budget,
+                     holdout=holdout, source=source)
     except FileExistsError as e:
         from promptehr.cli.main import UsageError
 
@@ -97,6 +99,20 @@ def result_line(result) -> str:
     return (f"{result.status}: {result.epochs_run} epochs, {result.steps} steps, best epoch {result.best_epoch} "
             f"(val_loss {last.get('val_loss', float('nan')):.4f}, val_ppl {last.get('val_ppl', float('nan')):.2f}, "
             f"unigram {last.get('baseline_ppl', float('nan')):.2f}) in {result.seconds:.1f} s -> {result.out_dir}")
+
+
+def print_card(card: dict | None) -> None:
+    """The model card's one-line summary and its warnings (a model worse than the unigram baseline) on stderr."""
+    if not card:
+        return
+    ppl, check = card["perplexity"], card["check_cohort"]
+    verdict = check.get("verdict", {}).get("passed")
+    checked = (f"check cohort of {check['patients']}: {'every section passes' if verdict else 'failed: ' + ', '.join(check['verdict']['failed_sections'])}"
+               if "patients" in check else f"no check cohort ({check.get('skipped')})")
+    print(f"model card: held-out perplexity {ppl.get('ppl')} (unigram {ppl.get('baseline_ppl')}, {ppl.get('heldout')}); "
+          f"{checked}; {card['card_seconds']:.1f} s", file=sys.stderr)
+    for w in card["warnings"]:
+        print(f"promptehr train: warning: {w}", file=sys.stderr)
 
 
 def launch(args: argparse.Namespace) -> int:
@@ -157,10 +173,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"promptehr train: {len(patients)} patients -> train {len(train_set)}, validation {len(val_set)}, "
               f"holdout {len(holdout)} (split seed {args.split_seed}); preset {args.preset}, {args.mode}", file=sys.stderr)
 
-    result = train_with_progress(train_set, val_set, cfg, args.out, resume=args.resume, device=args.device)
+    source = {"format": args.format or "detected", "paths": [str(p) for p in args.data]}
+    result = train_with_progress(train_set, val_set, cfg, args.out, resume=args.resume, device=args.device,
+                                 holdout=holdout, source=source)
     if not speaks:
         return 0
     print(result_line(result))
+    print_card(result.card)
     if args.eval_holdout and result.status != "stopped":
         import json
 

@@ -17,6 +17,7 @@ from typing import Any
 from promptehr.model import codes
 from promptehr.model.generation.cohort import CohortSpec, check_feasible
 from promptehr.model.rules import rules_for
+from promptehr.model.generation.population import resolve_demographics
 from promptehr.model.tokens.checkpoint_codes import checkpoint_dir, read_codes
 from promptehr.service.problems import field_error, validation_problem
 
@@ -25,11 +26,14 @@ FIELD = ("body", "required_codes")
 
 def check_runnable(spec: dict[str, Any], model, model_root) -> None:
     """A 422 unless the generating worker can run `spec` (CohortCreate.spec()) with `model` (a Model row)."""
+    directory = checkpoint_dir(model_root, model.checkpoint_path)
+    known = read_codes(directory, model.manifest_sha256)
+    if known is not None:  # the registered checkpoint: an absent age or sex is its learned one, as in the worker
+        spec = resolve_demographics(spec, directory).body
     try:
         parsed = CohortSpec.from_dict(spec)
     except ValueError as e:  # what the model refuses and the request schema let through
         raise validation_problem([field_error(["body"], f"the model cannot generate this spec: {e}")]) from None
-    known = read_codes(checkpoint_dir(model_root, model.checkpoint_path), model.manifest_sha256)
     errors = [] if known is None else [
         field_error([*FIELD, i], f"{codes.label(c)}: not in the model's vocabulary (the model was not trained "
                     "on it, or saw it too rarely), so it cannot be generated")

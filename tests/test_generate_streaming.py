@@ -11,6 +11,7 @@ from promptehr.cli.generate import write_streamed
 from promptehr.cli.main import main
 from promptehr.model.data.export import export_bytes
 from promptehr.model.generation.cohort import CohortSpec, generate_cohort, iter_cohort
+from promptehr.model.generation.population import resolve_demographics
 from promptehr.model.nn.checkpoint import load_checkpoint
 from tests.test_vocab import toy_patients
 
@@ -86,6 +87,7 @@ def test_generate_writes_in_chunks_the_bytes_of_one_go(model_dir, tmp_path):
     # batch 8: chunks of 64 patients, so 300 patients take five sampler calls
     assert main(["generate", "--model", str(model_dir), "--n", "300", "--seed", "2", "--batch-size", "8",
                  "--threads", "1", "--out", str(out)]) == 0
-    whole = generate_cohort(load_checkpoint(model_dir, "cpu"), CohortSpec(), 300, seed=2, batch_size=8)
+    learned = CohortSpec.from_dict(resolve_demographics({}, model_dir).body)  # no age/sex flags: the training population
+    whole = generate_cohort(load_checkpoint(model_dir, "cpu"), learned, 300, seed=2, batch_size=8)
     assert out.read_bytes() == b"".join(export_bytes(whole, "jsonl"))
     assert [json.loads(line)["patient_id"] for line in out.read_text().splitlines()] == [p.id for p in whole]

@@ -264,3 +264,16 @@ def test_numbers_are_numbers(client, auth, session, runner, route, change, field
     assert runner == []
     if route == "/cohorts":  # the same numbers as numbers are taken
         assert client.post(route, json={**valid, "n_patients": 10, "sex": {"female": 1}}, headers=auth).status_code == 202
+
+
+def test_absent_age_is_checked_against_the_learned_population(api, auth, trained, runner, model_dir):
+    """A spec without `age` draws the model's learned ages in the worker, so POST checks the required codes
+    against those, not against the old normal(60, 20) in [0, 90] (which let a newborn-only code through
+    for a model of adults, to fail later in the worker)."""
+    population = json.loads((model_dir / "population.json").read_text())
+    assert population["age_weights"][0] == 0, population  # the MIMIC-III demo has no child under 10
+    body = cohort(trained, required_codes=["V3000"])
+    del body["age"]
+    problem = assert_problem(api.post("/cohorts", json=body, headers=auth), 422, "body.required_codes")
+    assert any("no patient this age and sex" in e["message"] for e in problem["errors"]), problem
+    assert runner == []

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import BartConfig, BartModel
 
-from promptehr.model.nn.checkpoint import FILES, MANIFEST, load_checkpoint, resume_dir
+from promptehr.model.nn.checkpoint import FILES, MANIFEST, OPTIONAL, load_checkpoint, resume_dir
 from promptehr.model.nn.config import train_config
 from promptehr.model.training.train import train
 from tests.test_vocab import toy_patients
@@ -63,7 +63,7 @@ def test_progress_early_stop_and_log(tmp_path):
     assert len(lines) == 2
     assert {"epoch", "step", "train_loss", "val_loss", "val_ppl", "baseline_ppl", "seconds", "train_lm_loss",
             "val_age_loss", "val_sex_loss", "val_cooc_loss", "val_token_acc", "val_code_acc"} <= set(lines[0])
-    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == sorted(FILES + (MANIFEST,))
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == sorted(FILES + OPTIONAL + (MANIFEST,))  # + card, population
 
 
 def test_refuses_foreign_out_dir(tmp_path):
@@ -82,7 +82,7 @@ def test_cli_on_mimic3_demo(tmp_path, shared_data):
     run = subprocess.run(cmd, check=False, cwd=REPO, capture_output=True, text=True, timeout=300,
                          env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
     assert run.returncode == 0, run.stderr[-2000:]
-    assert sorted(p.name for p in out.iterdir()) == sorted(FILES + (MANIFEST,))
+    assert sorted(p.name for p in out.iterdir()) == sorted(FILES + OPTIONAL + (MANIFEST,))
     lines = [json.loads(x) for x in (out / "training_log.jsonl").read_text().splitlines()]
     assert len(lines) == 3 and lines[-1]["val_loss"] < lines[0]["val_loss"]
 

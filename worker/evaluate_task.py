@@ -15,6 +15,7 @@ from promptehr.model.evaluation import EvaluationConfig, build_report
 from promptehr.model.evaluation.html import render_html
 from promptehr.model.evaluation.model_scores import model_patients_for
 from promptehr.model.evaluation.scorer import load_scorer
+from promptehr.model.nn.checkpoint import read_card
 from promptehr.model.patient import Patient
 from promptehr.model.split import split_patients
 from promptehr.service import store
@@ -71,7 +72,8 @@ def evaluate_report(ctx: WorkerContext, lease: Lease) -> None:
         # model scores on a seeded subsample of a large holdout (its size is in the report)
         config = EvaluationConfig(model_patients=model_patients_for(ctx.get_device()))
         return build_report(synthetic, train, holdout, config=config, model_scorer=scorer, generator=generator,
-                            seeds={"cohort": cohort.seed, "n_patients": cohort.n_patients}, split_seed=split_seed)
+                            seeds={"cohort": cohort.seed, "n_patients": cohort.n_patients}, split_seed=split_seed,
+                            model_card=read_card(checkpoint_dir(ctx.model_root, model_row.checkpoint_path)))
 
     scorer = _scorer(ctx, model_row)
     try:

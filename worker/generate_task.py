@@ -5,17 +5,28 @@ indices already stored, and a redelivered shard starts after the ones its predec
 cohort's patient i depends on (seed, i) alone, so where a shard restarts changes nothing). The call
 that marks the last shard succeeded gets the new report's id from the store and queues
 "promptehr.evaluate" for it.
+
+A spec without `age` or `sex` (POST /cohorts left them out) takes the model's learned population
+(model/generation/population.py, the checkpoint's population.json; an older checkpoint: the old default,
+logged as a warning). Each shard writes the resolved spec, with its "demographics" record of where age and
+sex came from, back to the cohort before generating: every shard resolves the same, the cohort's record
+(GET /cohorts/{id}) says which default was used, and the report compares the cohort with it.
 """
 from __future__ import annotations
 
 import logging
 
+import sqlalchemy as sa
+
 from promptehr.model.generation.cohort import CohortSpec, generate_cohort
+from promptehr.model.generation.population import resolve_demographics
 from promptehr.service import jobs, store
+from promptehr.service.models import Cohort
+from promptehr.service.store.base import start_write
 from promptehr.worker.claims import Lease
 from promptehr.worker.context import WorkerContext
 from promptehr.worker.execution import Stopped, run_job
-from promptehr.worker.model_loading import load_model_bundle
+from promptehr.worker.model_loading import checkpoint_dir, load_model_bundle
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +45,8 @@ def generate_shard(ctx: WorkerContext, lease: Lease) -> None:
         raise ValueError(f"model {cohort.model_id} of cohort {cohort.id} does not exist")
 
     device = ctx.get_device()
-    bundle = load_model_bundle(ctx.model_root, model_row, device)
-    spec = CohortSpec.from_dict(cohort.spec or {})
+    bundle = load_model_bundle(ctx.model_root, model_row, device)  # (verifies population.json with the manifest)
+    spec = CohortSpec.from_dict(resolved_spec(ctx, cohort, checkpoint_dir(ctx.model_root, model_row.checkpoint_path)))
     batch = ctx.settings.generation_batch_size or DEFAULT_BATCH
     stop = shard.start_index + shard.count
     lease.progress(done, shard.count, "patients", force=True)
@@ -58,6 +69,19 @@ def generate_shard(ctx: WorkerContext, lease: Lease) -> None:
     if report_id is not None:
         log.info("cohort %s: last shard done; evaluating as report %s", cohort.id, report_id)
         jobs.enqueue("evaluate", report_id, ctx.settings)
+
+
+def resolved_spec(ctx: WorkerContext, cohort, directory) -> dict:
+    """The cohort's spec with absent age and sex resolved from the checkpoint, recorded on the cohort row."""
+    resolved = resolve_demographics(cohort.spec or {}, directory)
+    if resolved.warning:
+        log.warning("cohort %s: %s", cohort.id, resolved.warning)
+    if resolved.body != (cohort.spec or {}):
+        with ctx.session() as session:
+            start_write(session)
+            session.execute(sa.update(Cohort).where(Cohort.id == cohort.id).values(spec=resolved.body))
+            session.commit()
+    return resolved.body
 
 
 def run(shard_id: str, ctx: WorkerContext, **claim) -> str:

@@ -17,7 +17,7 @@ import math
 from pathlib import Path
 
 from promptehr.model.data import ReadLimits, load_patients
-from promptehr.model.nn.checkpoint import LOG, MANIFEST, VOCAB, load_resume, resume_dir, sha256_of
+from promptehr.model.nn.checkpoint import LOG, MANIFEST, VOCAB, load_resume, read_card, resume_dir, sha256_of
 from promptehr.model.nn.config import train_config
 from promptehr.model.patient import Patient
 from promptehr.model.split import split_patients
@@ -101,7 +101,7 @@ def _train(ctx: WorkerContext, lease: Lease, job, dataset, out: Path):
         log.info("train %s: resuming from %s", job.id, out)
 
     patients = load_dataset(ctx.data_root, dataset, read_limits(ctx.settings))
-    train_patients, val_patients, _holdout = split_patients(patients, job.seed)  # split seed: the job's
+    train_patients, val_patients, holdout = split_patients(patients, job.seed)  # split seed: the job's
     if lease.should_stop():
         raise Stopped
     devices = int((job.options or {}).get("devices", 1))
@@ -112,6 +112,7 @@ def _train(ctx: WorkerContext, lease: Lease, job, dataset, out: Path):
         result = train(
             train_patients, val_patients, config, out,
             progress=_progress_writer(lease), should_stop=lease.should_stop, resume=resume, device=ctx.get_device(),
+            holdout=holdout, source={"format": dataset.format, "paths": [dataset.path]},  # the card's (training/card.py)
         )
     if result.status == "stopped":
         raise Stopped
@@ -141,6 +142,7 @@ def _metrics(result, resume: bool, out: Path) -> dict:
         "seconds": round(result.seconds, 3),
         "resumed": resume,
         "log": read_training_log(out),
+        "card": read_card(out),  # the checkpoint's card.json (model/training/card.py)
     })
 
 

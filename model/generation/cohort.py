@@ -124,7 +124,7 @@ class AgeSpec:
 class CohortSpec:
     """The body of POST /cohorts less model, size and seed:
     {"age": {...}, "sex": {"female": 0.55}, "required_codes": ["25000", "icd10:I10", {"code": "E119", "system": "icd10"}],
-     "sampling": {"temperature": 1.0, "top_p": 0.95},
+     "sampling": {"temperature": 1.0, "top_p": 1.0},
      "patients": [{"age": 70, "sex": "F"}, ...]  (optional: given demographics, patient i gets patients[i])}."""
 
     age: AgeSpec = field(default_factory=AgeSpec)
@@ -153,6 +153,7 @@ class CohortSpec:
         patients = body.pop("patients", None)
         required = body.pop("required_codes", None) or ()
         kw = {k: body.pop(k) for k in ("max_visits", "max_codes_per_visit") if k in body}
+        body.pop("demographics", None)  # where age and sex came from (population.py): a record, not an input
         unknown = set(sampling) - set(SamplingOptions.__dataclass_fields__)
         if unknown:
             raise ValueError(f"unknown sampling field(s) {sorted(unknown)}: expected some of temperature, top_p, top_k, code_sampler")

@@ -4,7 +4,11 @@
     config.json          {"model": ModelConfig, "train": TrainConfig, "best": {...}} (demographic stats in model)
     vocab.json           the Vocabulary
     training_log.jsonl   one JSON line per epoch
+    population.json      the training patients' age histogram and share of women (generation/population.py)
+    card.json            the model card: data, preset, epochs, time, held-out perplexity, check cohort (training/card.py)
     manifest.json        {"version": 1, "files": {name: sha256}} of every other file
+
+The last two are written at the end of training; a checkpoint from before them lacks them and still loads.
 
 Loading verifies the manifest first and refuses any mismatch with a CheckpointError naming the file.
 Resume state (optimizer, RNG states, counters) lives apart, in the sibling directory `<out>.resume/`,
@@ -28,7 +32,9 @@ from promptehr.model.tokens.tokenizer import Tokenizer
 from promptehr.model.tokens.vocab import Vocabulary
 
 WEIGHTS, CONFIG, VOCAB, LOG, MANIFEST = "model.safetensors", "config.json", "vocab.json", "training_log.jsonl", "manifest.json"
+POPULATION, CARD = "population.json", "card.json"
 FILES = (WEIGHTS, CONFIG, VOCAB, LOG)
+OPTIONAL = (POPULATION, CARD)  # listed in the manifest when present
 MANIFEST_VERSION = 1
 
 
@@ -63,7 +69,7 @@ def _unique_tensors(model) -> dict[str, torch.Tensor]:
 
 def write_manifest(directory: str | Path) -> None:
     d = Path(directory)
-    files = {name: sha256_of(d / name) for name in FILES}
+    files = {name: sha256_of(d / name) for name in FILES + tuple(n for n in OPTIONAL if (d / n).is_file())}
     _replace(d / MANIFEST, lambda p: p.write_text(json.dumps({"version": MANIFEST_VERSION, "files": files}, indent=2)))
 
 
@@ -80,6 +86,26 @@ def save_checkpoint(directory: str | Path, model, vocab: Vocabulary, model_confi
     _replace(d / VOCAB, lambda p: vocab.save(p))
     write_log(d, log)
     write_manifest(d)
+
+
+def write_extra(directory: str | Path, name: str, content: dict) -> None:
+    """Write one of the OPTIONAL JSON files into a checkpoint and update the manifest."""
+    if name not in OPTIONAL:
+        raise ValueError(f"{name}: not a checkpoint file")
+    d = Path(directory)
+    _replace(d / name, lambda p: p.write_text(json.dumps(content, indent=2, sort_keys=True) + "\n"))
+    write_manifest(d)
+
+
+def read_card(directory: str | Path) -> dict | None:
+    """The checkpoint's card.json (None when it has none); a CheckpointError when it does not parse."""
+    path = Path(directory) / CARD
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: not valid JSON ({e})") from None
 
 
 def update_log(directory: str | Path, log: list[dict]) -> None:

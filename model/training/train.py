@@ -41,7 +41,7 @@ from promptehr.model.nn.promptbart import LossWeights
 from promptehr.model.tokens.layout import TokenLayout
 from promptehr.model.tokens.tokenizer import Tokenizer
 from promptehr.model.tokens.vocab import Vocabulary
-from promptehr.model.training import distributed
+from promptehr.model.training import card, distributed
 from promptehr.model.training.batches import IGNORE, Batch
 from promptehr.model.training.perplexity import (
     autocast,
@@ -66,7 +66,7 @@ from promptehr.model.training.state import TrainingState
 
 @dataclass
 class TrainResult:
-    status: str  # "completed" | "early_stopped" | "stopped" (should_stop asked; resume state kept)
+    status: str  # "completed" | "early_stopped" | "time_budget" | "stopped" (should_stop asked; resume state kept)
     out_dir: str
     epochs_run: int = 0
     steps: int = 0
@@ -74,6 +74,7 @@ class TrainResult:
     best_val_loss: float | None = None
     seconds: float = 0.0
     log: list[dict] = field(default_factory=list)
+    card: dict | None = None  # the checkpoint's card.json (model/training/card.py); None when stopped
 
 
 @dataclass
@@ -104,12 +105,19 @@ class Run:
 
 def train(train_patients, val_patients, config: TrainConfig, out_dir, *, progress: Callable[[dict], None] | None = None,
           should_stop: Callable[[], bool] | None = None, resume: bool = False, device="auto",
-          model_overrides: dict | None = None) -> TrainResult:
+          model_overrides: dict | None = None, time_budget: float | None = None, holdout=None,
+          source: dict | None = None) -> TrainResult:
     """Train PromptBart on `train_patients`, validate on `val_patients`, write the checkpoint to `out_dir`.
 
     progress(dict) gets {"step", "total_steps", "epoch" (1-based), "epochs", "loss", "lr", "tokens_per_s"} after each
     step and {"event": "epoch", ...the training_log line...} after each validation. should_stop() is polled
     before each step; when it returns True the resume state is saved and the result has status "stopped".
+    time_budget (seconds from the call): after each epoch, no further epoch starts that would end past it at
+    the pace of the last one, and an epoch still running at the budget ends there (after at least one step)
+    and is validated on what it trained; stopping so gives status "time_budget".
+    At the end (any status but "stopped") rank 0 writes population.json and card.json into the checkpoint
+    (model/training/card.py): held-out perplexity and a check cohort on `holdout` (default: the validation
+    split), with `source` ({"format", "paths"}) as the card's data source.
     """
     started = time.time()
     out = Path(out_dir)
@@ -123,24 +131,31 @@ def train(train_patients, val_patients, config: TrainConfig, out_dir, *, progres
         run, st = setup(train_patients, val_patients, config, out, dev, model_overrides, saved,
                         progress if ctx.main else None, started, ctx)
         distributed.seed_rank(ctx, config.seed, saved)
-        res = loop(run, st, should_stop)
+        res = loop(run, st, should_stop, time_budget)
+        if ctx.main and res.status != "stopped" and res.best_epoch is not None:
+            heldout, name = (holdout, "holdout") if holdout is not None else (list(val_patients), "validation")
+            res.card = card.finish(out, train_patients, heldout, name, res, config, source, dev)
         distributed.barrier(ctx)  # every rank returns once rank 0's checkpoint is written
         return res
 
 
-def loop(run: Run, st: TrainingState, should_stop: Callable[[], bool] | None) -> TrainResult:
-    """Epochs until the step budget, `patience` epochs without improvement, or should_stop()."""
+def loop(run: Run, st: TrainingState, should_stop: Callable[[], bool] | None, time_budget: float | None = None) -> TrainResult:
+    """Epochs until the step budget, `patience` epochs without improvement, the time budget, or should_stop()."""
     config = run.config
     st.model.train()
     status = "completed"
     while steps_left(run, st):
-        if not run_epoch(run, st, should_stop):
+        ended = run_epoch(run, st, should_stop, time_budget)
+        if ended == "stopped":
             snapshot(run, st)
             return result(run, st, "stopped")
         validate(run, st)
         st.next_epoch()
         if st.best["bad_epochs"] >= config.patience:
             status = "early_stopped"
+            break
+        if ended == "time_budget" or (steps_left(run, st) and out_of_time(run, time_budget, st.log[-1]["seconds"])):
+            status = "time_budget"
             break
         if steps_left(run, st):
             snapshot(run, st)
@@ -154,17 +169,28 @@ def steps_left(run: Run, st: TrainingState) -> bool:
     return st.epoch < run.config.epochs and st.step < run.total_steps
 
 
-def run_epoch(run: Run, st: TrainingState, should_stop: Callable[[], bool] | None) -> bool:
-    """The rest of epoch st.epoch, up to the step budget; False as soon as should_stop() asks to stop."""
+def out_of_time(run: Run, time_budget: float | None, ahead: float) -> bool:
+    """Would `ahead` more seconds end past the time budget? (every rank takes rank 0's answer)"""
+    if time_budget is None:
+        return False
+    return distributed.any_rank(run.ctx, run.ctx.main and time.time() - run.started + ahead > time_budget)
+
+
+def run_epoch(run: Run, st: TrainingState, should_stop: Callable[[], bool] | None, time_budget: float | None = None) -> str:
+    """The rest of epoch st.epoch, up to the step budget: "done"; "stopped" as soon as should_stop() asks to
+    stop; "time_budget" when the budget runs out mid-epoch (an epoch slower than the last, or a first one
+    longer than the whole budget)."""
     order = epoch_batches(len(run.seqs), run.lengths, run.config, st.epoch)
     every = run.config.save_every
     while st.step_in_epoch < len(order) and st.step < run.total_steps:
         if distributed.any_rank(run.ctx, should_stop is not None and should_stop()):
-            return False
+            return "stopped"
+        if st.step_in_epoch and out_of_time(run, time_budget, 0.0):
+            return "time_budget"
         train_step(run, st, order[st.step_in_epoch])
         if every and st.step % every == 0 and st.step_in_epoch < len(order):  # (epoch ends snapshot anyway)
             snapshot(run, st)
-    return True
+    return "done"
 
 
 def train_step(run: Run, st: TrainingState, idx) -> None:
@@ -210,7 +236,7 @@ def forward_backward(run: Run, st: TrainingState, idx) -> tuple[dict[str, float]
 
 
 def validate(run: Run, st: TrainingState) -> None:
-    """Epoch end (or the step budget reached): validation, the training_log line, and the checkpoint when
+    """Epoch end (or the step or time budget reached): validation, the training_log line, and the checkpoint when
     this epoch is the best so far (else one more epoch without improvement)."""
     metrics = distributed.from_main(  # rank 0 validates; every rank takes the same best/patience decision
         run.ctx, lambda: evaluate(st.model, run.val_set, run.baseline, run.device, run.code_category) if run.val_set else {})
@@ -263,11 +289,13 @@ def resume_state_or_fresh_dir(out: Path, resume: bool, ctx: distributed.Context 
         raise FileExistsError(f"{out}: nothing to resume (no {ckpt.resume_dir(out)}); the run had finished")
     if saved is None:
         if out.exists():
-            extra = [p.name for p in out.iterdir() if p.name not in ckpt.FILES + (ckpt.MANIFEST,)]
+            extra = [p.name for p in out.iterdir() if p.name not in ckpt.FILES + ckpt.OPTIONAL + (ckpt.MANIFEST,)]
             if extra:
                 raise FileExistsError(f"{out}: exists and holds files that are not a checkpoint's ({extra[:3]})")
         if ctx.main:
             shutil.rmtree(ckpt.resume_dir(out), ignore_errors=True)
+            for name in ckpt.OPTIONAL:  # the previous model's card and population are not this one's
+                (out / name).unlink(missing_ok=True)
         distributed.barrier(ctx)  # no rank starts (and snapshots) before the stale state is gone
     return saved
 

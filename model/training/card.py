@@ -1,0 +1,110 @@
+"""The end of training: the learned population and the model card, written into the checkpoint.
+
+`finish` runs once the best weights are on disk (model/training/train.py calls it for every caller:
+`promptehr train`, `Synthesizer.fit`, the service's training jobs, the demo). It writes
+
+    population.json   the training split's age histogram and share of women (generation/population.py)
+    card.json         {"data": {"source", "splits": {name: {patients, visits, codes, distinct_codes}}},
+                       "preset", "mode", "epochs", "epochs_run", "best_epoch", "status", "training_seconds",
+                       "code_systems", "perplexity": {"heldout", "patients", "ppl", "baseline_ppl", ...,
+                       "worse_than_unigram"}, "check_cohort": {"patients", "seed", "verdict", "passed",
+                       "demographics", "seconds"}, "warnings": [...], "card_seconds"}
+
+The held-out perplexity is scored on at most HELDOUT_PATIENTS seeded patients of the holdout (the
+validation split when the caller has none); the check cohort is CHECK_PATIENTS patients of the learned
+population, evaluated without model scores against that held-out set, with a seeded sample of at most
+REFERENCE_PATIENTS training patients as the reference, so the card costs seconds, not minutes.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from promptehr.model.evaluation import EvaluationConfig, build_report
+from promptehr.model.generation.cohort import generate_cohort
+from promptehr.model.generation.population import fill_demographics, population_of
+from promptehr.model.nn import checkpoint as ckpt
+from promptehr.model.training.perplexity import heldout_perplexity
+
+HELDOUT_PATIENTS = 500
+CHECK_PATIENTS = 300
+REFERENCE_PATIENTS = 1000
+MIN_HELDOUT = 10  # fewer held-out patients than this: no check cohort (its measures would be noise)
+
+
+def split_summary(patients) -> dict:
+    codes = [c for p in patients for v in p.visits for c in v]
+    return {"patients": len(patients), "visits": sum(len(p.visits) for p in patients), "codes": len(codes),
+            "distinct_codes": len(set(codes))}
+
+
+def sample(patients: list, k: int, seed: int) -> list:
+    """At most k of `patients`, a seeded sample in their order."""
+    if len(patients) <= k:
+        return list(patients)
+    rows = np.sort(np.random.default_rng(seed).choice(len(patients), k, replace=False))
+    return [patients[i] for i in rows]
+
+
+def worse_than_unigram(ppl: float | None, baseline: float | None) -> bool:
+    """Is a held-out perplexity not below the unigram baseline's? (the model learned less than code frequencies)"""
+    return ppl is not None and baseline is not None and not ppl < baseline
+
+
+def perplexity_figures(bundle, heldout: list, heldout_name: str, seed: int, batch_size: int, device) -> dict:
+    model, vocab, tokenizer, _ = bundle
+    scored = sample([p for p in heldout if p.visits], HELDOUT_PATIENTS, seed)
+    if not scored:
+        return {"heldout": heldout_name, "patients": 0, "ppl": None, "baseline_ppl": None, "worse_than_unigram": None}
+    figures = heldout_perplexity(model, vocab, tokenizer, scored, batch_size=batch_size, device=device)
+    figures = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in figures.items()}
+    return {"heldout": heldout_name, "patients": len(scored), **figures,
+            "worse_than_unigram": worse_than_unigram(figures.get("ppl"), figures.get("baseline_ppl"))}
+
+
+def check_cohort(bundle, population, train: list, heldout: list, seed: int, device) -> dict:
+    """CHECK_PATIENTS patients of the learned population, evaluated against the held-out patients."""
+    if len(heldout) < MIN_HELDOUT:
+        return {"skipped": f"{len(heldout)} held-out patients (fewer than {MIN_HELDOUT})"}
+    t0 = time.time()
+    spec = fill_demographics({}, population).body
+    synthetic = generate_cohort(bundle, spec, CHECK_PATIENTS, seed, device=device)
+    report = build_report(synthetic, sample(train, REFERENCE_PATIENTS, seed), heldout,
+                          config=EvaluationConfig(seed=seed, n_subsamples=1, model_patients=None),
+                          generator={"spec": spec})
+    return {"patients": len(synthetic), "seed": seed, "reference_train_patients": min(len(train), REFERENCE_PATIENTS),
+            "heldout_patients": len(heldout), "verdict": report.overall().model_dump(), "passed": report.passed,
+            "demographics": {k: m.passed for k, m in report.demographics.items()}, "seconds": round(time.time() - t0, 3)}
+
+
+def card_warnings(card: dict) -> list[str]:
+    ppl = card["perplexity"]
+    if not ppl.get("worse_than_unigram"):
+        return []
+    return [(f"held-out perplexity {ppl['ppl']:.2f} is not below the unigram baseline's {ppl['baseline_ppl']:.2f} "
+             f"({ppl['heldout']}, {ppl['patients']} patients): the model predicts codes no better than their "
+             f"frequencies; train longer or on more data")]
+
+
+def finish(out, train: list, heldout: list, heldout_name: str, result, config, source: dict | None, device) -> dict:
+    """Write population.json and card.json into the checkpoint `out` (its best weights); returns the card."""
+    t0 = time.time()
+    population = population_of(train)
+    ckpt.write_extra(out, ckpt.POPULATION, population.to_dict())
+    bundle = ckpt.load_checkpoint(Path(out), device)
+    card = {
+        "data": {"source": source or "not given (records passed in memory)",
+                 "splits": {"train": split_summary(train), heldout_name: split_summary(heldout)}},
+        "preset": config.preset, "mode": config.mode, "epochs": config.epochs, "epochs_run": result.epochs_run,
+        "best_epoch": result.best_epoch, "status": result.status, "steps": result.steps,
+        "training_seconds": round(result.seconds, 3), "code_systems": sorted(bundle[1].code_systems),
+        "population": population.to_dict(),
+        "perplexity": perplexity_figures(bundle, heldout, heldout_name, config.seed, config.batch_size, device),
+        "check_cohort": check_cohort(bundle, population, train, heldout, config.seed, device),
+    }
+    card["warnings"] = card_warnings(card)
+    card["card_seconds"] = round(time.time() - t0, 3)
+    ckpt.write_extra(out, ckpt.CARD, card)
+    return card
