@@ -5,8 +5,10 @@
 
 The cohort is any file `promptehr generate` writes (JSONL, long CSV, MIMIC-III or MIMIC-IV zip), told
 apart by its extension or `--synthetic-format`. The real data is split with model/split.py (80/10/10 by
-seed); the synthetic cohort is compared with train, and the holdout with train as the limit. Prints the
-pass/fail of each section; exit 1 when a section named in `--fail-on` fails.
+seed); the synthetic cohort is compared with train, and the holdout with train as the limit (the real
+sample). Prints the overall verdict (PASS, or FAIL naming the sections), warnings (such as a cohort and
+real data of different sources) and the generator on stderr, then one JSON line (out, html, verdict,
+passed, warnings, seconds); exit 1 when a section named in `--fail-on` fails.
 """
 from __future__ import annotations
 
@@ -104,6 +106,15 @@ def read_jsonl(path: Path) -> list:
     return patients
 
 
+def model_card(model_dir: str | None) -> dict | None:
+    """The --model checkpoint's card.json (model/training/card.py), for the report's Model card section."""
+    if not model_dir:
+        return None
+    from promptehr.model.nn.checkpoint import read_card
+
+    return read_card(model_dir)
+
+
 def read_generator(path: Path) -> dict:
     from promptehr.model.errors import DataError
 
@@ -127,6 +138,20 @@ def load_model_scorer(model_dir: str, device: str):
             raise UsageError("--model needs model/scoring.py (load_scorer), which this installation lacks") from None
         raise
     return load_scorer(model_dir, device)
+
+
+def model_code_counts(model_dir: str) -> dict[str, int]:
+    """The training code counts of a checkpoint's vocab.json: what the report checks the real data's source
+    against (model/evaluation/sources.py)."""
+    from promptehr.model.errors import DataError
+
+    path = Path(model_dir) / "vocab.json"
+    try:
+        vocab = json.loads(path.read_text(encoding="utf-8"))
+        counts = dict(zip(vocab["codes"], vocab["code_counts"], strict=True))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DataError(path, f"a checkpoint vocabulary with codes and code_counts ({type(e).__name__}: {e})") from None
+    return counts
 
 
 def train_and_holdout(real: list, split_seed: int) -> tuple[list, list]:
@@ -170,10 +195,18 @@ def evaluate(args: argparse.Namespace) -> int:
     if scorer is not None:
         print(f"evaluating; model scores on {min(len(holdout), n_model or len(holdout))} of {len(holdout)} holdout patients",
               file=sys.stderr, flush=True)
-    report = build_with_progress(synthetic, train, holdout, config=config, model_scorer=scorer,
-                                 generator=generator, split_seed=args.split_seed)
+    report = build_with_progress(synthetic, train, holdout, config=config, model_scorer=scorer, generator=generator,
+                                 split_seed=args.split_seed, model_counts=model_code_counts(args.model) if args.model else None,
+                                 model_card=model_card(args.model))
     write_report(report, args.out, args.html)
-    print(json.dumps({"out": args.out, "html": args.html, "passed": report.passed, "seconds": report.seconds}))
+    from promptehr.model.evaluation.text import header_lines
+
+    # verdict, warnings, generator: for a person; -q keeps only the warnings (the JSON line carries all)
+    lines = [line for line in header_lines(report) if not quiet() or line.startswith("warning: ")]
+    if lines:
+        print("\n".join(lines), file=sys.stderr)
+    print(json.dumps({"out": args.out, "html": args.html, "verdict": report.overall().model_dump(), "passed": report.passed,
+                      "warnings": [w.message for w in report.warnings], "seconds": report.seconds}))
     failed = [s for s in fail_on if report.passed.get(s) is False]
     if failed:
         print(f"promptehr evaluate: failed: {', '.join(failed)} (--fail-on {','.join(fail_on)})", file=sys.stderr)
@@ -239,3 +272,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--fail-on", metavar="SECTIONS", default=None,
                    help=f"exit 1 when one of these sections fails, comma-separated ({','.join(SECTIONS)})")
     p.set_defaults(func=evaluate)
+
+
+def quiet() -> bool:
+    """-q was given (cli.main sets it after parsing)."""
+    from promptehr.cli import main
+
+    return main.quiet_progress

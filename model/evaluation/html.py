@@ -11,9 +11,10 @@ import io
 import numpy as np
 
 from promptehr.model.codes import describe
-from promptehr.model.evaluation import plots
+from promptehr.model.evaluation import plots, text
 from promptehr.model.evaluation.fidelity import top_codes
 from promptehr.model.evaluation.schema import Measure, Report
+from promptehr.model.generation.population import AGE_EDGES as DECADES
 
 CSS = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
@@ -22,6 +23,9 @@ th,td{border:1px solid #ccc;padding:3px 8px;text-align:right;font-size:14px}
 th{background:#f2f2f2} td.name,td.desc{text-align:left}
 .pass{color:#1a7f37;font-weight:600} .fail{color:#cf222e;font-weight:600} .na{color:#888}
 .side{display:flex;gap:2em;flex-wrap:wrap} img{max-width:100%}
+.verdict{font-size:20px;padding:6px 12px;border-radius:4px;display:inline-block;color:#fff}
+.verdict.pass{background:#1a7f37;color:#fff} .verdict.fail{background:#cf222e;color:#fff}
+.warning{background:#fff8c5;border:1px solid #d4a72c;padding:4px 10px;margin:4px 0}
 """
 
 
@@ -66,7 +70,7 @@ def summary_table(report: Report) -> str:
                 f"<td>{_num(m.limit)}</td><td>{_verdict(m.limit_pass)}</td><td>{_num(m.reference)}</td></tr>"
             )
     head = ("<tr><th>measure</th><th>synthetic (equal-size mean &plusmn; std)</th><th>synthetic, whole cohort</th>"
-            "<th>threshold</th><th>pass</th><th>limit (holdout)</th><th>limit passes</th><th>train</th></tr>")
+            "<th>threshold</th><th>verdict</th><th>real sample (holdout)</th><th>real sample verdict</th><th>train</th></tr>")
     return f"<table>{head}{''.join(rows)}</table>"
 
 
@@ -89,6 +93,43 @@ def model_table(report: Report) -> str:
     rows += (f"<tr><td class='name'>reconstruction Jaccard ({report.model.reconstruction_patients} holdout patients)</td>"
              f"<td>{_num(report.model.reconstruction_jaccard)}</td></tr>")
     return f"{size}<table>{rows}</table>"
+
+
+def demographics_table(report: Report) -> str:
+    """The cohort's age and sex beside the requested population (evaluation/demographics.py), with limits."""
+    if not report.demographics or not report.population:
+        return ""
+    req, syn = report.population["requested"], report.population["synthetic"]
+    rows = "".join(
+        f"<tr><td class='name'>{html.escape(name)}</td><td>{_num(getattr(m, 'synthetic', None))}</td><td>{_num(m.reference)}</td>"
+        f"<td>{_num(m.value)}</td><td>{_threshold(m)}</td><td>{_verdict(m.passed)}</td></tr>"
+        for name, m in report.demographics.items())
+    bins = "".join(f"<th>{lo}-{hi - 1}</th>" for lo, hi in zip(DECADES[:-1], DECADES[1:]))
+    hist = "".join(f"<tr><td class='name'>{k}</td>" + "".join(f"<td>{x:.3f}</td>" for x in d["age_histogram"]) + "</tr>"
+                   for k, d in (("synthetic", syn), ("requested", req)))
+    return (f"<h2>Demographics: the cohort beside the population asked for</h2><p>Requested: {html.escape(str(req['source']))}; "
+            f"mean age {req['age_mean']:.1f} (sd {req['age_sd']:.1f}), female share {req['female']:.3f}. Not part of the "
+            "overall verdict: the sampler draws demographics from the spec itself.</p>"
+            "<table><tr><th>measure</th><th>synthetic</th><th>requested</th><th>gap</th><th>threshold</th><th>verdict</th></tr>"
+            f"{rows}</table><table><tr><th>age shares</th>{bins}</tr>{hist}</table>")
+
+
+def card_html(report: Report) -> str:
+    """The model card (card.json, model/training/card.py) when the report's model has one."""
+    card = report.model_card
+    if not card:
+        return ""
+    ppl, check, data = card.get("perplexity") or {}, card.get("check_cohort") or {}, card.get("data") or {}
+    rows = [("data source", data.get("source")), ("training patients", (data.get("splits") or {}).get("train")),
+            ("preset", card.get("preset")), ("mode", card.get("mode")),
+            ("epochs (run / asked)", f"{card.get('epochs_run')} / {card.get('epochs')}"),
+            ("training seconds", card.get("training_seconds")), ("code systems", ", ".join(card.get("code_systems") or [])),
+            (f"held-out perplexity ({ppl.get('heldout', '-')})", ppl.get("ppl")), ("unigram baseline perplexity", ppl.get("baseline_ppl")),
+            (f"check cohort ({check.get('patients', '-')} patients) verdicts", check.get("passed") or check.get("skipped"))]
+    body = "".join(f"<tr><td class='name'>{html.escape(k)}</td><td class='desc'>{_num(v) if not isinstance(v, (dict, list)) else html.escape(str(v))}</td></tr>"
+                   for k, v in rows)
+    warnings = "".join(f'<p class="warning">Warning: {html.escape(w)}</p>' for w in card.get("warnings") or [])
+    return f"<h2>Model card</h2>{warnings}<table>{body}</table>"
 
 
 def phenotype_table(report: Report) -> str:
@@ -145,15 +186,25 @@ def figures_html(report: Report) -> str:
     return "".join(parts)
 
 
+def header_html(report: Report) -> str:
+    """The overall verdict, the warnings, then generator, seeds and the report's own facts (text.py's wording)."""
+    v = report.overall()
+    parts = [f'<p class="verdict {"pass" if v.passed else "fail"}">{html.escape(text.verdict_line(report))}</p>']
+    parts += [f'<p class="warning">Warning: {html.escape(w.message)}</p>' for w in report.warnings]
+    lines = [line for line in (text.generator_line(report.generator), text.seeds_line(report.seeds)) if line]
+    lines.append(f"schema {report.schema_version}, created {report.created_at}, split seed {report.split_seed}")
+    return "".join(parts) + "".join(f"<p>{html.escape(line)}</p>" for line in lines)
+
+
 def render_html(report: Report) -> str:
-    meta = html.escape(f"schema {report.schema_version}, created {report.created_at}, split seed {report.split_seed}, "
-                       f"generator {report.generator or {}}, seeds {report.seeds or {}}")
     return (
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>PromptEHR cohort report</title>"
-        f"<style>{CSS}</style></head><body><h1>Synthetic cohort report</h1><p>{meta}</p>"
+        f"<style>{CSS}</style></head><body><h1>Synthetic cohort report</h1>{header_html(report)}"
         f"<h2>Data</h2>{data_table(report)}<h2>Summary</h2>"
-        "<p>Each synthetic figure stands beside its limit: the holdout's value against train, what a perfect "
-        "generator reaches. Measures that move with sample size are the mean (&plusmn; std) over synthetic "
-        "subsamples of the holdout's size; the whole-cohort value is beside it.</p>"
-        f"{summary_table(report)}{phenotype_table(report)}<h2>Model</h2>{model_table(report)}{figures_html(report)}</body></html>"
+        "<p>Each synthetic figure has a verdict (pass or fail against its threshold) and stands beside the "
+        "real sample: the holdout, real patients of the same data, scored against train the same way: what a "
+        "perfect generator reaches. Where the real sample fails too, the threshold is too strict for data this "
+        "small: read the synthetic figure against the real sample's. Measures that move with sample size are the "
+        "mean (&plusmn; std) over synthetic subsamples of the holdout's size; the whole-cohort value is beside it.</p>"
+        f"{summary_table(report)}{demographics_table(report)}{phenotype_table(report)}<h2>Model</h2>{model_table(report)}{card_html(report)}{figures_html(report)}</body></html>"
     )

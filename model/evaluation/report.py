@@ -25,6 +25,7 @@ from promptehr.model.evaluation.counts import (
     patient_matrix,
     subset,
 )
+from promptehr.model.evaluation.demographics import demographics_section, requested_population
 from promptehr.model.evaluation.model_scores import ModelScorer, model_section
 from promptehr.model.evaluation.phenotypes import ccs_title, group_matrix
 from promptehr.model.evaluation.schema import (
@@ -36,7 +37,9 @@ from promptehr.model.evaluation.schema import (
     ModelScores,
     PhenotypeScore,
     Report,
+    Verdict,
 )
+from promptehr.model.evaluation.sources import source_warnings
 from promptehr.model.evaluation.thresholds import threshold
 from promptehr.model.patient import Patient
 
@@ -144,18 +147,28 @@ def utility_section(tr: Encoded, ho: Encoded, sy: Encoded, codes: list[str], cfg
     }
 
 
+def demographics_of(synthetic: list[Patient], train: list[Patient], requested: dict | None, generator: dict | None):
+    """The demographics section against `requested`, the cohort spec (default: generator["spec"]; without
+    one, the training split) -> (measures, {"requested", "synthetic"})."""
+    if not synthetic:
+        return {}, None
+    spec = requested if requested is not None else (generator or {}).get("spec")
+    return demographics_section(synthetic, requested_population(spec, train))
+
+
 def build_report(synthetic: list[Patient], train: list[Patient], holdout: list[Patient], *,
                  config: EvaluationConfig | None = None, model_scorer: ModelScorer | None = None,
                  generator: dict | None = None, seeds: dict | None = None, split_seed: int | None = None,
-                 synthetic_categories: list[list[list[str]]] | None = None,
+                 synthetic_categories: list[list[list[str]]] | None = None, model_counts: dict[str, float] | None = None,
+                 requested: dict | None = None, model_card: dict | None = None,
                  progress: Callable[[str], None] | None = None) -> Report:
     """Compare `synthetic` and `holdout` with `train`.
 
     `progress`, when given, is called with each section's name as it starts (the CLI's progress bar).
-
     `synthetic_categories`, for hierarchical output: the category generated for each code
-    ([patient][visit][code]), checked by validity's category_mismatch_rate.
-    """
+    ([patient][visit][code]), checked by validity's category_mismatch_rate. `model_counts`: the model's
+    training code counts (vocab.json), checked against the real data's source (sources.py). `requested`:
+    see demographics_of. `model_card`: the model's card.json, shown as it is."""
     cfg = config or EvaluationConfig()
     rng = np.random.default_rng(cfg.seed)
     seconds: dict[str, float] = {}
@@ -189,15 +202,16 @@ def build_report(synthetic: list[Patient], train: list[Patient], holdout: list[P
         lengths={k: (e.visits_per_patient, e.codes_per_visit) for k, e in (("train", tr), ("holdout", ho), ("synthetic", sy))},
         demographics={k: (e.age, e.female) for k, e in (("train", tr), ("holdout", ho), ("synthetic", sy))},
     )
+    demo, population = demographics_of(synthetic, train, requested, generator)
     seconds["total"] = time.perf_counter() - t0
     report = Report(
         generator=generator, seeds=seeds or {}, split_seed=split_seed, evaluation=cfg,
         data=DataSummary(train=summary(tr), holdout=summary(ho), synthetic=summary(sy)),
-        model=scores,
-        utility_phenotypes=figures["phenotypes"],
-        fidelity_by_size=FidelityBySize(**figures["by_size"]),
-        passed={name: all(m.passed for m in sec.values() if m.passed is not None) for name, sec in sections.items()},
+        model=scores, utility_phenotypes=figures["phenotypes"], fidelity_by_size=FidelityBySize(**figures["by_size"]),
+        passed=(passed := {name: all(m.passed for m in sec.values() if m.passed is not None) for name, sec in sections.items()}),
+        verdict=Verdict.of(passed), warnings=source_warnings(synthetic, train, holdout, model_counts, cfg.seed),
         seconds={k: round(v, 3) for k, v in seconds.items()},
+        demographics=demo, population=population, model_card=model_card,
         **sections,
     )
     report._figures = figures

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-SCHEMA_VERSION = "1.1"  # 1.1: model sample sizes, utility phenotypes, detection, fidelity by size
+SCHEMA_VERSION = "1.2"  # 1.2: verdict, warnings, demographics, population, model_card; 1.1: model sample sizes, utility phenotypes, detection, fidelity by size
 
 
 class Measure(BaseModel):
@@ -79,6 +79,31 @@ class EvaluationConfig(BaseModel):
     model_patients: int | None = 2000  # holdout patients the model scores at most (model_scores.MODEL_PATIENTS)
 
 
+class Verdict(BaseModel):
+    """The report's overall verdict: passed when every section passes (Report.passed)."""
+
+    passed: bool
+    failed_sections: list[str] = Field(default_factory=list)
+
+    @classmethod
+    def of(cls, passed: dict[str, bool]) -> Verdict:
+        failed = [name for name, ok in passed.items() if not ok]
+        return cls(passed=not failed, failed_sections=failed)
+
+
+class ReportWarning(BaseModel):
+    """Something that makes the measures hard to read, such as a cohort and real data of different
+    sources (model/evaluation/sources.py)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    kind: str  # code_systems | unseen_codes | code_overlap
+    about: str  # "the cohort" | "the model's training data"
+    message: str
+    value: float | None = None
+    threshold: float | None = None
+
+
 class Report(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
@@ -97,10 +122,21 @@ class Report(BaseModel):
     fidelity_by_size: FidelityBySize | None = None
     model: ModelScores | None = None
     passed: dict[str, bool] = Field(default_factory=dict)  # per section: every measure with a verdict passes
+    # 1.2. Reports of 1.1 and before have neither: overall() derives the verdict from `passed`.
+    verdict: Verdict | None = None
+    warnings: list[ReportWarning] = Field(default_factory=list)
+    # The cohort's age and sex beside the requested population (evaluation/demographics.py); not in `passed`.
+    demographics: dict[str, Measure] = Field(default_factory=dict)
+    population: dict[str, Any] | None = None  # {"requested": {...}, "synthetic": {...}}
+    model_card: dict[str, Any] | None = None  # the model's card.json (training/card.py), when given
     seconds: dict[str, float] = Field(default_factory=dict)  # time per section
 
     # Arrays for the HTML figures (prevalences, lengths, distances); never serialised.
     _figures: dict[str, Any] | None = PrivateAttr(default=None)
+
+    def overall(self) -> Verdict:
+        """The verdict as written, or, for a report older than 1.2, the one its sections give."""
+        return self.verdict if self.verdict is not None else Verdict.of(self.passed)
 
     def to_json(self, **kw) -> str:
         return self.model_dump_json(by_alias=True, **kw)
