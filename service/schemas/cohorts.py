@@ -17,7 +17,7 @@ from pydantic import (
 
 from promptehr.model import codes
 from promptehr.model.generation.cohort import MAX_AGE
-from promptehr.model.generation.options import MAX_TEMPERATURE, MIN_TEMPERATURE
+from promptehr.model.generation.options import MAX_TEMPERATURE, MIN_TEMPERATURE, SamplingOptions
 from promptehr.service.schemas.common import JobPublic, StrictModel
 
 # The model's limits (model/generation/cohort.py, MAX_AGE): ages are whole years in [0, 90], as every loader caps
@@ -48,6 +48,10 @@ CodeString = Annotated[str, AfterValidator(_code_string), WithJsonSchema(
 class CodeRef(StrictModel):
     """A code and its system: {"code": "I10", "system": "icd10"}."""
 
+    # Essential hypertension in each system (MIMIC-III's and DE-SynPUF's most common code is ICD-9 4019).
+    model_config = ConfigDict(json_schema_extra={"examples": [{"code": "I10", "system": "icd10"},
+                                                              {"code": "4019", "system": "icd9"}]})
+
     code: str = Field(max_length=16, description="Undotted: 4019, V5861 (ICD-9-CM); I10, E119 (ICD-10-CM).")
     system: Literal["icd9", "icd10"]
 
@@ -72,6 +76,10 @@ def in_memory(code: str | CodeRef) -> str:
 
 
 class NormalAge(StrictModel):
+    # Adults around 65, as in the MIMIC-III demo (median admission age 70) and DE-SynPUF (Medicare).
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"distribution": "normal", "mean": 65, "sd": 15, "min": 18, "max": 90}]})
+
     distribution: Literal["normal"]
     mean: Age
     sd: float = Field(gt=0, le=120)
@@ -86,6 +94,10 @@ class NormalAge(StrictModel):
 
 
 class HistogramAge(StrictModel):
+    # Decade bins (the last holds 90, the cap) weighted like a Medicare population: few under 60.
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"distribution": "histogram", "bins": [0, 20, 40, 50, 60, 70, 80, 91], "weights": [1, 4, 6, 10, 30, 29, 20]}]})
+
     distribution: Literal["histogram"]
     bins: list[BinEdge] = Field(min_length=2, max_length=200, description=(
         f"Bin edges in years, strictly increasing, in [0, {MAX_AGE + 1}]: bin [a, b) draws whole years a..b-1."))
@@ -115,6 +127,8 @@ class HistogramAge(StrictModel):
 
 
 class FixedAge(StrictModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"distribution": "fixed", "value": 72}]})
+
     distribution: Literal["fixed"]
     value: Age
 
@@ -123,23 +137,33 @@ AgeSpec = Annotated[NormalAge | HistogramAge | FixedAge, Field(discriminator="di
 
 
 class SexSpec(StrictModel):
+    # The MIMIC-III demo's mix: 55 of its 100 patients are female.
+    model_config = ConfigDict(json_schema_extra={"examples": [{"female": 0.55}]})
+
     female: float = Field(ge=0, le=1, description="Share of female patients.")
 
 
 class Sampling(StrictModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"temperature": 1.0, "top_p": 1.0, "top_k": 0},
+                                                              {"temperature": 0.8, "top_p": 0.9, "top_k": 50}]})
+
     # The bounds the sampler honours (model/generation/options.py says why: float32 division).
-    temperature: float = Field(default=1.0, ge=MIN_TEMPERATURE, le=MAX_TEMPERATURE, description=(
+    temperature: float = Field(default=SamplingOptions.temperature, ge=MIN_TEMPERATURE, le=MAX_TEMPERATURE, description=(
         f"In [{MIN_TEMPERATURE:g}, {MAX_TEMPERATURE:g}]: below, float32 sampling breaks down (and is greedy already)."))
-    top_p: float = Field(default=0.95, gt=0, le=1)
-    top_k: int = Field(default=0, ge=0, le=100_000, description="0: no top-k cut.")
+    top_p: float = Field(default=SamplingOptions.top_p, gt=0, le=1, description="Nucleus cut; 1: off.")
+    top_k: int = Field(default=SamplingOptions.top_k, ge=0, le=100_000, description="0: no top-k cut.")
 
 
 class CohortBase(StrictModel):
     model_id: str = Field(min_length=1, max_length=64)
     n_patients: int = Field(ge=1, description="At most the server's max_cohort_patients.")
     seed: int = Field(default=0, ge=0, le=2**63 - 1)
-    age: AgeSpec
-    sex: SexSpec
+    # Absent: the model's learned population (the training patients' age histogram and share of women,
+    # model/generation/population.py), resolved by the generating worker and recorded in the cohort's spec.
+    age: AgeSpec | None = Field(default=None, description=(
+        "Absent: the training population's age histogram (the model's population.json; a model trained "
+        "before learned defaults: normal 60 +- 20 in [0, 90]). The cohort's spec records which was used."))
+    sex: SexSpec | None = Field(default=None, description="Absent: the training population's share of women (else 0.5).")
     required_codes: list[RequiredCode] = Field(default_factory=list, max_length=50, description=(
         "Codes every patient has (in its first visit), each a string (\"4019\", \"icd9:4019\", \"icd10:I10\": "
         "a bare code is ICD-9-CM) or an object {\"code\": \"I10\", \"system\": \"icd10\"}; undotted, no code twice."))
@@ -167,7 +191,14 @@ class CohortCreate(CohortBase):
                     "sex": {"female": 0.55},
                     "required_codes": ["25000"],
                     "sampling": {"temperature": 1.0, "top_p": 0.95},
-                }
+                },
+                {   # hypertension and heart failure (ICD-9-CM 4019, 4280), a Medicare-like age mix
+                    "model_id": "3f2b8c1d-2222-4e5f-8a9b-0123456789ab",
+                    "n_patients": 500,
+                    "age": {"distribution": "histogram", "bins": [0, 40, 60, 70, 80, 91], "weights": [5, 15, 30, 30, 20]},
+                    "sex": {"female": 0.5},
+                    "required_codes": ["4019", {"code": "4280", "system": "icd9"}],
+                },
             ]
         },
     )
@@ -176,6 +207,7 @@ class CohortCreate(CohortBase):
         """The cohort spec as stored and as the worker reads it (model.generation.cohort.CohortSpec):
         required codes in the model's form ("4019", "icd10:I10")."""
         spec = self.model_dump(mode="json", include={"age", "sex", "required_codes", "sampling"})
+        spec = {k: v for k, v in spec.items() if v is not None}  # absent age / sex: the worker resolves them
         return {**spec, "required_codes": [in_memory(c) for c in self.required_codes]}  # same key order
 
 

@@ -21,6 +21,7 @@ class DatasetCreate(DatasetBase):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [{"name": "desynpuf-1", "format": "desynpuf", "path": "desynpuf-sample/1-sample-10000"},
+                         {"name": "mimic3-demo", "format": "mimic3", "path": "mimic3-demo"},
                          {"name": "mimic4-icd10", "format": "mimic4", "path": "mimic4-demo", "code_system": "icd10"}]
         }
     )

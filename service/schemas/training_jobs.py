@@ -26,7 +26,9 @@ class TrainingJobCreate(TrainingJobBase):
         json_schema_extra={
             "examples": [
                 {"dataset_id": "8a1c0f9e-1111-4c3b-9d2e-0123456789ab", "preset": "tiny", "mode": "hierarchical",
-                 "epochs": 3, "seed": 0}
+                 "epochs": 3, "seed": 0},
+                {"dataset_id": "8a1c0f9e-1111-4c3b-9d2e-0123456789ab", "preset": "small", "epochs": 10, "seed": 1,
+                 "batch_size": 64, "learning_rate": 0.0005, "early_stopping_patience": 2},
             ]
         }
     )
