@@ -1,12 +1,15 @@
 """`promptehr demo`: train a small model, generate a cohort and write its report, in one command.
 
-    promptehr demo [--data PATH...] [--out DIR]
+    promptehr demo [--data PATH... | --data mimic3-demo] [--minutes M] [--out DIR]
 
-Without --data it uses the open MIMIC-III Clinical Database Demo, downloaded once from PhysioNet into
-a cache folder (model/demo_data.py). The output folder holds the checkpoint (model/), the cohort
-(cohort.jsonl) and the report (report.json, report.html). The cohort has the training split's age
-and sex mix, so the report compares like with like. Prints each measure's value, limit and verdict,
-then the path of the HTML report.
+Without --data it trains on the CMS DE-SynPUF extract shipped in the package (3,268 patients of sample 1;
+model/resources/DESYNPUF_NOTICE.txt), offline. `--data mimic3-demo` uses the open MIMIC-III Clinical
+Database Demo instead, downloaded once from PhysioNet into a cache folder (model/data/demo_data.py);
+write ./mimic3-demo for a local folder of that name. --minutes is the training time budget: no epoch
+starts that would end past it at the last epoch's pace (the first always runs). The output folder holds
+the checkpoint (model/), the cohort (cohort.jsonl) and the report (report.json, report.html). The cohort
+has the training split's age and sex mix, so the report compares like with like. Prints each measure's
+value, limit and verdict, the notice of the data's terms, then the path of the HTML report.
 """
 from __future__ import annotations
 
@@ -16,19 +19,22 @@ from pathlib import Path
 
 DEFAULT_OUT = "promptehr-demo"
 DEFAULT_N = 1000
-# Decade bins for the cohort's age histogram (the last one holds 90, the cap).
-AGE_EDGES = (0, 10, 20, 30, 40, 50, 60, 70, 80, 91)
+DEFAULT_MINUTES = 4.0  # training budget: with loading, 1,000 patients and the report, under 5 minutes on 2 cores
+SHIPPED, MIMIC3_DEMO = "desynpuf-sample", "mimic3-demo"  # the data sets --data may name
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("demo", help="train, generate and evaluate in one go (default data: the MIMIC-III demo)",
+    p = subparsers.add_parser("demo", help="train, generate and evaluate in one go (default data: a shipped DE-SynPUF sample)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", nargs="+", default=None, metavar="PATH",
-                   help="data folder(s) or file(s) (default: the MIMIC-III demo, downloaded into the cache once)")
+                   help=f"data folder(s) or file(s), or {MIMIC3_DEMO} (downloaded from PhysioNet into the cache once) "
+                        f"(default: {SHIPPED}, the DE-SynPUF extract shipped in the package)")
     p.add_argument("--format", default=None, help="mimic3 | mimic4 | desynpuf | long (default: detected)")
     p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help=f"output folder (default ./{DEFAULT_OUT})")
     p.add_argument("--preset", choices=("tiny", "small", "base"), default="small", help="model size")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the preset's)")
+    p.add_argument("--minutes", type=float, default=DEFAULT_MINUTES, metavar="M",
+                   help=f"training time budget in minutes (default {DEFAULT_MINUTES:g})")
     p.add_argument("--n", type=int, default=DEFAULT_N, metavar="N", help=f"synthetic patients (default {DEFAULT_N})")
     p.add_argument("--seed", type=int, default=0, help="seed of training, the cohort and the report (default 0)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
@@ -38,57 +44,51 @@ def add_parser(subparsers) -> None:
 
 def demo_data(paths: list[str] | None) -> tuple[list[str], str | None]:
     """The data paths, and the notice the data's licence asks for (None for the user's own data)."""
-    if paths:
-        return paths, None
     from promptehr.cli.main import UsageError
-    from promptehr.model.data.demo_data import NOTICE, DemoDataUnavailable, fetch_mimic3_demo
+    from promptehr.model.data import demo_data as dd
 
+    named = paths[0] if paths and len(paths) == 1 and paths[0] in (SHIPPED, MIMIC3_DEMO) else None
+    if paths and named is None:
+        return paths, None
     try:
-        return [str(fetch_mimic3_demo())], NOTICE
-    except DemoDataUnavailable as e:
+        if named == MIMIC3_DEMO:
+            return [str(dd.fetch_mimic3_demo())], dd.NOTICE
+        return [str(dd.shipped_sample())], dd.DESYNPUF_NOTICE
+    except dd.DemoDataUnavailable as e:
         raise UsageError(str(e)) from None
 
 
 def cohort_body(train: list) -> dict:
-    """A cohort spec body with the age histogram (decades) and the female share of `train`."""
-    import numpy as np
+    """A cohort spec body with the age histogram (decades) and the female share of `train`: the learned
+    population the model's checkpoint keeps (model/generation/population.py)."""
+    from promptehr.model.generation.population import population_of
 
-    ages = np.clip(np.array([p.age for p in train], float), 0, 90)
-    weights, _ = np.histogram(ages, bins=AGE_EDGES)
-    female = sum(p.sex == "F" for p in train) / len(train)
-    return {"age": {"distribution": "histogram", "bins": list(AGE_EDGES), "weights": [int(w) for w in weights]},
-            "sex": {"female": round(female, 4)}}
+    return population_of(train).spec()
 
 
 def summary_lines(report) -> list[str]:
-    """One row per measure (section, name, value, limit, verdict), then the verdict of each section."""
-    def num(x) -> str:
-        return "-" if x is None else f"{x:.4g}"
+    """The verdict, warnings, generator and seeds, then one row per measure (section, name, synthetic value,
+    threshold, verdict, real sample, its verdict), each section's verdict and the model's scores
+    (model/evaluation/text.py)."""
+    from promptehr.model.evaluation.text import summary_lines as lines
 
-    def verdict(ok) -> str:
-        return "n/a" if ok is None else ("pass" if ok else "FAIL")
+    return lines(report)
 
-    rows = [("section", "measure", "value", "limit", "pass", "limit passes")]
-    unjudgeable = 0
-    for section in ("fidelity", "validity", "privacy", "utility"):
-        for name, m in getattr(report, section).items():
-            rows.append((section, name, num(m.value), num(m.limit), verdict(m.passed), verdict(m.limit_pass)))
-            unjudgeable += m.limit_pass is False
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip() for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    lines.append("sections: " + ", ".join(f"{s} {verdict(ok)}" for s, ok in report.passed.items()))
-    if unjudgeable:
-        # The limit is real held-out data scored the same way: where even it fails, the data set is too
-        # small for that threshold, and the synthetic value is best read against the limit.
-        lines.append(f"{unjudgeable} measure(s) fail even for the real holdout (limit passes FAIL): too little data to "
-                     "judge them by their threshold; compare value with limit, or pass --data with more patients")
-    if report.model is not None:
-        ppl = report.model.perplexity
-        lines.append(f"model: held-out perplexity {num(ppl.get('all'))} (unigram baseline {num(ppl.get('baseline_all'))}), "
-                     f"reconstruction Jaccard {num(report.model.reconstruction_jaccard)} "
-                     f"over {report.model.reconstruction_patients} patients")
-    return lines
+
+def checked_out(args: argparse.Namespace) -> Path:
+    """The output folder, once every number in `args` is checked (before any data is read)."""
+    from promptehr.cli.main import UsageError
+
+    if args.n < 1:
+        raise UsageError(f"--n must be at least 1, got {args.n}")
+    if args.epochs is not None and args.epochs < 1:
+        raise UsageError(f"--epochs must be at least 1, got {args.epochs}")
+    if not 0 < args.minutes < float("inf"):
+        raise UsageError(f"--minutes must be a number of minutes above 0, got {args.minutes:g}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {args.out}: exists and is not a folder")
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -97,13 +97,7 @@ def run(args: argparse.Namespace) -> int:
     from promptehr.cli.main import UsageError
     from promptehr.cli.train import result_line, train_with_progress
 
-    if args.n < 1:
-        raise UsageError(f"--n must be at least 1, got {args.n}")
-    if args.epochs is not None and args.epochs < 1:
-        raise UsageError(f"--epochs must be at least 1, got {args.epochs}")
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {args.out}: exists and is not a folder")
+    out = checked_out(args)
     paths, notice = demo_data(args.data)
 
     from promptehr.model.data import load_patients
@@ -122,11 +116,13 @@ def run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     cfg = train_config(args.preset, epochs=args.epochs, seed=args.seed)
     print(f"promptehr demo: {len(patients)} patients -> train {len(train_set)}, validation {len(val_set)}, "
-          f"holdout {len(holdout)}; preset {args.preset}, {cfg.epochs} epochs at most", file=sys.stderr)
+          f"holdout {len(holdout)}; preset {args.preset}, {cfg.epochs} epochs at most, {args.minutes:g} min training budget",
+          file=sys.stderr)
 
     out.mkdir(parents=True, exist_ok=True)
     model_dir, cohort_path, json_path, html_path = out / "model", out / "cohort.jsonl", out / "report.json", out / "report.html"
-    result = train_with_progress(train_set, val_set, cfg, model_dir, device=args.device)
+    result = train_with_progress(train_set, val_set, cfg, model_dir, device=args.device, time_budget=args.minutes * 60,
+                                 holdout=holdout, source={"format": args.format or "detected", "paths": paths})
     print(result_line(result), file=sys.stderr)
 
     body = cohort_body(train_set)
@@ -137,11 +133,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"{len(synthetic)} patients in {seconds:.1f} s -> {cohort_path}", file=sys.stderr)
 
     print("promptehr demo: evaluating", file=sys.stderr)
-    generator = {"command": "promptehr demo", "data": paths, "preset": args.preset, "mode": cfg.mode,
+    generator = {"command": "promptehr demo", "data": paths, "preset": args.preset, "mode": cfg.mode, "minutes": args.minutes,
                  "epochs_run": result.epochs_run, "best_epoch": result.best_epoch, "spec": spec.to_dict()}
     report = build_report(synthetic, train_set, holdout, config=EvaluationConfig(seed=args.seed),
                           model_scorer=load_model_scorer(str(model_dir), str(device)), generator=generator,
-                          seeds={"cohort": args.seed, "n_patients": args.n, "training": args.seed}, split_seed=split_seed)
+                          seeds={"cohort": args.seed, "n_patients": args.n, "training": args.seed}, split_seed=split_seed,
+                          model_card=result.card)
     write_report(report, json_path, html_path)
 
     print("\n".join(summary_lines(report)))

@@ -1,4 +1,5 @@
-"""`promptehr demo` end to end: download (from a local server) or --data, train, generate, evaluate, report."""
+"""`promptehr demo` end to end: --data mimic3-demo (downloaded from a local server) or --data PATH, train, generate,
+evaluate, report. The default, the shipped DE-SynPUF sample offline, is tests/test_demo_offline.py."""
 from __future__ import annotations
 
 import json
@@ -34,20 +35,24 @@ def _check_outputs(out: Path, stdout: str, n: int) -> dict:
 
     lines = stdout.splitlines()
     assert lines[-1] == f"report: {(out / 'report.html').resolve()}"
-    assert lines[0].split() == ["section", "measure", "value", "limit", "pass", "limit", "passes"]
+    assert lines[0] == "verdict: " + ("PASS (every section passes)" if report["verdict"]["passed"]
+                                     else f"FAIL (failed: {', '.join(report['verdict']['failed_sections'])})")
+    assert [w["message"] for w in report["warnings"]] == [line[len("warning: "):] for line in lines if line.startswith("warning: ")]
+    header = next(line for line in lines if line.startswith("section "))
+    assert header.split() == ["section", "measure", "synthetic", "threshold", "verdict", "real", "sample", "real", "sample", "verdict"]
     for section in SECTIONS:
         assert report[section], section
         for name, m in report[section].items():
             row = next((line.split() for line in lines if line.split()[:2] == [section, name]), None)
             assert row is not None, f"{section} {name} missing from the summary"
             assert row[4] == {None: "n/a", True: "pass", False: "FAIL"}[m["pass"]]
-            assert row[5] == {None: "n/a", True: "pass", False: "FAIL"}[m.get("limit_pass")]
+            assert row[6] == {None: "n/a", True: "pass", False: "FAIL"}[m.get("limit_pass")]
             if m["value"] is not None:
                 assert float(row[2]) == float(f"{m['value']:.4g}")
     assert f"sections: {', '.join(f'{s} ' + ('pass' if ok else 'FAIL') for s, ok in report['passed'].items())}" in lines
     assert any(line.startswith("model: held-out perplexity ") for line in lines), "the model's scores are summarised"
     unjudgeable = sum(m.get("limit_pass") is False for s in SECTIONS for m in report[s].values())
-    assert any(line.startswith(f"{unjudgeable} measure(s) fail even for the real holdout") for line in lines) \
+    assert any(line.startswith(f"{unjudgeable} measure(s) FAIL even for the real sample") for line in lines) \
         == (unjudgeable > 0)
     return report
 
@@ -57,7 +62,7 @@ def test_demo_downloads_the_mimic3_demo_then_trains_generates_and_reports(demo_s
     url, root, requests = demo_server
     serve_under_files(root)
     out = tmp_path / "demo"
-    proc = _run([*FAST, "--n", "30", "--out", str(out)], tmp_path, PROMPTEHR_DEMO_DATA_URL=url)
+    proc = _run([*FAST, "--n", "30", "--data", "mimic3-demo", "--out", str(out)], tmp_path, PROMPTEHR_DEMO_DATA_URL=url)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(r.rsplit("/", 1)[-1] for r in requests) == ["ADMISSIONS.csv", "DIAGNOSES_ICD.csv", "LICENSE.txt", "PATIENTS.csv"]
     report = _check_outputs(out, proc.stdout, 30)
@@ -84,7 +89,7 @@ def test_demo_with_local_data_needs_no_network(shared_data, tmp_path):
 
 
 def test_demo_offline_says_so_in_one_line_and_exits_2(tmp_path):
-    proc = _run(["--out", str(tmp_path / "demo")], tmp_path, PROMPTEHR_DEMO_DATA_URL="http://127.0.0.1:9/")
+    proc = _run(["--data", "mimic3-demo", "--out", str(tmp_path / "demo")], tmp_path, PROMPTEHR_DEMO_DATA_URL="http://127.0.0.1:9/")
     assert proc.returncode == 2
     assert proc.stdout == ""
     lines = proc.stderr.splitlines()

@@ -1,6 +1,11 @@
-"""The open MIMIC-III Clinical Database Demo, fetched once into a cache folder for `promptehr demo`.
+"""The demo's data sets: the DE-SynPUF extract shipped in the package (the default), and the open MIMIC-III
+Clinical Database Demo, fetched once into a cache folder (`promptehr demo --data mimic3-demo`).
 
-Only the three tables the loader reads (and the licence) are fetched, each checked against the
+The shipped extract (resources/desynpuf_sample1.csv.gz, long format) is every beneficiary with a coded
+inpatient claim in a 10,000-beneficiary subset of CMS DE-SynPUF sample 1, built by
+scripts/build_demo_sample.py; resources/DESYNPUF_NOTICE.txt says where it comes from and on what terms.
+
+Of the MIMIC-III demo only the three tables the loader reads (and the licence) are fetched, each checked against the
 SHA-256 that PhysioNet publishes for demo v1.4, so a proxy or a truncated download can't feed the
 model bad data. The base URL can be pointed elsewhere (a mirror, or a local server in tests).
 """
@@ -11,6 +16,7 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
+from importlib import resources
 from pathlib import Path
 
 from platformdirs import user_cache_dir
@@ -27,9 +33,24 @@ FILES = {
 
 NOTICE = "Contains information from the MIMIC-III Clinical Database Demo, which is made available under the ODbL."
 
+SAMPLE_RESOURCE = "resources/desynpuf_sample1.csv.gz"
+SAMPLE_PATIENTS = 3268
+DESYNPUF_NOTICE = ("Data: an extract of the CMS 2008-2010 Data Entrepreneurs' Synthetic Public Use File (DE-SynPUF), "
+                   "sample 1: synthetic US Government public-use data, for software development, not for inference; "
+                   "do not attempt to identify individuals (see model/resources/DESYNPUF_NOTICE.txt).")
+
 
 class DemoDataUnavailable(RuntimeError):
     """The demo data could not be fetched (offline, or the server answered wrongly)."""
+
+
+def shipped_sample() -> Path:
+    """The DE-SynPUF extract inside the installed package (a plain file: the loaders read it as is)."""
+    path = Path(str(resources.files("promptehr.model").joinpath(SAMPLE_RESOURCE)))
+    if not path.is_file():
+        raise DemoDataUnavailable(f"{path}: the shipped demo sample is missing (a broken install?); "
+                                  "reinstall promptehr or pass --data PATH")
+    return path
 
 
 def default_cache_dir() -> Path:
@@ -74,7 +95,7 @@ def fetch_mimic3_demo(cache_dir: Path | None = None, base_url: str | None = None
             reason = getattr(e, "reason", e)
             raise DemoDataUnavailable(
                 f"could not download the MIMIC-III demo from {url} ({reason}); "
-                "offline? pass --data PATH to use a local data folder"
+                "offline? leave out --data for the shipped DE-SynPUF sample, or pass --data PATH for a local data folder"
             ) from None
         finally:
             if os.path.exists(tmp):
