@@ -75,15 +75,26 @@ def age_spec(args: argparse.Namespace) -> dict | None:
     return d
 
 
+# The file each format writes, by suffix; --out must carry it, so that a name never lies about its bytes
+# (x.parquet and x.csv.gz got JSONL and plain CSV). A .zip is the MIMIC-III layout unless --format mimic4.
+SUFFIXES = {"jsonl": ".jsonl", "csv": ".csv", "mimic3": ".zip", "mimic4": ".zip"}
+
+
 def output_format(args: argparse.Namespace) -> str:
+    """--format, or the format --out's suffix names; a usage error when the two disagree or the suffix is unknown."""
+    from promptehr.cli.main import UsageError
+
+    suffix = Path(args.out).suffix.lower()
     if args.format:
+        if suffix != SUFFIXES[args.format]:
+            raise UsageError(f"--out {args.out}: --format {args.format} writes a {SUFFIXES[args.format]} file; "
+                             f"name it so (e.g. {Path(args.out).stem}{SUFFIXES[args.format]})")
         return args.format
-    name = args.out.lower()
-    if name.endswith(".zip"):
-        return "mimic3"
-    if name.endswith((".csv", ".csv.gz")):
-        return "csv"
-    return "jsonl"
+    by_suffix = {".jsonl": "jsonl", ".csv": "csv", ".zip": "mimic3"}
+    if suffix not in by_suffix:
+        raise UsageError(f"--out {args.out}: unknown file type {suffix or '(no suffix)'}; expected .jsonl, .csv or "
+                         ".zip (MIMIC-III; --format mimic4 for MIMIC-IV)")
+    return by_suffix[suffix]
 
 
 def set_threads(threads: int | None) -> None:
@@ -170,6 +181,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if not out.parent.is_dir():
         raise UsageError(f"--out {args.out}: folder {out.parent} does not exist")
+    fmt = output_format(args)
     age = age_spec(args)
     body = {"required_codes": args.require,
             "sampling": {"temperature": args.temperature, "top_p": args.top_p, "top_k": args.top_k, "code_sampler": args.code_sampler}}
@@ -200,7 +212,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise UsageError(str(e)) from None
 
-    fmt, systems = output_format(args), sampler.vocab.code_systems  # the systems the cohort may hold
+    systems = sampler.vocab.code_systems  # the systems the cohort may hold
     try:
         check_exportable(fmt, systems)  # before any work: a MIMIC-III zip of an ICD-10-CM model
     except ValueError as e:

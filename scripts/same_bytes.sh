@@ -4,7 +4,9 @@
 # the sha256 of the checkpoint's weights, config and vocabulary and of the three cohort files, side by side.
 # training_log.jsonl (wall-clock seconds) and manifest.json (which hashes the log) differ from run to run by design.
 #   bash scripts/same_bytes.sh BEFORE_REV [AFTER_REV]      (AFTER_REV defaults to the working tree)
-# Each revision runs from its own git worktree with this checkout's .venv (python -m promptehr.cli.main), 1 thread.
+# Each revision runs from its own git worktree with this checkout's .venv, 1 thread: a revision with promptehr/
+# (the promptehr namespace) through a folder of links that maps promptehr.model etc. onto its tree, as
+# pyproject's package-dir does; an older one as `python -m cli` from its root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 before=${1:?usage: scripts/same_bytes.sh BEFORE_REV [AFTER_REV]}; after=${2:-}
@@ -13,11 +15,27 @@ py=$(pwd)/.venv/bin/python
 work=$(mktemp -d)
 trap 'git worktree remove --force "$work/before" >/dev/null 2>&1 || true; [ -n "$after" ] && git worktree remove --force "$work/after" >/dev/null 2>&1; rm -rf "$work"' EXIT
 
+run_cli() {  # $1: source tree; then the CLI's arguments
+  local tree=$1; shift
+  if [ -d "$tree/promptehr" ]; then
+    local shim
+    shim=$work/shim-$(basename "$tree")
+    if [ ! -d "$shim/promptehr" ]; then
+      mkdir -p "$shim/promptehr"
+      for f in "$tree"/promptehr/*.py; do ln -s "$f" "$shim/promptehr/"; done
+      for d in model service worker cli migrations; do ln -s "$tree/$d" "$shim/promptehr/$d"; done
+    fi
+    (cd "$work" && PYTHONPATH=$shim "$py" -m promptehr.cli "$@")
+  else
+    (cd "$tree" && "$py" -m cli "$@")
+  fi
+}
+
 digests() {  # $1: source tree, $2: output folder
-  (cd "$1" && export OMP_NUM_THREADS=1 &&
-    "$py" -m cli train --data "$data/mimic3-demo" --preset tiny --epochs 2 --seed 0 --device cpu --out "$2/model" >"$2.train.log" 2>&1 &&
+  (export OMP_NUM_THREADS=1 &&
+    run_cli "$1" train --data "$data/mimic3-demo" --preset tiny --epochs 2 --seed 0 --device cpu --out "$2/model" >"$2.train.log" 2>&1 &&
     for f in jsonl csv zip; do
-      "$py" -m cli generate --model "$2/model" --n 2000 --seed 3 --threads 1 --out "$2/cohort.$f" >>"$2.gen.log" 2>&1
+      run_cli "$1" generate --model "$2/model" --n 2000 --seed 3 --threads 1 --out "$2/cohort.$f" >>"$2.gen.log" 2>&1
     done) || { echo "run in $1 failed; its log:" >&2; tail -5 "$2".*.log >&2; exit 1; }
   (cd "$2" && sha256sum model/model.safetensors model/config.json model/vocab.json cohort.jsonl cohort.csv cohort.zip)
 }

@@ -187,3 +187,19 @@ def test_a_nan_model_is_refused_at_load(shared_data, tmp_path, capsys):
     assert main(["generate", "--model", str(out), "--n", "5", "--out", str(tmp_path / "c.jsonl")]) == 2
     assert "NaN or infinite" in one_error_line(capsys)
     assert not (tmp_path / "c.jsonl").exists()
+
+
+@pytest.mark.parametrize("out, fmt, says", [
+    ("x.parquet", None, "unknown file type .parquet"),   # wrote JSONL under that name
+    ("x.csv.gz", None, "unknown file type .gz"),         # wrote plain CSV under that name
+    ("x", None, "(no suffix)"),
+    ("x.jsonl", "csv", "--format csv writes a .csv file"),
+    ("x.csv", "mimic4", "--format mimic4 writes a .zip file"),
+])
+def test_generate_out_must_name_what_it_writes(out, fmt, says, tmp_path, capsys):
+    """Checked before the model is even read: the folder here holds no checkpoint at all."""
+    args = ["generate", "--model", str(tmp_path), "--n", "5", "--out", str(tmp_path / out)]
+    assert main([*args, *(["--format", fmt] if fmt else [])]) == 2
+    err = capsys.readouterr().err
+    assert says in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / out).exists()

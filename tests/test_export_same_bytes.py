@@ -12,6 +12,7 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
+from promptehr.cli.generate import SUFFIXES
 from promptehr.cli.main import main
 from promptehr.model.nn.checkpoint import MANIFEST, sha256_of
 from promptehr.service import jobs, store
@@ -97,7 +98,7 @@ def api_exports(model_dir, shared_data, tmp_path_factory) -> dict[str, bytes]:
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_cli_and_api_export_the_same_bytes(fmt, model_dir, api_exports, tmp_path):
-    out = tmp_path / f"cohort.{fmt}"
+    out = tmp_path / f"cohort{SUFFIXES[fmt]}"
     rc = main(["generate", "--model", str(model_dir), *map(str, CLI_SPEC), "--device", "cpu", "--threads", "1",
                "--format", fmt, "--out", str(out)])
     assert rc == 0
