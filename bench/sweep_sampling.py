@@ -46,6 +46,7 @@ def main() -> int:
     ap.add_argument("--real", nargs="+", required=True)
     ap.add_argument("--top-p", type=float, nargs="+", default=[0.95])
     ap.add_argument("--temperature", type=float, nargs="+", default=[1.0])
+    ap.add_argument("--stop-bias", type=float, nargs="+", default=[0.0])
     ap.add_argument("--n", type=int, default=4000)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out", default=None)
@@ -53,29 +54,29 @@ def main() -> int:
     a = ap.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for top_p, temp in itertools.product(a.top_p, a.temperature):
+        for top_p, temp, bias in itertools.product(a.top_p, a.temperature, a.stop_bias):
             cohort, report = Path(tmp, "c.jsonl"), Path(tmp, "r.json")
             t0 = time.perf_counter()
             cli("generate", "--model", a.model, "--n", str(a.n), "--seed", str(a.seed), "--top-p", str(top_p),
-                "--temperature", str(temp), "--threads", "1", "--out", str(cohort), *shlex.split(a.generate_args))
+                "--temperature", str(temp), "--stop-bias", str(bias), "--threads", "1", "--out", str(cohort), *shlex.split(a.generate_args))
             gen_s = time.perf_counter() - t0
             cli("evaluate", "--synthetic", str(cohort), "--real", *a.real, "--out", str(report))
             r = json.loads(report.read_text())
             holdout = r["data"]["holdout"]
-            rows.append({"top_p": top_p, "temperature": temp, "generate_s": round(gen_s, 1), "measures": measures(r),
+            rows.append({"top_p": top_p, "temperature": temp, "stop_bias": bias, "generate_s": round(gen_s, 1), "measures": measures(r),
                          "distinct_equal_size": distinct_at(cohort, holdout["patients"]),
                          "holdout_distinct": holdout["distinct_codes"], "holdout_patients": holdout["patients"]})
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     names = list(MEASURES)
-    print("| top_p | T | " + " | ".join(names) + " | distinct at equal size |")
-    print("|" + "---|" * (len(names) + 3))
+    print("| top_p | T | stop_bias | " + " | ".join(names) + " | distinct at equal size |")
+    print("|" + "---|" * (len(names) + 4))
     for row in rows:
         cells = []
         for n in names:
             v, lim = row["measures"].get(n, (None, None))
             cells.append("n/a" if v is None else f"{v:.3f} ({lim:.3f})" if lim is not None else f"{v:.3f}")
         share = row["distinct_equal_size"] / row["holdout_distinct"]
-        print(f"| {row['top_p']} | {row['temperature']} | " + " | ".join(cells)
+        print(f"| {row['top_p']} | {row['temperature']} | {row['stop_bias']} | " + " | ".join(cells)
               + f" | {row['distinct_equal_size']} of {row['holdout_distinct']} ({share:.0%}) |")
     if a.out:
         Path(a.out).write_text(json.dumps(rows, indent=1))

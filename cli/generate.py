@@ -38,6 +38,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--temperature", type=float, default=defaults.temperature)
     p.add_argument("--top-p", type=float, default=defaults.top_p, help="nucleus cut; 1: off")
     p.add_argument("--top-k", type=int, default=defaults.top_k, help="0: off")
+    p.add_argument("--stop-bias", type=float, default=None, metavar="B",
+                   help="added to the end-of-record logit after each visit: below 0, more visits per patient "
+                        "(default: the model's calibrated value, which matches the training data's visits per patient)")
     p.add_argument("--code-sampler", choices=("model", "frequency"), default="model",
                    help="hierarchical stage 2: codes from the model (default) or by training frequency")
     p.add_argument("--max-visits", type=int, default=None)
@@ -184,7 +187,8 @@ def run(args: argparse.Namespace) -> int:
     fmt = output_format(args)
     age = age_spec(args)
     body = {"required_codes": args.require,
-            "sampling": {"temperature": args.temperature, "top_p": args.top_p, "top_k": args.top_k, "code_sampler": args.code_sampler}}
+            "sampling": {"temperature": args.temperature, "top_p": args.top_p, "top_k": args.top_k, "code_sampler": args.code_sampler,
+                         "stop_bias": args.stop_bias}}
     body.update({k: v for k, v in (("age", age), ("sex", None if args.female is None else {"female": args.female})) if v})
     if args.max_visits is not None:
         body["max_visits"] = args.max_visits

@@ -277,3 +277,16 @@ def test_absent_age_is_checked_against_the_learned_population(api, auth, trained
     problem = assert_problem(api.post("/cohorts", json=body, headers=auth), 422, "body.required_codes")
     assert any("no patient this age and sex" in e["message"] for e in problem["errors"]), problem
     assert runner == []
+
+
+@pytest.mark.parametrize("bias", [-10.5, 11, 1e308])
+def test_a_stop_bias_out_of_range_is_422(api, auth, trained, runner, bias):
+    refused(api.post("/cohorts", json=cohort(trained, sampling={"stop_bias": bias}), headers=auth), "body.sampling.stop_bias")
+    assert runner == []
+
+
+def test_a_stop_bias_at_the_bounds_runs(api, auth, trained, runner, bundle):
+    r = api.post("/cohorts", json=cohort(trained, sampling={"stop_bias": -10}), headers=auth)
+    assert r.status_code == 202, r.text
+    assert r.json()["spec"]["sampling"]["stop_bias"] == -10
+    runs(bundle, r.json())

@@ -173,3 +173,30 @@ def test_the_worker_generates_the_learned_population_and_records_it(desynpuf_mod
         assert content["model_card"]["preset"] == "tiny" and "Model card" in html and "Demographics" in html
     finally:
         ctx.close()
+
+
+def visits_per_patient(path: Path) -> float:
+    return float(np.mean([len(json.loads(line)["visits"]) for line in path.read_text().splitlines()]))
+
+
+@pytest.mark.slow
+def test_the_default_cohort_has_the_training_visits_per_patient(desynpuf_model, shared_data, tmp_path):
+    """The model under-produces visits (DE-SynPUF 1-6: 1.50 per patient for 1.75); training calibrates the
+    end-of-record decision (population.json's stop_bias, card.json's stop_calibration), and a cohort that
+    gives no stop_bias takes it: closer to the training split than the uncalibrated sampler (--stop-bias 0)."""
+    from promptehr.model.data import load_patients
+
+    population = read_population(desynpuf_model)
+    card = json.loads((desynpuf_model / "card.json").read_text())["stop_calibration"]
+    assert card["stop_bias"] == population.stop_bias != 0.0 and card["patients"] == 1000
+    train = card["train_visits_per_patient"]
+    assert abs(train - np.mean([len(p.visits) for p in load_patients(shared_data / "desynpuf-sample" / "1-sample-10000")])) < 0.05
+    means = {}
+    for name, extra in (("calibrated", []), ("uncalibrated", ["--stop-bias", "0"])):
+        out = tmp_path / f"{name}.jsonl"
+        r = promptehr("generate", "--model", str(desynpuf_model), "--n", "3000", "--seed", "2", "--threads", "1",
+                      "--out", str(out), *extra)
+        assert r.returncode == 0, r.stderr
+        means[name] = visits_per_patient(out)
+    assert abs(means["calibrated"] - train) < abs(means["uncalibrated"] - train), (means, train)
+    assert abs(means["calibrated"] - train) / train < 0.06, (means, train)

@@ -89,8 +89,9 @@ def fast_and_reference(s: Sampler, monkeypatch, ages, sexes, keys, opts, forced=
 
 
 @pytest.mark.parametrize("opts", [SamplingOptions(), SamplingOptions(temperature=1.7, top_p=1.0, top_k=5),
-                                  SamplingOptions(temperature=0.6, top_p=0.8), SamplingOptions(code_sampler="frequency")],
-                         ids=["default", "hot-top-k", "cold-top-p", "frequency"])
+                                  SamplingOptions(temperature=0.6, top_p=0.8), SamplingOptions(code_sampler="frequency"),
+                                  SamplingOptions(stop_bias=-2.0)],
+                         ids=["default", "hot-top-k", "cold-top-p", "frequency", "stop-bias"])
 def test_hierarchical_records_are_the_references(hier, monkeypatch, opts):
     fast_and_reference(hier, monkeypatch, *patients(), opts)
 
@@ -134,3 +135,18 @@ def test_flat_records_are_the_references(flat, monkeypatch):
     fast_and_reference(flat, monkeypatch, *patients(40, seed=2), SamplingOptions(top_k=20))
     forced = [flat.required_prefix(["4019"])] * 40
     fast_and_reference(flat, monkeypatch, *patients(40, seed=3), SamplingOptions(), forced)
+
+
+def test_stop_bias_moves_the_visit_count_and_nothing_when_zero(hier):
+    """stop_bias shifts the end-of-record logit only: below 0 more visits per patient, above 0 fewer, and 0.0
+    gives the very records of the options without it (same bytes as before the option existed)."""
+    ages, sexes, keys = patients(96, seed=5)
+
+    def visits_per_patient(bias: float) -> float:
+        records = hier.generate_many(ages, sexes, keys, SamplingOptions(stop_bias=bias), batch_size=BATCH)
+        return sum(len(hier.visits_of(t)) for t in records) / len(records)
+
+    fewer, same, more = visits_per_patient(3.0), visits_per_patient(0.0), visits_per_patient(-3.0)
+    assert fewer < same < more, (fewer, same, more)
+    assert hier.generate_many(ages, sexes, keys, SamplingOptions(stop_bias=0.0), batch_size=BATCH) == \
+        hier.generate_many(ages, sexes, keys, SamplingOptions(), batch_size=BATCH)

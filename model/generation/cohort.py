@@ -147,7 +147,8 @@ class CohortSpec:
     @classmethod
     def from_dict(cls, body: dict) -> CohortSpec:
         body = dict(body)
-        sampling = body.pop("sampling", None) or {}
+        # a None field is one left to the checkpoint (population.py fills stop_bias); unresolved: the default
+        sampling = {k: v for k, v in (body.pop("sampling", None) or {}).items() if v is not None}
         age = body.pop("age", None)
         sex = body.pop("sex", None) or {}
         patients = body.pop("patients", None)
@@ -156,7 +157,8 @@ class CohortSpec:
         body.pop("demographics", None)  # where age and sex came from (population.py): a record, not an input
         unknown = set(sampling) - set(SamplingOptions.__dataclass_fields__)
         if unknown:
-            raise ValueError(f"unknown sampling field(s) {sorted(unknown)}: expected some of temperature, top_p, top_k, code_sampler")
+            raise ValueError(f"unknown sampling field(s) {sorted(unknown)}: expected some of "
+                             f"{', '.join(SamplingOptions.__dataclass_fields__)}")
         if body:
             raise ValueError(f"unknown cohort field(s) {sorted(body)}")
         return cls(

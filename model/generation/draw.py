@@ -65,7 +65,10 @@ def _inverse_cdf(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 def draw(logits: torch.Tensor, ok: torch.Tensor, layout: TokenLayout, u: torch.Tensor, opts: SamplingOptions) -> torch.Tensor:
     """One constrained draw per row over the first n columns of the vocabulary: `logits` and `ok`
     (B, n), n = vocab_size (flat) or code_offset (hierarchical: specials and categories) -> token ids."""
-    return sample_from_logits(mask_logits(logits, ok, layout), u, opts.temperature, opts.top_k, opts.top_p)
+    masked = mask_logits(logits, ok, layout)
+    if opts.stop_bias:  # the end-of-record decision, shifted (SamplingOptions.stop_bias); -inf stays -inf
+        masked[:, layout.eos] += opts.stop_bias
+    return sample_from_logits(masked, u, opts.temperature, opts.top_k, opts.top_p)
 
 
 def window_index(windows: tuple[torch.Tensor, int], category: torch.Tensor, vocab_size: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 MIN_TEMPERATURE = 0.01
 MAX_TEMPERATURE = 10.0
+# stop_bias: e^10 = 22,026 times the odds either way is past any calibration a cohort needs
+MAX_STOP_BIAS = 10.0
 CODE_SAMPLERS = ("model", "frequency")
 
 
@@ -26,6 +28,10 @@ class SamplingOptions:
     top_p: float = 1.0
     top_k: int = 0  # 0: off
     code_sampler: str = "model"  # hierarchical stage 2: "model" (conditioned) or "frequency" (training counts)
+    # Added to the end-of-record logit where the record may end (after a visit): e^stop_bias times the odds
+    # of stopping there. Negative: more visits per patient. The model under-produces visits (1.50 per
+    # patient where DE-SynPUF's holdout has 1.75, docs/evaluation.md step 2): this calibrates that decision.
+    stop_bias: float = 0.0
 
     def __post_init__(self):
         if not MIN_TEMPERATURE <= self.temperature <= MAX_TEMPERATURE:
@@ -34,5 +40,7 @@ class SamplingOptions:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.top_k < 0:
             raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+        if not -MAX_STOP_BIAS <= self.stop_bias <= MAX_STOP_BIAS:  # (NaN fails both comparisons)
+            raise ValueError(f"stop_bias must be in [{-MAX_STOP_BIAS:g}, {MAX_STOP_BIAS:g}], got {self.stop_bias}")
         if self.code_sampler not in CODE_SAMPLERS:
             raise ValueError(f"code_sampler must be 'model' or 'frequency', got {self.code_sampler!r}")

@@ -37,6 +37,9 @@ class Population:
     age_mean: float
     age_sd: float
     female: float
+    # the end-of-record logit bias that brings a cohort's visits per patient to the training split's
+    # (model/training/card.py calibrates it; SamplingOptions.stop_bias says what it does); 0: none
+    stop_bias: float = 0.0
 
     def age_spec(self) -> dict:
         """The histogram as a cohort spec's age ({"distribution": "histogram", ...})."""
@@ -49,7 +52,7 @@ class Population:
     def to_dict(self) -> dict:
         return {"version": VERSION, "patients": self.patients, "age_bins": list(self.age_bins),
                 "age_weights": list(self.age_weights), "age_mean": self.age_mean, "age_sd": self.age_sd,
-                "female": self.female}
+                "female": self.female, "stop_bias": self.stop_bias}
 
     @classmethod
     def from_dict(cls, d: dict) -> Population:
@@ -57,7 +60,7 @@ class Population:
             raise ValueError(f"unknown version {d.get('version')!r}, expected {VERSION}")
         bins = tuple(int(b) if float(b).is_integer() else float(b) for b in d["age_bins"])
         return cls(int(d["patients"]), bins, tuple(int(w) for w in d["age_weights"]),
-                   float(d["age_mean"]), float(d["age_sd"]), float(d["female"]))
+                   float(d["age_mean"]), float(d["age_sd"]), float(d["female"]), float(d.get("stop_bias", 0.0)))
 
 
 def population_of(patients) -> Population:
@@ -69,6 +72,17 @@ def population_of(patients) -> Population:
     female = sum(p.sex == "F" for p in patients) / len(patients)
     return Population(len(patients), tuple(AGE_EDGES), tuple(int(w) for w in weights),
                       round(float(ages.mean()), 3), round(float(ages.std()), 3), round(female, 4))
+
+
+def calibrated_stop_bias(train_visits: float, synthetic_visits: float, limit: float = 3.0) -> float:
+    """The stop_bias that turns a cohort's `synthetic_visits` per patient into `train_visits`, taking the
+    record's end as a constant per-visit stop probability q (visits ~ geometric, mean 1/q, so the odds of
+    stopping are 1/(mean - 1)): e^bias = (synthetic - 1) / (train - 1). On DE-SynPUF 1-6 it gives -0.42 for
+    1.50 against 1.76, where the sweep (docs/evaluation.md, step 2) found -0.3 to -0.5 bracketing the
+    target. 0 when either cohort has (nearly) one visit per patient: no decision to calibrate."""
+    if min(train_visits, synthetic_visits) < 1.01:
+        return 0.0
+    return round(float(np.clip(np.log((synthetic_visits - 1) / (train_visits - 1)), -limit, limit)), 4)
 
 
 def read_population(directory) -> Population | None:
@@ -106,6 +120,10 @@ def fill_demographics(body: dict, population: Population | None, model_dir="the 
         else:
             out[key], note[key] = dict(default), OLD_DEFAULT
             old.append(key)
+    sampling = dict(out.get("sampling") or {})
+    if sampling.get("stop_bias") is None:  # absent: the checkpoint's calibrated bias (0 without one)
+        sampling["stop_bias"] = population.stop_bias if population is not None else 0.0
+    out["sampling"] = sampling
     warning = None
     if old:
         warning = (f"{model_dir}: no {FILE} (trained before learned defaults), so the {' and '.join(old)} "

@@ -17,7 +17,7 @@ from pydantic import (
 
 from promptehr.model import codes
 from promptehr.model.generation.cohort import MAX_AGE
-from promptehr.model.generation.options import MAX_TEMPERATURE, MIN_TEMPERATURE, SamplingOptions
+from promptehr.model.generation.options import MAX_STOP_BIAS, MAX_TEMPERATURE, MIN_TEMPERATURE, SamplingOptions
 from promptehr.service.schemas.common import JobPublic, StrictModel
 
 # The model's limits (model/generation/cohort.py, MAX_AGE): ages are whole years in [0, 90], as every loader caps
@@ -151,6 +151,10 @@ class Sampling(StrictModel):
     temperature: float = Field(default=SamplingOptions.temperature, ge=MIN_TEMPERATURE, le=MAX_TEMPERATURE, description=(
         f"In [{MIN_TEMPERATURE:g}, {MAX_TEMPERATURE:g}]: below, float32 sampling breaks down (and is greedy already)."))
     top_p: float = Field(default=SamplingOptions.top_p, gt=0, le=1, description="Nucleus cut; 1: off.")
+    stop_bias: float | None = Field(default=None, ge=-MAX_STOP_BIAS, le=MAX_STOP_BIAS, description=(
+        "Added to the end-of-record logit after each visit: e^stop_bias times the odds of ending the record there; "
+        "below 0, more visits per patient. Absent: the model's calibrated value (its population.json), which "
+        "brings visits per patient to the training data's."))
     top_k: int = Field(default=SamplingOptions.top_k, ge=0, le=100_000, description="0: no top-k cut.")
 
 

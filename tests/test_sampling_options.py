@@ -1,0 +1,31 @@
+"""SamplingOptions: the bounds the sampler honours, checked where the options are made (CLI, API, worker)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from promptehr.model.generation.cohort import CohortSpec
+from promptehr.model.generation.options import MAX_STOP_BIAS, SamplingOptions
+
+
+@pytest.mark.parametrize("bias", [-MAX_STOP_BIAS - 0.5, MAX_STOP_BIAS + 1, math.nan, math.inf, -math.inf])
+def test_stop_bias_out_of_range_is_refused(bias):
+    with pytest.raises(ValueError, match="stop_bias must be in"):
+        SamplingOptions(stop_bias=bias)
+
+
+@pytest.mark.parametrize("bias", [-MAX_STOP_BIAS, -0.4, 0.0, MAX_STOP_BIAS])
+def test_stop_bias_in_range_is_kept(bias):
+    assert SamplingOptions(stop_bias=bias).stop_bias == bias
+
+
+def test_a_spec_names_the_sampling_fields_it_knows():
+    assert CohortSpec.from_dict({"sampling": {"stop_bias": -0.5}}).sampling.stop_bias == -0.5
+    with pytest.raises(ValueError, match="stop_bias"):  # the message lists every field, the new one too
+        CohortSpec.from_dict({"sampling": {"stop": 1}})
+
+
+def test_the_default_is_no_nucleus_cut():
+    """top_p 1.0, chosen by bench/sweep_sampling.py (docs/evaluation.md, step 1)."""
+    assert SamplingOptions().top_p == 1.0 and SamplingOptions().stop_bias == 0.0
