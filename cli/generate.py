@@ -125,8 +125,10 @@ def load_sampler(model_dir, device_name: str):
 @contextmanager
 def progress_bar(n: int) -> Iterator[Callable[[int, int], None]]:
     """A progress(done, total) callback drawing a bar (patients and patients/s) on stderr."""
+    from promptehr.cli import main
+
     t0 = time.time()
-    with tqdm(total=n, unit="patient", dynamic_ncols=True, file=sys.stderr) as bar:
+    with tqdm(total=n, unit="patient", dynamic_ncols=True, file=sys.stderr, disable=main.quiet_progress) as bar:
         def progress(done: int, total: int) -> None:
             bar.update(done - bar.n)
             bar.set_postfix(patients_s=f"{done / max(time.time() - t0, 1e-9):.1f}")

@@ -203,3 +203,21 @@ def test_generate_out_must_name_what_it_writes(out, fmt, says, tmp_path, capsys)
     err = capsys.readouterr().err
     assert says in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / out).exists()
+
+
+@pytest.mark.slow  # trains a tiny model for a few steps
+def test_generate_quiet_hides_its_progress_bar(shared_data, tmp_path):
+    """-q: errors only. generate drew its bar whatever -q said (train and evaluate honoured it)."""
+    model = tmp_path / "m"
+    assert main(["-q", "train", "--data", str(shared_data / "mimic3-demo"), "--preset", "tiny", "--max-steps", "2",
+                 "--device", "cpu", "--out", str(model)]) == 0
+
+    def run(*flags):
+        return subprocess.run([sys.executable, "-m", "promptehr.cli", *flags, "generate", "--model", str(model), "--n", "20",
+                               "--threads", "1", "--out", str(tmp_path / "c.jsonl")], cwd=REPO, capture_output=True,
+                              text=True, timeout=300, check=False)
+
+    loud, quiet = run(), run("-q")
+    assert loud.returncode == quiet.returncode == 0, loud.stderr + quiet.stderr
+    assert "patient/s" in loud.stderr  # the bar
+    assert "patient/s" not in quiet.stderr, quiet.stderr
