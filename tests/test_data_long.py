@@ -1,6 +1,7 @@
 """Long format: round trips through CSV and Parquet, and its own rules (sex spellings, ties, optional columns)."""
 from __future__ import annotations
 
+import datetime as dt
 import math
 
 import pandas as pd
@@ -10,13 +11,19 @@ from promptehr.model.data import detect_format, load_patients
 from promptehr.model.patient import Patient
 
 
+def visit_span(p: Patient, i: int) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """Visit i's start and end as datetimes from the patient's time fields (at noon: the time of day is ignored)."""
+    start = pd.Timestamp(p.start_date) + pd.Timedelta(days=p.visit_days[i], hours=12)
+    return start, start + pd.Timedelta(days=p.los_days[i])
+
+
 def to_long(patients: list[Patient]) -> pd.DataFrame:
     """One row per code; patients and visits written newest/last first, codes of a visit in order."""
     rows = [
-        (-n, -i, p.id, f"{p.id}-{i}", pd.Timestamp("2100-01-01") + pd.Timedelta(days=30 * i), c, p.age, p.sex)
+        (-n, -i, p.id, f"{p.id}-{i}", *visit_span(p, i), c, p.age, p.sex)
         for n, p in enumerate(patients) for i, v in enumerate(p.visits) for c in v
     ]
-    df = pd.DataFrame(rows, columns=["pn", "vn", "patient_id", "visit_id", "visit_time", "code", "age", "sex"])
+    df = pd.DataFrame(rows, columns=["pn", "vn", "patient_id", "visit_id", "visit_time", "visit_end", "code", "age", "sex"])
     return df.sort_values(["pn", "vn"], kind="stable").drop(columns=["pn", "vn"])
 
 
@@ -59,7 +66,8 @@ def test_sex_spellings_ties_duplicates_and_leading_zeros(tmp_path):
         "p1,z,2019-05-05T10:00,  V5861 ,95,m\n"
     )
     ps = load_patients(path)
-    assert ps == [Patient("p1", 90.0, "M", [["E8889", "V5861"]]), Patient("p2", 50.0, "F", [["4019"], ["0389"]])]
+    assert ps == [Patient("p1", 90.0, "M", [["E8889", "V5861"]], visit_days=[0], start_date=dt.date(2019, 5, 5)),
+                  Patient("p2", 50.0, "F", [["4019"], ["0389"]], visit_days=[0, 0], start_date=dt.date(2020, 1, 1))]
 
 
 def test_age_and_sex_are_optional(tmp_path):

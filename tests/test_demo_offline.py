@@ -40,7 +40,7 @@ def test_shipped_sample_is_what_the_script_builds(shared_data):
     blob, n = _build_script().build_bytes(shared_data)
     assert n == SAMPLE_PATIENTS
     assert shipped_sample().read_bytes() == blob, "rerun scripts/build_demo_sample.py: the shipped sample has drifted"
-    assert gzip.decompress(blob).startswith(b"patient_id,visit_id,visit_time,code,code_system,age,sex\n")
+    assert gzip.decompress(blob).startswith(b"patient_id,visit_id,visit_time,visit_end,code,code_system,age,sex\n")
 
 
 def test_shipped_sample_loads_to_the_patients_of_desynpuf_sample_1(shared_data):

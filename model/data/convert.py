@@ -13,10 +13,14 @@ most one-to-many and combination entries are), `unmapped` (no row, or a no-map r
 Unmapped codes are dropped from every visit; codes already in the target system are `unchanged`.
 Two codes may map to one target, so a visit then keeps it once; a visit left empty is dropped, so is
 a patient left without visits. The summary counts all of it, in distinct codes and in code slots.
+The visits kept keep their time: their days and stays, re-based so that the first kept visit is
+day 0 and start_date is its date.
 """
 from __future__ import annotations
 
 import csv
+import datetime as dt
+import warnings
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -96,26 +100,71 @@ def convert_patients(patients: list[Patient], to: str) -> tuple[list[Patient], C
     out = []
     for p in patients:
         visits = [list(dict.fromkeys(t for t in (mapped[c][0] for c in v) if t is not None)) for v in p.visits]
-        kept = [v for v in visits if v]
+        kept = [i for i, v in enumerate(visits) if v]
         summary.visits_dropped += len(visits) - len(kept)
         if kept:
-            out.append(Patient(id=p.id, age=p.age, sex=p.sex, visits=kept))
+            out.append(keep_visits(p, kept, visits))
         else:
             summary.patients_dropped += 1
     return out, summary
 
 
+def keep_visits(p: Patient, kept: list[int], visits: list[list[str]]) -> Patient:
+    """Patient p with visits[i] for each i in `kept` (ascending, at least one), its time fields cut alike."""
+    days, los, start = p.visit_days, p.los_days, p.start_date
+    if days is not None:
+        first = days[kept[0]]
+        start = start + dt.timedelta(days=first) if start is not None else None  # the first kept visit's date
+        days = [days[i] - first for i in kept]
+    if los is not None:
+        los = [los[i] for i in kept]
+    return Patient(id=p.id, age=p.age, sex=p.sex, visits=[visits[i] for i in kept], visit_days=days, los_days=los,
+                   start_date=start)
+
+
+def _visit_dates(patients: list[Patient], path: Path) -> tuple[bool, bool]:
+    """(write visit_time as dates, write visit_end): each only if every patient has it, since a long
+    file holds one kind of visit_time (and the loader takes stays all or nothing); warned where some do."""
+    dated = _all_or_warn(path, patients, [p.start_date is not None and p.visit_days is not None for p in patients],
+                         "visit dates: visit_time is written as visit numbers for all")
+    return dated, dated and _all_or_warn(path, patients, [p.los_days is not None for p in patients],
+                                         "lengths of stay: visit_end is left out for all")
+
+
+def _all_or_warn(path: Path, patients: list[Patient], has: list[bool], dropped: str) -> bool:
+    n = sum(has)
+    if 0 < n < len(patients):
+        warnings.warn(f"{path}: {len(patients) - n:,} of {len(patients):,} patients have no {dropped}",
+                      UserWarning, stacklevel=4)
+    return n == len(patients) > 0
+
+
+def _visit_rows(p: Patient, dated: bool, ended: bool):
+    """(visit number, visit_time, visit_end or None) per visit of p."""
+    for k in range(len(p.visits)):
+        if not dated:
+            yield k + 1, k + 1, None
+            continue
+        start = p.start_date + dt.timedelta(days=p.visit_days[k])
+        yield k + 1, start.isoformat(), (start + dt.timedelta(days=p.los_days[k])).isoformat() if ended else None
+
+
 def write_long(patients: list[Patient], path: str | Path) -> None:
     """A long-format file model/data/long_format.py reads back to the same patients: one row per
-    code, visit_id and visit_time the visit's position (Patient keeps the order, not the dates), the
-    code undotted with its code_system, age and sex (empty where unknown) on every row."""
+    code, visit_id the visit's position, visit_time its date (ISO, from start_date and visit_days)
+    and visit_end its end (from los_days) where every patient has them, else visit_time the position
+    and no visit_end (module long_format.py: one kind per file), the code undotted with its
+    code_system, age and sex (empty where unknown) on every row."""
     path = Path(path)
     name = path.name.lower()
     if not name.endswith((".csv", ".csv.gz", ".parquet")):
         raise DataError(path, "unknown output type: expected a .csv, .csv.gz or .parquet file name")
-    rows = [(p.id, k, k, bare(c), system_of(c), p.age, p.sex if p.sex in ("M", "F") else None)
-            for p in patients for k, v in enumerate(p.visits, start=1) for c in v]
-    df = pd.DataFrame(rows, columns=["patient_id", "visit_id", "visit_time", "code", "code_system", "age", "sex"])
+    dated, ended = _visit_dates(patients, path)
+    rows = [(p.id, k, t, e, bare(c), system_of(c), p.age, p.sex if p.sex in ("M", "F") else None)
+            for p in patients for (k, t, e), v in zip(_visit_rows(p, dated, ended), p.visits) for c in v]
+    df = pd.DataFrame(rows, columns=["patient_id", "visit_id", "visit_time", "visit_end", "code", "code_system", "age", "sex"])
+    if not ended:
+        df = df.drop(columns="visit_end")
     path.parent.mkdir(parents=True, exist_ok=True)
     if name.endswith(".parquet"):
         df.astype({"patient_id": str, "visit_id": str}).to_parquet(path, index=False)

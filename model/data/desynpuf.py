@@ -1,6 +1,8 @@
 """CMS DE-SynPUF folder: beneficiary summary file(s) + inpatient claims; or a parent folder of samples.
 
-- A visit is an inpatient claim (CLM_ID) at CLM_ADMSN_DT, or CLM_FROM_DT where that is empty.
+- A visit is an inpatient claim (CLM_ID) at CLM_ADMSN_DT, or CLM_FROM_DT where that is empty; it
+  ends at CLM_THRU_DT (optional column; its stay and the all-or-nothing rule are in assemble.py). A
+  claim id listed twice stays one visit, from its earliest date to its latest end.
 - Its codes are ICD9_DGNS_CD_1..10 in that order, empty slots skipped. They are ICD-9-CM: a dotted
   one is stored undotted, one that is not ICD-9-CM shaped is an error naming its file, line and slot
   column.
@@ -47,6 +49,7 @@ from promptehr.model.patient import Patient
 DX_COLUMNS = [f"icd9_dgns_cd_{k}" for k in range(1, 11)]
 BENEFICIARY = "beneficiary_summary_file"
 INPATIENT = "inpatient_claims"
+END = "clm_thru_dt"
 
 
 def _files(folder: Path, marker: str) -> list[Path]:
@@ -79,19 +82,23 @@ def read_claims(paths: list[Path], code_system: str | None = None) -> pd.DataFra
     """One row per diagnosis slot of a SEGMENT 1 claim, in the common long shape of assemble.py."""
     frames = []
     for i, path in enumerate(paths):
-        df = read_table(path, ["desynpuf_id", "clm_id", "segment", "clm_from_dt", "clm_admsn_dt", *DX_COLUMNS], file_index=i)
+        df = read_table(path, ["desynpuf_id", "clm_id", "segment", "clm_from_dt", "clm_admsn_dt", END, *DX_COLUMNS],
+                        file_index=i, optional=(END,))
         require(paths, df, ["desynpuf_id", "clm_id"])
         df = df[(parse_numbers(paths, df, "segment") != 2).to_numpy()]
         time = parse_times(paths, df, "clm_admsn_dt", fmt="%Y%m%d").fillna(parse_times(paths, df, "clm_from_dt", fmt="%Y%m%d"))
         undated = time.isna().to_numpy()
         if undated.any():
             fail(paths, df, undated, "claim without a date: expected CLM_ADMSN_DT or CLM_FROM_DT", column="clm_from_dt")
+        # A file without the column has no ends (NaT): a mix of files is then "some ends missing".
+        end = parse_times(paths, df, END, fmt="%Y%m%d") if END in df else pd.Series(pd.NaT, index=df.index, dtype="datetime64[us]")
         # Wide -> long without a row loop: ravel the 10 slots row-major so each claim's codes stay in slot order.
         k = len(DX_COLUMNS)
         frames.append(pd.DataFrame({
             "patient_id": np.repeat(df["desynpuf_id"].to_numpy(dtype=object), k),
             "visit_id": np.repeat(df["clm_id"].to_numpy(dtype=object), k),
             "time": np.repeat(time.to_numpy(), k),
+            "end": np.repeat(end.to_numpy(), k),
             "seq": np.tile(np.arange(1, k + 1, dtype=float), len(df)),
             "code": df[DX_COLUMNS].to_numpy(dtype=object).ravel(),
             "_line": np.repeat(df["_line"].to_numpy(), k),
@@ -123,4 +130,4 @@ def load_desynpuf(folder: Path, code_system: str | None = None) -> list[Patient]
     negative = (age < 0).to_numpy()
     if negative.any():
         fail(bene_paths, b, negative, "birth date after the first claim: expected a non-negative age", column="bene_birth_dt")
-    return to_patients(rows, cap_age(age), b["sex"], claim_paths[0])
+    return to_patients(rows, cap_age(age), b["sex"], claim_paths[0], end_paths=claim_paths, end_column="CLM_THRU_DT")

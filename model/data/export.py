@@ -10,12 +10,14 @@ Every code keeps its system (model/codes.py), in the form each format's reader e
 reads back to the same patients through the project's loaders (tests/test_export.py,
 tests/test_icd10_export.py). `code_systems` is what the cohort may hold (the model's vocabulary,
 Vocabulary.code_systems): a streamed header cannot wait for the last patient.
-- JSONL: one {"patient_id", "age", "sex", "visits"} per line (Patient.to_dict): codes as the model
-  writes them, ICD-9-CM bare ("4019"), ICD-10-CM prefixed ("icd10:I10").
-- long CSV: patient_id, visit_id, visit_time, code, age, sex (what model/data/long_format.py reads).
-  When the cohort may hold ICD-10-CM codes a code_system column follows code (icd9 | icd10) and code
-  is bare ("I10"), as `promptehr data convert` writes it; an ICD-9-CM-only cohort has no such column
-  (its bytes are those of the exports before ICD-10-CM).
+- JSONL: one {"patient_id", "age", "sex", "visits"[, "visit_days", "los_days"]} per line
+  (Patient.to_dict): codes as the model writes them, ICD-9-CM bare ("4019"), ICD-10-CM prefixed
+  ("icd10:I10"); visit_days (days from the first visit's start, first 0) and los_days (one stay per
+  visit, 0 = same day) where the record has time.
+- long CSV: patient_id, visit_id, visit_time[, visit_end], code, age, sex (what
+  model/data/long_format.py reads). When the cohort may hold ICD-10-CM codes a code_system column
+  follows code (icd9 | icd10) and code is bare ("I10"), as `promptehr data convert` writes it; an
+  ICD-9-CM-only cohort has no such column (its bytes are those of the exports before ICD-10-CM).
 - mimic3 zip: PATIENTS.csv, ADMISSIONS.csv, DIAGNOSES_ICD.csv at the root, upper-case headers,
   synthetic integer ids (SUBJECT_ID = position in the export from 1, HADM_ID from 100001).
   ICD9_CODE holds ICD-9-CM codes only: a cohort that may hold ICD-10-CM codes is refused.
@@ -24,9 +26,27 @@ Vocabulary.code_systems): a streamed header cannot wait for the last patient.
   diagnoses_icd has seq_num, icd_code (bare) and icd_version (9 or 10) per row. patients has
   anchor_age = the age and anchor_year = the first admission's year, so the loader's anchor_age +
   (admission year - anchor_year) is the age again.
-Dates in both zips are plausible and deterministic per patient id: the first admission falls in
-2010-2019, later ones 7-400 days after the previous discharge, stays last 1-10 days; MIMIC-III's DOB
-is the first admission's date `age` years earlier (birthday arithmetic, as its loader computes age).
+
+Dates (the CSV's visit_time and the zips' admittime/dischtime) come one of two ways, the same for a
+whole export (`peek_dates` decides from the first patient; a later patient of the other kind is a
+ValueError naming it, since a streamed header cannot be taken back):
+- learned (the records have time: a model that learned visit times, Patient.visit_days/los_days):
+  visit k is admitted at start_date + visit_days[k] days, 08:00, and discharged los_days[k] days
+  after its admission date at 12:00 (so a same-day stay ends after it starts). The model learns
+  times relative to a record's first visit, not where records fall in the calendar, so every
+  record's first visit is on `start_date` (DEFAULT_START_DATE, 2020-01-01, unless the caller gives
+  one: `promptehr generate --start-date`, the API's `start_date`; years 1900-2999, check_start_date),
+  a real record's own Patient.start_date included; the output stays reproducible.
+  The long CSV then gains a visit_end column after visit_time, both ISO datetimes
+  (2020-01-01T08:00:00). The days read back through the loaders as the JSONL's.
+- invented (records without time: a model that did not learn them): byte for byte the exports
+  before time, dates from a hash of the patient id: the first admission falls in 2010-2019, later
+  ones 7-400 days after the previous discharge, stays last 1-10 days; the CSV's visit_time is a
+  date and there is no visit_end column. start_date plays no part. The CLI warns, and the API says
+  so in a header (service/routes/cohorts.py).
+MIMIC-III's DOB is the first admission's date `age` years earlier (birthday arithmetic, as its
+loader computes age); MIMIC-IV's anchor_year is the first admission's year.
+
 The diagnoses table streams straight into the zip; the patients and admissions tables (small) are
 spooled to temporary files and appended after it, so one pass over the patients is enough.
 """
@@ -53,6 +73,10 @@ LONG_COLUMNS = ["patient_id", "visit_id", "visit_time", "code", "age", "sex"]
 LONG_COLUMNS_WITH_SYSTEM = ["patient_id", "visit_id", "visit_time", "code", "code_system", "age", "sex"]
 CHUNK_ROWS = 2000  # rows per yielded chunk
 ICD9_ONLY = ("icd9",)  # the code systems of a cohort by default: an ICD-9-CM model's
+DEFAULT_START_DATE = dt.date(2020, 1, 1)  # the first visit of every record with time (the module docstring)
+START_YEARS = (1900, 2999)  # a start date's years: room for a DOB 90 years before it and decades of visits after
+ADMIT_TIME, DISCHARGE_TIME = dt.time(8), dt.time(12)  # a same-day stay (los 0) still ends after it starts
+LEARNED, INVENTED = "learned", "invented"  # where an export's dates come from (peek_dates)
 
 
 def check_exportable(format: str, code_systems: Iterable[str] = ICD9_ONLY) -> None:
@@ -65,6 +89,44 @@ def check_exportable(format: str, code_systems: Iterable[str] = ICD9_ONLY) -> No
                          "ICD-10-CM codes: export as mimic4 (icd_version per row), csv or jsonl")
 
 
+def check_start_date(start_date: dt.date) -> None:
+    """ValueError (one line) unless `start_date` is a date whose exports every format can write
+    (TypeError where it is no datetime.date at all)."""
+    if not isinstance(start_date, dt.date) or isinstance(start_date, dt.datetime):
+        raise TypeError(f"start date: expected a date (YYYY-MM-DD), got {start_date!r}")
+    if not START_YEARS[0] <= start_date.year <= START_YEARS[1]:
+        raise ValueError(f"start date {start_date.isoformat()}: expected a date in the years {START_YEARS[0]} to "
+                         f"{START_YEARS[1]} (birth dates fall up to 90 years before it, visits after it)")
+
+
+def dates_of(p: Patient) -> str:
+    """LEARNED where the record has time (its dates come from it), else INVENTED (a hash of its id)."""
+    return LEARNED if p.has_time else INVENTED
+
+
+def peek_dates(patients: Iterable[Patient]) -> tuple[str, Iterator[Patient]]:
+    """(LEARNED | INVENTED, the same patients): decided by the first patient, because a streamed header
+    (the CSV's columns, the API's PromptEHR-Dates) cannot wait for the rest. The patients that follow
+    are checked as they pass: one of the other kind is a ValueError naming it. No patients: INVENTED
+    (the export holds no dates at all)."""
+    it = iter(patients)
+    first = next(it, None)
+    if first is None:
+        return INVENTED, iter(())
+    return dates_of(first), _same_dates(first, it)
+
+
+def _same_dates(first: Patient, rest: Iterator[Patient]) -> Iterator[Patient]:
+    yield first
+    kind = dates_of(first)
+    for p in rest:
+        if dates_of(p) != kind:
+            has = {LEARNED: "has visit times (visit_days)", INVENTED: "has no visit times (visit_days)"}
+            raise ValueError(f"patient {p.id!r} {has[dates_of(p)]} but the export's first patient {first.id!r} "
+                             f"{has[kind]}: expected every patient of an export to have times, or none")
+        yield p
+
+
 def _icd9(code: str, table: str) -> str:
     """The code, refused if it is not ICD-9-CM: the streamed output has no place for its system."""
     if system_of(code) != "icd9":
@@ -75,6 +137,7 @@ def _icd9(code: str, table: str) -> str:
 
 def jsonl_chunks(patients: Iterable[Patient], rows: int = CHUNK_ROWS) -> Iterator[str]:
     buf: list[str] = []
+    _, patients = peek_dates(patients)  # records with and without time do not mix, as in the other formats
     for p in patients:
         buf.append(json.dumps(p.to_dict(), separators=(",", ":")) + "\n")
         if len(buf) >= rows:
@@ -84,7 +147,30 @@ def jsonl_chunks(patients: Iterable[Patient], rows: int = CHUNK_ROWS) -> Iterato
         yield "".join(buf)
 
 
-def _visit_dates(p: Patient) -> list[tuple[dt.datetime, dt.datetime]]:
+def _visit_dates(p: Patient, start_date: dt.date) -> list[tuple[dt.datetime, dt.datetime]]:
+    """(admit, discharge) per visit: the record's own days from `start_date` where it has time, else
+    invented from its id (the module docstring)."""
+    return _learned_dates(p, start_date) if p.has_time else _invented_dates(p)
+
+
+def _learned_dates(p: Patient, start_date: dt.date) -> list[tuple[dt.datetime, dt.datetime]]:
+    if p.los_days is None:
+        raise ValueError(f"patient {p.id!r} has visit_days but no los_days: expected both (a stay per visit) "
+                         f"to place its discharges")
+    out = []
+    try:
+        for days, los in zip(p.visit_days, p.los_days):
+            admit = start_date + dt.timedelta(days=days)
+            out.append((dt.datetime.combine(admit, ADMIT_TIME),
+                        dt.datetime.combine(admit + dt.timedelta(days=los), DISCHARGE_TIME)))
+    except OverflowError:
+        raise ValueError(f"patient {p.id!r}: its visits, up to {p.visit_days[-1]} days after the first, placed from "
+                         f"the start date {start_date.isoformat()} pass the year 9999: expected an earlier start "
+                         f"date") from None
+    return out
+
+
+def _invented_dates(p: Patient) -> list[tuple[dt.datetime, dt.datetime]]:
     """(admit, discharge) per visit, from a hash of the patient id: the same for every export."""
     h = hashlib.blake2b(p.id.encode(), digest_size=32).digest()
     draws = [int.from_bytes(h[i:i + 2], "little") for i in range(0, 32, 2)]  # 16 numbers in [0, 65536)
@@ -112,22 +198,38 @@ def _age_text(age: float) -> str:
     return str(int(age)) if float(age).is_integer() else repr(float(age))
 
 
-def csv_chunks(patients: Iterable[Patient], rows: int = CHUNK_ROWS, code_systems: Iterable[str] = ICD9_ONLY) -> Iterator[str]:
+def long_columns(with_system: bool, learned: bool) -> list[str]:
+    """The long CSV's header: code_system for a cohort that may hold ICD-10-CM, visit_end for one with time."""
+    columns = list(LONG_COLUMNS_WITH_SYSTEM if with_system else LONG_COLUMNS)
+    if learned:
+        columns.insert(columns.index("visit_time") + 1, "visit_end")
+    return columns
+
+
+def _visit_times(admit: dt.datetime, discharge: dt.datetime, learned: bool) -> list[str]:
+    # Invented dates keep the exports' old form, a date and no end (the same bytes as before time).
+    return [admit.isoformat(), discharge.isoformat()] if learned else [admit.date().isoformat()]
+
+
+def csv_chunks(patients: Iterable[Patient], rows: int = CHUNK_ROWS, code_systems: Iterable[str] = ICD9_ONLY,
+               start_date: dt.date = DEFAULT_START_DATE) -> Iterator[str]:
     with_system = bool(set(code_systems) - {"icd9"})  # the code_system column (see the module docstring)
+    kind, patients = peek_dates(patients)
+    learned = kind == LEARNED
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
-    w.writerow(LONG_COLUMNS_WITH_SYSTEM if with_system else LONG_COLUMNS)
+    w.writerow(long_columns(with_system, learned))
     n = 0
     for p in patients:
         age = _age_text(p.age)
-        for k, (visit, (admit, _)) in enumerate(zip(p.visits, _visit_dates(p))):
+        for k, (visit, (admit, discharge)) in enumerate(zip(p.visits, _visit_dates(p, start_date))):
             vid = f"{p.id}-{k + 1:03d}"
-            day = admit.date().isoformat()
+            times = _visit_times(admit, discharge, learned)
             for code in visit:
                 if with_system:
-                    w.writerow([p.id, vid, day, bare(code), system_of(code), age, p.sex])
+                    w.writerow([p.id, vid, *times, bare(code), system_of(code), age, p.sex])
                 else:
-                    w.writerow([p.id, vid, day, _icd9(code, "code column"), age, p.sex])
+                    w.writerow([p.id, vid, *times, _icd9(code, "code column"), age, p.sex])
                 n += 1
         if n >= rows:
             yield out.getvalue()
@@ -191,8 +293,10 @@ MIMIC4 = ZipLayout(
 )
 
 
-def zip_chunks(patients: Iterable[Patient], layout: ZipLayout, rows: int = CHUNK_ROWS) -> Iterator[bytes]:
+def zip_chunks(patients: Iterable[Patient], layout: ZipLayout, rows: int = CHUNK_ROWS,
+               start_date: dt.date = DEFAULT_START_DATE) -> Iterator[bytes]:
     sink = Pipe()
+    _, patients = peek_dates(patients)
     with tempfile.SpooledTemporaryFile(max_size=8 << 20, mode="w+", newline="") as pat_f, \
             tempfile.SpooledTemporaryFile(max_size=8 << 20, mode="w+", newline="") as adm_f:
         pw, aw = csv.writer(pat_f, lineterminator="\n"), csv.writer(adm_f, lineterminator="\n")
@@ -206,8 +310,10 @@ def zip_chunks(patients: Iterable[Patient], layout: ZipLayout, rows: int = CHUNK
                 hadm = layout.first_hadm - 1
                 diag_row = n = 0
                 for subject, p in enumerate(patients, start=layout.first_subject):
-                    dates = _visit_dates(p)
-                    first = dates[0][0] if dates else dt.datetime(2010, 1, 1, 8)
+                    dates = _visit_dates(p, start_date)
+                    # a record without visits still needs a DOB / anchor year: its dates' origin
+                    first = dates[0][0] if dates else (dt.datetime.combine(start_date, ADMIT_TIME) if p.has_time
+                                                       else dt.datetime(2010, 1, 1, 8))
                     pw.writerow(layout.patient_row(subject, p, first))
                     for visit, (admit, disch) in zip(p.visits, dates):
                         hadm += 1
@@ -233,30 +339,34 @@ def zip_chunks(patients: Iterable[Patient], layout: ZipLayout, rows: int = CHUNK
 
 
 def export_chunks(patients: Iterable[Patient], format: str, rows: int = CHUNK_ROWS,
-                  code_systems: Iterable[str] = ICD9_ONLY) -> Iterator[str | bytes]:
+                  code_systems: Iterable[str] = ICD9_ONLY,
+                  start_date: dt.date | None = None) -> Iterator[str | bytes]:
     """The export's chunks; `code_systems`: those the cohort may hold (refused here, before any chunk,
-    where the format cannot hold them: check_exportable)."""
+    where the format cannot hold them: check_exportable); `start_date`: the first visit's date of
+    records with time (None: DEFAULT_START_DATE; refused here too: check_start_date)."""
     code_systems = tuple(code_systems)
     check_exportable(format, code_systems)
+    start_date = DEFAULT_START_DATE if start_date is None else start_date
+    check_start_date(start_date)
     if format == "jsonl":
         return jsonl_chunks(patients, rows)
     if format == "csv":
-        return csv_chunks(patients, rows, code_systems)
-    return zip_chunks(patients, MIMIC3 if format == "mimic3" else MIMIC4, rows)
+        return csv_chunks(patients, rows, code_systems, start_date)
+    return zip_chunks(patients, MIMIC3 if format == "mimic3" else MIMIC4, rows, start_date)
 
 
 def export_bytes(patients: Iterable[Patient], format: str, rows: int = CHUNK_ROWS,
-                 code_systems: Iterable[str] = ICD9_ONLY) -> Iterator[bytes]:
+                 code_systems: Iterable[str] = ICD9_ONLY, start_date: dt.date | None = None) -> Iterator[bytes]:
     """The export as non-empty byte chunks. Where the chunks break (`rows`) never changes the bytes.
-    A refusal (check_exportable) is raised by this call, not by the first chunk."""
-    chunks = export_chunks(patients, format, rows, code_systems)
+    A refusal (check_exportable, check_start_date) is raised by this call, not by the first chunk."""
+    chunks = export_chunks(patients, format, rows, code_systems, start_date)
     return (b for b in (c.encode("utf-8") if isinstance(c, str) else c for c in chunks) if b)
 
 
 def write_export(patients: Iterable[Patient], out: str | Path | BinaryIO, format: str,
-                 code_systems: Iterable[str] = ICD9_ONLY) -> int:
+                 code_systems: Iterable[str] = ICD9_ONLY, start_date: dt.date | None = None) -> int:
     """Write an export to a path or binary file object; returns bytes written."""
-    chunks = export_bytes(patients, format, code_systems=code_systems)
+    chunks = export_bytes(patients, format, code_systems=code_systems, start_date=start_date)
     if isinstance(out, (str, Path)):
         with open(out, "wb") as f:
             return _write_all(chunks, f)

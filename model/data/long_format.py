@@ -1,8 +1,14 @@
-"""Long-format CSV or Parquet file, or a folder of them: `patient_id, visit_id, visit_time, code[, code_system, age, sex]`.
+"""Long-format CSV or Parquet file, or a folder of them: `patient_id, visit_id, visit_time, code[, visit_end, code_system, age, sex]`.
 
 One row per diagnosis, the interchange format of other EHR tools (and our own long CSV export).
-- visit_time: ISO dates/datetimes, or plain numbers (e.g. days since an index date); one kind per
-  data set. A visit's time is the earliest time given on its rows.
+- visit_time: ISO dates/datetimes, or plain numbers (e.g. visit numbers, or days since an index date);
+  one kind per data set. A visit's time is the earliest time given on its rows. Dates give the
+  records their time (visit_days, start_date); numbers only order the visits (assemble.py).
+- visit_end (optional): the visit's end, ISO dates/datetimes ("YYYY-MM-DD HH:MM:SS" as our export
+  writes it); a visit's end is the latest given on its rows. It needs dates in visit_time (a number
+  is no date to end after: an error). Stays (los_days) need an end on every visit of the data set:
+  where some are missing (empty values, or some of several files without the column) all are left
+  out, with a warning (assemble.py); without the column there are none, and no warning.
 - codes keep the order of the file within a visit (there is no seq column); each is an ICD-9-CM or
   ICD-10-CM code, undotted or dotted (4019, 401.9, V5861, I10, E11.9), else an error names its file,
   line (or Parquet row) and value.
@@ -36,8 +42,8 @@ from promptehr.model.data.systems import declared_systems, resolve_codes
 from promptehr.model.errors import DataError
 from promptehr.model.patient import Patient
 
-COLUMNS = ["patient_id", "visit_id", "visit_time", "code", "code_system", "age", "sex"]
-OPTIONAL = ("code_system", "age", "sex")
+COLUMNS = ["patient_id", "visit_id", "visit_time", "code", "visit_end", "code_system", "age", "sex"]
+OPTIONAL = ("visit_end", "code_system", "age", "sex")
 SEX = {"M": "M", "F": "F", "male": "M", "female": "F"}
 
 
@@ -66,8 +72,18 @@ def _times(paths: list[Path], df: pd.DataFrame) -> tuple[str, pd.Series]:
     return "datetime", parse_times(paths, df, "visit_time")
 
 
+def _ends(paths: list[Path], df: pd.DataFrame, kind: str) -> pd.Series:
+    """visit_end as datetimes (NaT where empty or the column is absent)."""
+    if "visit_end" not in df:
+        return pd.Series(pd.NaT, index=df.index, dtype="datetime64[us]")
+    given = df["visit_end"].notna().to_numpy()
+    if kind == "number" and given.any():
+        fail(paths, df, given, "visit_end needs dates in visit_time: expected visit_time as dates, or no visit_end", column="visit_end")
+    return parse_times(paths, df, "visit_end")
+
+
 def read_long(paths: list[Path], code_system: str | None = None) -> pd.DataFrame:
-    frames, kinds, declared = [], set(), []
+    frames, kinds, declared, with_end = [], set(), [], False
     for i, path in enumerate(paths):
         df = read_table(path, COLUMNS, file_index=i, optional=OPTIONAL)
         for c in ("patient_id", "visit_id", "code"):
@@ -75,6 +91,8 @@ def read_long(paths: list[Path], code_system: str | None = None) -> pd.DataFrame
         require(paths, df, ["patient_id", "visit_id", "visit_time"])
         kind, df["time"] = _times(paths, df)
         kinds.add(kind)
+        with_end |= "visit_end" in df
+        df["end"] = _ends(paths, df, kind)
         df["age"] = parse_numbers(paths, df, "age") if "age" in df else np.nan
         negative = (df["age"] < 0).to_numpy()
         if negative.any():
@@ -83,13 +101,14 @@ def read_long(paths: list[Path], code_system: str | None = None) -> pd.DataFrame
         df["code"] = clean_codes(df["code"].astype("str"))
         declared.append(declared_systems(paths, df, "code_system", "icd9 or icd10 (also 9 or 10)") if "code_system" in df
                         else np.full(len(df), -1, dtype=np.int8))
-        frames.append(df[["patient_id", "visit_id", "time", "code", "age", "sex", "_line", "_file"]])
+        frames.append(df[["patient_id", "visit_id", "time", "end", "code", "age", "sex", "_line", "_file"]])
     if len(kinds) > 1:
         raise DataError(paths[0], "visit_time is a date in some files and a number in others: expected one kind", column="visit_time")
     rows = resolve_codes(paths, pd.concat(frames, ignore_index=True), np.concatenate(declared), code_system)
     rows["time"] = rows.groupby(["patient_id", "visit_id"], sort=False)["time"].transform("min")
     rows["seq"] = np.nan  # file order decides within a visit (order_rows breaks ties by row position)
-    return rows
+    # Ends only mean something after dates, and only where some file has the column (assemble.py).
+    return rows if with_end and kinds == {"datetime"} else rows.drop(columns="end")
 
 
 def load_long(path: Path, code_system: str | None = None) -> list[Patient]:
@@ -100,4 +119,4 @@ def load_long(path: Path, code_system: str | None = None) -> list[Patient]:
     # groupby().first() skips missing values: the first non-empty age/sex in time order.
     per_patient = rows.groupby("patient_id", sort=True)[["age", "sex"]].first()
     sex = per_patient["sex"].astype(object).where(per_patient["sex"].notna(), "U")
-    return to_patients(rows, cap_age(per_patient["age"].astype(float)), sex, paths[0])
+    return to_patients(rows, cap_age(per_patient["age"].astype(float)), sex, paths[0], end_paths=paths, end_column="visit_end")

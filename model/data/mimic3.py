@@ -1,7 +1,7 @@
 """MIMIC-III folder: PATIENTS, ADMISSIONS, DIAGNOSES_ICD (.csv or .csv.gz, headers in any case).
 
-A visit is an admission (HADM_ID) at ADMITTIME; its codes are DIAGNOSES_ICD.ICD9_CODE in SEQ_NUM
-order. Age is whole years from DOB to the first admission that has a diagnosis; MIMIC shifts the DOB
+A visit is an admission (HADM_ID) from ADMITTIME to DISCHTIME (optional column; the stay and its
+all-or-nothing rule are in assemble.py); its codes are DIAGNOSES_ICD.ICD9_CODE in SEQ_NUM order. Age is whole years from DOB to the first admission that has a diagnosis; MIMIC shifts the DOB
 of patients over 89 so that they compute to about 300, hence the cap at 90. Rows with an empty
 ICD9_CODE (full MIMIC-III has a few) are skipped; admissions without diagnoses are not visits. The
 codes are ICD-9-CM: a dotted one (401.9) is stored undotted, one that is not ICD-9-CM shaped (4019,
@@ -51,12 +51,14 @@ def read_patients(path: Path) -> pd.DataFrame:
 
 def read_admissions(path: Path) -> pd.DataFrame:
     paths = [path]
-    df = read_table(path, ["subject_id", "hadm_id", "admittime"])
+    df = read_table(path, ["subject_id", "hadm_id", "admittime", "dischtime"], optional=("dischtime",))
     require(paths, df, ["subject_id", "hadm_id", "admittime"])
     dup = df["hadm_id"].duplicated().to_numpy()
     if dup.any():
         fail(paths, df, dup, "repeated hadm_id: expected one row per admission", column="hadm_id")
     df["admittime"] = parse_times(paths, df, "admittime")
+    if "dischtime" in df:
+        df["dischtime"] = parse_times(paths, df, "dischtime")
     return df
 
 
@@ -70,10 +72,13 @@ def read_diagnoses(path: Path, code_column: str = "icd9_code", extra: tuple[str,
 
 
 def join_admissions(diag: pd.DataFrame, adm: pd.DataFrame, diag_path: Path, adm_path: Path) -> pd.DataFrame:
-    """Diagnosis rows with their admission's time; a diagnosis of an unknown admission is an error."""
+    """Diagnosis rows with their admission's time (and end, where `adm` has dischtime); a diagnosis of an
+    unknown admission is an error."""
     by_hadm = adm.set_index("hadm_id").reindex(diag["hadm_id"])
     rows = diag[["subject_id", "hadm_id", "seq", "code", "_line", "_file"]].rename(columns={"subject_id": "patient_id", "hadm_id": "visit_id"})
     rows["time"] = by_hadm["admittime"].to_numpy()
+    if "dischtime" in adm:
+        rows["end"] = by_hadm["dischtime"].to_numpy()
     orphan = rows["time"].isna().to_numpy()
     if orphan.any():
         fail([diag_path], rows, orphan, f"hadm_id not found in {adm_path.name}: expected every diagnosis to belong to an admission", column="visit_id", name="hadm_id")
@@ -106,4 +111,4 @@ def load_mimic3(folder: Path, code_system: str | None = None) -> list[Patient]:
     diag = resolve_codes([diag_path], read_diagnoses(diag_path), "icd9", code_system, name="icd9_code")
     rows = order_rows(join_admissions(diag, adm, diag_path, adm_path))
     age, sex = demographics(rows, pat, pat_path, diag_path)
-    return to_patients(rows, age, sex, diag_path)
+    return to_patients(rows, age, sex, diag_path, end_paths=[adm_path], end_column="dischtime")

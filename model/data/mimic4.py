@@ -6,6 +6,7 @@ an error naming its line. code_system="icd9" (or "icd10") keeps that version's r
 admission coded in the other is not a visit and a patient with only such admissions is dropped (the
 ICD-9-only reading of earlier versions). MIMIC-IV has no date of birth: age at an admission is
 anchor_age + (year(admittime) - anchor_year), taken at the first admission kept and capped at 90.
+A visit runs from admittime to dischtime (optional column), as in MIMIC-III (mimic3.py).
 """
 from __future__ import annotations
 
@@ -66,4 +67,4 @@ def load_mimic4(folder: Path, code_system: str | None = None) -> list[Patient]:
     negative = (age < 0).to_numpy()
     if negative.any():
         fail([pat_path], p, negative, "admission before birth: expected a non-negative age at the first admission", column="anchor_year")
-    return to_patients(rows, cap_age(age), p["sex"], diag_path)
+    return to_patients(rows, cap_age(age), p["sex"], diag_path, end_paths=[adm_path], end_column="dischtime")
