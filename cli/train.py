@@ -49,6 +49,8 @@ def add_parser(subparsers) -> None:
                         "the same as `torchrun --nproc_per_node N -m cli.main train ...`")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from <out>.resume/")
     p.add_argument("--force", action="store_true", help="overwrite the checkpoint already in --out")
+    p.add_argument("--no-time", dest="time", action="store_false",
+                   help="train on codes alone, without the timeline (gap and stay tokens) even where the data has dates")
     p.add_argument("--init-from", default=None, metavar="HF_DIR", help="local Hugging Face BART checkpoint to start from")
     p.add_argument("--eval-holdout", action="store_true",
                    help="after training, print the held-out perplexity (masked codes, next visits) beside the unigram baseline's")
@@ -168,7 +170,8 @@ def run(args: argparse.Namespace) -> int:
     train_set, val_set, holdout = split_patients(patients, args.split_seed)
     speaks = os.environ.get("RANK", "0") == "0"  # under a launch (torchrun, --nproc) rank 0 alone prints
     cfg = train_config(args.preset, mode=args.mode, epochs=args.epochs, max_steps=args.max_steps,
-                       batch_size=args.batch_size, lr=args.lr, seed=args.seed, init_from=args.init_from)
+                       batch_size=args.batch_size, lr=args.lr, seed=args.seed, init_from=args.init_from,
+                       time=args.time)
     if speaks:
         print(f"promptehr train: {len(patients)} patients -> train {len(train_set)}, validation {len(val_set)}, "
               f"holdout {len(holdout)} (split seed {args.split_seed}); preset {args.preset}, {args.mode}", file=sys.stderr)

@@ -32,12 +32,15 @@ from promptehr.model.tokens.layout import TokenLayout
 N_SPECIAL = 7
 
 
-def make_layout(n_cat: int, code_cats: list[int], hierarchical: bool) -> TokenLayout:
-    V = N_SPECIAL + n_cat + len(code_cats)
+def make_layout(n_cat: int, code_cats: list[int], hierarchical: bool, n_gaps: int = 0, n_stays: int = 0) -> TokenLayout:
+    """[specials | n_gaps gap tokens | n_stays stay tokens | categories | codes], as model/tokens/vocab.py lays them out."""
+    co = N_SPECIAL + n_gaps + n_stays  # category offset
+    V = co + n_cat + len(code_cats)
     cc = np.full(V, -1, dtype=np.int64)
-    cc[N_SPECIAL + n_cat:] = np.asarray(code_cats, dtype=np.int64) + N_SPECIAL
+    cc[co + n_cat:] = np.asarray(code_cats, dtype=np.int64) + co
     return TokenLayout(vocab_size=V, bos=0, pad=1, eos=2, unk=3, visit_open=4, visit_close=5, mask=6,
-                       category_offset=N_SPECIAL, code_offset=N_SPECIAL + n_cat, code_category=cc, hierarchical=hierarchical)
+                       category_offset=co, code_offset=co + n_cat, code_category=cc, hierarchical=hierarchical,
+                       gap_offset=N_SPECIAL, n_gaps=n_gaps, stay_offset=N_SPECIAL + n_gaps, n_stays=n_stays)
 
 
 def check_sequence(seq: list[int], layout: TokenLayout, limits: Limits, allowed: np.ndarray) -> None:
@@ -49,24 +52,33 @@ def check_sequence(seq: list[int], layout: TokenLayout, limits: Limits, allowed:
         usable = allowed[layout.code_offset:]
         if layout.hierarchical:
             usable = usable & allowed[layout.code_category[layout.code_offset:]]
-        assert not usable.any() or limits.max_length < (6 if layout.hierarchical else 5)
+        assert not usable.any() or limits.max_length < (6 if layout.hierarchical else 5) + int(layout.stays)
         return
     visits, cur, pending_cat = [], None, None
+    gap = stay = False  # the time tokens just before (model/tokens/tokenizer.py: G <v> ... S </v>)
     for t in body:
-        if t == layout.visit_open:
+        if layout.gap_offset <= t < layout.gap_offset + layout.n_gaps:
+            assert cur is None and visits and not gap, "a gap outside the place before a later visit"
+            gap = True
+        elif layout.stay_offset <= t < layout.stay_offset + layout.n_stays:
+            assert cur and pending_cat is None and not stay, "a stay outside the end of a non-empty visit"
+            stay = True
+        elif t == layout.visit_open:
             assert cur is None, "nested <v>"
-            cur = []
+            assert gap == (layout.gaps and bool(visits)), "a later visit without its gap (or the first with one)"
+            cur, gap = [], False
         elif t == layout.visit_close:
             assert cur, "closing an empty or unopened visit"
             assert pending_cat is None, "category without its code"
+            assert stay == layout.stays, "a visit closed without its stay"
             visits.append(cur)
-            cur = None
+            cur, stay = None, False
         elif layout.category_offset <= t < layout.code_offset:
-            assert layout.hierarchical and cur is not None and pending_cat is None
+            assert layout.hierarchical and cur is not None and pending_cat is None and not stay
             assert allowed[t], "forbidden category"
             pending_cat = t
         elif t >= layout.code_offset:
-            assert cur is not None, "code outside a visit"
+            assert cur is not None and not stay, "code outside a visit (or after its stay)"
             assert allowed[t], "rule broken"
             assert t not in cur, "code twice in a visit"
             if layout.hierarchical:
@@ -75,7 +87,7 @@ def check_sequence(seq: list[int], layout: TokenLayout, limits: Limits, allowed:
             cur.append(t)
         else:
             raise AssertionError(f"special token {t} inside the record")
-    assert cur is None, "record ends inside a visit"
+    assert cur is None and not gap, "record ends inside a visit (or after a gap)"
     assert 1 <= len(visits) <= limits.max_visits
     assert all(len(v) <= limits.max_codes_per_visit for v in visits)
 
@@ -146,7 +158,8 @@ def problems(draw):
     hier = draw(st.booleans())
     if hier or draw(st.booleans()):  # flat layouts may be in any order; the hierarchical head needs them sorted
         code_cats = sorted(code_cats)  # contiguous categories, as the real vocabulary has them
-    layout = make_layout(n_cat, code_cats, hier)
+    n_gaps, n_stays = draw(st.sampled_from([(0, 0), (0, 0), (2, 2), (3, 0), (0, 1)]))  # time: none, both, gaps, stays
+    layout = make_layout(n_cat, code_cats, hier, n_gaps, n_stays)
     limits = Limits(max_visits=draw(st.integers(1, 4)), max_codes_per_visit=draw(st.integers(1, 5)),
                     max_length=draw(st.integers(5, 40)))
     B = draw(st.integers(1, 4))

@@ -88,6 +88,9 @@ def run_flow(api: Api, home: Path, timings: dict, *, on_training_running=None) -
 
     pages = api.all_patients(cohort["id"], limit=150)
     assert [p["index"] for p in pages] == list(range(500))
+    # DE-SynPUF claims have from and through dates: the model learned the timeline, the patients carry it
+    assert all(len(p["visit_days"]) == len(p["visits"]) == len(p["los_days"]) for p in pages)
+    assert report["timeline"]["learned"] is True and report["timeline"]["measures"]["gap_ks"]["value"] is not None
     export = api.get(f"/cohorts/{cohort['id']}/export", params={"format": "jsonl"})
     exported = [json.loads(line) for line in export.text.splitlines() if line.strip()]
     assert exported == [{k: v for k, v in p.items() if k != "index"} for p in pages]  # the CLI's jsonl: no index

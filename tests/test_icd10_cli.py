@@ -104,7 +104,8 @@ def test_generate_writes_a_mixed_cohort_as_a_mimic4_zip_and_refuses_mimic3(mixed
         zf.extractall(tmp_path / "m4")
     back = load_patients(tmp_path / "m4")
     kept = [p for p in cohort if p.visits]  # a patient without visits has no admission to write
-    assert [(p.age, p.sex, p.visits) for p in back] == [(p.age, p.sex, p.visits) for p in kept]
+    assert [(p.age, p.sex, p.visits, p.visit_days, p.los_days) for p in back] == \
+        [(p.age, p.sex, p.visits, p.visit_days, p.los_days) for p in kept]  # the model learned time: the zip keeps it
     assert generate(mixed_model, tmp_path / "c.csv") == 0
     header = (tmp_path / "c.csv").read_text().split("\n", 1)[0]
-    assert header == "patient_id,visit_id,visit_time,code,code_system,age,sex"
+    assert header == "patient_id,visit_id,visit_time,visit_end,code,code_system,age,sex"

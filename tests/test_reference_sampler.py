@@ -25,10 +25,10 @@ BATCH = 17  # several batches, each padded to MIN_ROWS; rows drop, stragglers jo
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]  # one_thread: tests/conftest.py
 
 
-def trained(tmp_path_factory, shared_data, mode: str) -> Sampler:
+def trained(tmp_path_factory, shared_data, mode: str, *extra: str) -> Sampler:
     out = tmp_path_factory.mktemp(mode) / "model"
     rc = main(["train", "--data", str(shared_data / "mimic3-demo"), "--preset", "tiny", "--mode", mode, "--epochs", "2",
-               "--seed", "0", "--out", str(out), "--device", "cpu"])
+               "--seed", "0", "--out", str(out), "--device", "cpu", *extra])
     assert rc == 0
     return Sampler.from_bundle(load_checkpoint(out, "cpu"))
 
@@ -37,13 +37,21 @@ def trained(tmp_path_factory, shared_data, mode: str) -> Sampler:
 def hier(tmp_path_factory, shared_data, one_thread) -> Sampler:
     s = trained(tmp_path_factory, shared_data, "hierarchical")
     assert s.head is not None and len(s.head.buckets) >= 2  # code windows of more than one width
+    assert s.layout.gaps and s.layout.stays  # MIMIC-III has admission and discharge times: the model learned them
     return s
 
 
 @pytest.fixture(scope="module")
 def flat(tmp_path_factory, shared_data, one_thread) -> Sampler:
     s = trained(tmp_path_factory, shared_data, "flat")
-    assert s.head is None
+    assert s.head is None and s.layout.gaps and s.layout.stays
+    return s
+
+
+@pytest.fixture(scope="module")
+def hier_no_time(tmp_path_factory, shared_data, one_thread) -> Sampler:
+    s = trained(tmp_path_factory, shared_data, "hierarchical", "--no-time")
+    assert not (s.layout.gaps or s.layout.stays)
     return s
 
 
@@ -93,7 +101,13 @@ def fast_and_reference(s: Sampler, monkeypatch, ages, sexes, keys, opts, forced=
                                   SamplingOptions(stop_bias=-2.0)],
                          ids=["default", "hot-top-k", "cold-top-p", "frequency", "stop-bias"])
 def test_hierarchical_records_are_the_references(hier, monkeypatch, opts):
-    fast_and_reference(hier, monkeypatch, *patients(), opts)
+    fast = fast_and_reference(hier, monkeypatch, *patients(), opts)
+    if opts.stop_bias:  # more visits: later ones, each with its gap
+        assert any(hier.vocab.is_gap(t) for r in fast for t in r)
+
+
+def test_records_of_a_model_without_time_are_the_references(hier_no_time, monkeypatch):
+    fast_and_reference(hier_no_time, monkeypatch, *patients(), SamplingOptions())
 
 
 def test_required_codes_give_the_references_cohort(hier, monkeypatch):
@@ -122,7 +136,8 @@ def test_prefixes_of_their_own_give_the_references_records(hier, monkeypatch, ki
     visits = [[first + [["42731", "4280", "25000"][i % 3]], [["51881", "2724"][i % 2]]][: 1 + i % 2] for i in range(N)]
     if kind == "some-without":
         visits = [v if i % 4 else [] for i, v in enumerate(visits)]
-    forced = [hier.record_prefix(v) for v in visits]
+    # the model learned time: a closed visit is forced with its stay, a later one with its gap
+    forced = [hier.record_prefix(v, [20 * k for k in range(len(v))], [i % 5] * len(v)) for i, v in enumerate(visits)]
     shared = len(os.path.commonprefix(forced))
     assert shared == (5 if kind == "shared-first-visit" else 0)  # <v> K 4019 K 5849 | nothing
     limits = hier.limits(max_codes_per_visit=8)

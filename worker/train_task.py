@@ -40,6 +40,7 @@ OPTION_FIELDS = {
     "learning_rate": "lr",
     "early_stopping_patience": "patience",
     "max_steps": "max_steps",
+    "learn_time": "time",
     "warmup_steps": "warmup_steps",
     "max_val_patients": "max_val_patients",
 }

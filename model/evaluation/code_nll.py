@@ -69,7 +69,7 @@ def heldout_scores(model, vocab, tokenizer, patients, *, seed: int = 1234, batch
     model = model.to(device).eval()
     cfg = model.config
     patients = [p for p in patients if p.visits]
-    seqs = [tokenizer.encode(p.visits, cfg.max_length) for p in patients]
+    seqs = [tokenizer.encode_patient(p, cfg.max_length) for p in patients]
     age, sex = demographics_to_tensors([p.age for p in patients], [p.sex for p in patients], cfg)
     age, sex = age.tolist(), sex.tolist()
     opts = SimpleNamespace(mask_ratio=mask_ratio, poisson_lambda=poisson_lambda)

@@ -44,7 +44,10 @@ def split_half(p: Patient) -> tuple[Patient, list[str]]:
             break
         visits.append(list(v[:left]))
         left -= len(v[:left])
-    return Patient(id=p.id, age=p.age, sex=p.sex, visits=visits), flat_codes(p)[keep:]
+    n = len(visits)  # the times of the visits kept (the last one's stay is its whole stay)
+    return Patient(id=p.id, age=p.age, sex=p.sex, visits=visits,
+                   visit_days=p.visit_days[:n] if p.visit_days is not None else None,
+                   los_days=p.los_days[:n] if p.los_days is not None else None), flat_codes(p)[keep:]
 
 
 def jaccard(a: set, b: set) -> float:
@@ -77,8 +80,19 @@ def scored_patients(holdout: list[Patient], max_patients: int | None, seed: int)
 
 
 def model_section(scorer: ModelScorer, holdout: list[Patient], max_patients: int | None = None, seed: int = 0) -> dict:
-    """Perplexity on the (subsampled) holdout and reconstruction Jaccard on its patients with >= 2 codes."""
-    scored = scored_patients(holdout, max_patients, seed)
+    """Perplexity on the (subsampled) holdout and reconstruction Jaccard on its patients with >= 2 codes.
+    A model that learned time scores records with their times (`scorer.time_fields`): holdout patients
+    without them are left out, and `note` says how many."""
+    need = tuple(getattr(scorer, "time_fields", ()))
+    usable = [p for p in holdout if all(getattr(p, f) is not None for f in need)]
+    note = None
+    if len(usable) < len(holdout):
+        note = (f"{len(holdout) - len(usable)} of {len(holdout)} holdout patients have no {' or '.join(need)}: the model "
+                f"learned time and is scored on records with their times, so they are left out")
+    if not usable:
+        return {"perplexity": {}, "reconstruction_jaccard": None, "reconstruction_patients": 0, "patients": 0,
+                "holdout_patients": len(holdout), "note": note}
+    scored = scored_patients(usable, max_patients, seed)
     ppl = {k: (float(v) if v is not None else None) for k, v in scorer.perplexity(scored).items()}
     eligible = [p for p in scored if len(flat_codes(p)) >= 2]
     halves = [split_half(p) for p in eligible]
@@ -90,4 +104,5 @@ def model_section(scorer: ModelScorer, holdout: list[Patient], max_patients: int
         "reconstruction_patients": len(prefixes),
         "patients": len(scored),
         "holdout_patients": len(holdout),
+        "note": note,
     }

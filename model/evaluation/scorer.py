@@ -42,6 +42,12 @@ class Scorer:
     def model(self):
         return self.sampler.model
 
+    @property
+    def time_fields(self) -> tuple[str, ...]:
+        """The Patient fields a record needs to be scored: the times of a model that learned them."""
+        L = self.sampler.layout
+        return (("visit_days",) if L.gaps else ()) + (("los_days",) if L.stays else ())
+
     def perplexity(self, patients, *, seed: int = 1234, batch_size: int = 16) -> dict[str, float]:
         """Flat {name: float} on held-out patients: "masked", "next_visit", "all" (exp(mean NLL)), the
         unigram baseline's "baseline_masked", "baseline_next_visit", "baseline_all", the research
@@ -52,11 +58,13 @@ class Scorer:
                            device=self.device)
         return {k: float(v) for k, v in r.items()}
 
-    def _usable_prefix(self, p: Patient) -> list[list[str]]:
+    def _usable_prefix(self, p: Patient) -> Patient:
+        """The part of `p` the model can be forced with: its usable codes, the visits that keep any, their
+        times re-based to the first one kept (a model with time forces them too)."""
         vocab, rules = self.sampler.vocab, self.sampler.rules
         ok_tokens = rules.mask(np.asarray([p.sex]), np.asarray([p.age], dtype=float))[0]
-        visits = []
-        for v in p.visits:
+        visits, kept = [], []
+        for k, v in enumerate(p.visits):
             keep = []
             for c in dict.fromkeys(v):
                 tid = vocab.code_id(c)
@@ -64,13 +72,19 @@ class Scorer:
                     keep.append(c)
             if keep:
                 visits.append(keep)
-        # fit <s> prefix K c </v> </s> inside max_length: oldest visits go first
-        per_code = 2 if self.sampler.layout.hierarchical else 1
+                kept.append(k)
+        # fit <s> prefix K c [S] </v> </s> inside max_length (time tokens: a gap before each later visit,
+        # a stay in each): oldest visits go first
+        L = self.sampler.layout
+        per_code, gap, stay = (2 if L.hierarchical else 1), int(L.gaps), int(L.stays)
         def cost(vs):
-            return 1 + sum(2 + per_code * len(v) for v in vs) + per_code + 2
+            return 1 + sum(2 + gap + stay + per_code * len(v) for v in vs) - gap + per_code + 2 + stay
         while visits and cost(visits) > self.sampler.config.max_length:
-            visits = visits[1:]
-        return visits
+            visits, kept = visits[1:], kept[1:]
+        days = [p.visit_days[k] - p.visit_days[kept[0]] for k in kept] if p.visit_days is not None and kept else None
+        los = [p.los_days[k] for k in kept] if p.los_days is not None else None
+        return Patient(id=p.id, age=p.age, sex=p.sex, visits=visits, visit_days=days if visits else None,
+                       los_days=los if visits else None)
 
     def reconstruct(self, prefix_patients, *, seed: int = 0, sampling: SamplingOptions | None = None,
                     batch_size: int = 256) -> list[Patient]:
@@ -83,10 +97,10 @@ class Scorer:
         prefixes = [self._usable_prefix(p) for p in patients]
         default = self.sampler.limits()
         limits = self.sampler.limits(
-            max_visits=max([len(v) + 1 for v in prefixes] + [default.max_visits]),
-            max_codes_per_visit=max([len(x) for v in prefixes for x in v] + [default.max_codes_per_visit]),
+            max_visits=max([len(v.visits) + 1 for v in prefixes] + [default.max_visits]),
+            max_codes_per_visit=max([len(x) for v in prefixes for x in v.visits] + [default.max_codes_per_visit]),
         )
-        forced = [self.sampler.record_prefix(v) for v in prefixes]
+        forced = [self.sampler.record_prefix(v.visits, v.visit_days, v.los_days) for v in prefixes]
         order = sorted(range(len(patients)), key=lambda i: len(forced[i]))  # similar lengths share a batch
         seqs = self.sampler.generate_many([patients[i].age for i in order], [patients[i].sex for i in order],
                                           [row_key(seed, i) for i in order], opts, forced=[forced[i] for i in order],

@@ -3,7 +3,7 @@ sampling options), per-patient seeds, and sharded generation.
 
 Patient `index` of the cohort of `seed` is fully determined by (seed, index): its demographics come
 from `numpy.random.default_rng([seed, index, 1])` and its tokens from the hash stream
-`streams.row_key(seed, index)`. So any shard [start, stop) can be generated anywhere, in any batch
+`streams.row_key(seed, index)` (the days inside its time tokens' bins from the TIME stream). So any shard [start, stop) can be generated anywhere, in any batch
 size, and concatenating shards gives the cohort generated in one go. `iter_cohort` streams a range
 a chunk of CHUNK_BATCHES batches at a time (what `promptehr generate` writes from, so its memory is
 bounded by a chunk, not by the cohort); `generate_cohort` returns a range as a list.
@@ -311,4 +311,5 @@ def _chunks(sampler, spec: CohortSpec, seed: int, forced, limits, indices: range
         seqs = sampler.generate_many(ages, sexes, keys, spec.sampling, forced=[forced] * len(idx), limits=limits,
                                      batch_size=batch_size, progress=report)
         for i, a, s, t in zip(idx, ages, sexes, seqs):
-            yield Patient(id=patient_id(seed, i), age=a, sex=s, visits=sampler.visits_of(t))
+            visits, days, los = sampler.record_of(t, seed, i)
+            yield Patient(id=patient_id(seed, i), age=a, sex=s, visits=visits, visit_days=days, los_days=los)

@@ -4,11 +4,16 @@ and `advance` is well formed.
 
 Sequences (DESIGN section 4), hierarchical interleaves each code with its category first:
     <s> <v> K(c1) c1 K(c2) c2 </v> <v> ... </v> </s>        flat: <s> <v> c1 c2 </v> ... </s>
+and a model that learned time (model/tokens/tokenizer.py) closes each visit with a stay token S and
+opens each later visit with a gap token G:
+    <s> <v> K(c1) c1 S </v> G <v> K(c2) c2 S </v> </s>
+so after a non-empty visit's codes the choice is another code or a stay (not </v>), after </v> it is
+a gap (another visit) or </s>, and a stay is followed by </v>, a gap by <v>.
 
 The state of each row is a few integers plus two (B, V) bool masks, all torch tensors on the model's
 device, so a step costs a handful of vectorised ops for the whole batch. The length limits are
 enforced by cost: a visit is only opened, and a code only started, when the tokens left still fit
-the shortest way to close the record (`</v> </s>`), so generation always ends inside max_length.
+the shortest way to close the record (`[S] </v> </s>`), so generation always ends inside max_length.
 """
 from __future__ import annotations
 
@@ -24,8 +29,10 @@ from promptehr.model.tokens.layout import TokenLayout
 START = 0  # after <s>: only <v>
 OPEN = 1  # after <v> or a code: a category (hier) / code (flat), or </v> once the visit is non-empty
 CATEGORY = 2  # after a category token: a not-yet-used allowed code of that category
-CLOSED = 3  # after </v>: <v> or </s>
+CLOSED = 3  # after </v>: <v> (a gap token, with time) or </s>
 DONE = 4  # after </s>: only <pad> (rows kept in the batch as padding)
+STAYED = 5  # after a stay token: only </v>
+GAPPED = 6  # after a gap token: only <v>
 
 
 @dataclass(frozen=True)
@@ -196,15 +203,16 @@ def _fill_head(out: torch.Tensor, state: RowState, layout: TokenLayout, limits: 
     """Set allowed_next's columns below code_offset into `out` (zeros, B x >= code_offset); returns the
     rows that may add a code to their open visit (flat layouts allow the codes themselves there)."""
     left = limits.max_length - state.length  # tokens that may still be emitted, this one included
-    # shortest completions: a new visit is <v> [K] c </v> </s>, a new code in a visit is [K] c </v> </s>
+    # shortest completions: a new visit is [G] <v> [K] c [S] </v> </s>, a new code in a visit is [K] c [S] </v> </s>
     unit = 2 if layout.hierarchical else 1
-    can_open = (state.n_visits < limits.max_visits) & (left >= unit + 3)
-    can_add = (state.n_in_visit < limits.max_codes_per_visit) & (left >= unit + 2)
+    gap, stay = int(layout.gaps), int(layout.stays)
+    can_open = (state.n_visits < limits.max_visits) & (left >= unit + 3 + gap + stay)
+    can_add = (state.n_in_visit < limits.max_codes_per_visit) & (left >= unit + 2 + stay)
     has_any = state.has_any
     ph = state.phase
 
     start = ph == START
-    first = start & has_any & (left >= unit + 3)
+    first = start & has_any & (left >= unit + 3 + stay)
     out[:, layout.visit_open] |= first
     # degenerate: a patient for whom every code is forbidden (or max_length too short for one visit)
     # gets the empty record <s> </s>
@@ -215,11 +223,19 @@ def _fill_head(out: torch.Tensor, state: RowState, layout: TokenLayout, limits: 
     if layout.hierarchical:
         out[:, layout.category_offset: layout.code_offset] |= (state.cat_left > 0) & add[:, None]
     nonempty = state.n_in_visit > 0
-    out[:, layout.visit_close] |= opn & nonempty
+    if stay:  # a visit ends with its length of stay
+        out[:, layout.stay_offset: layout.stay_offset + layout.n_stays] |= (opn & nonempty)[:, None]
+        out[:, layout.visit_close] |= ph == STAYED
+    else:
+        out[:, layout.visit_close] |= opn & nonempty
     # an empty open visit with nothing to add cannot happen (a visit opens only when a code fits)
 
     closed = ph == CLOSED
-    out[:, layout.visit_open] |= closed & can_open & has_any
+    if gap:  # a later visit starts with the days since the last one
+        out[:, layout.gap_offset: layout.gap_offset + layout.n_gaps] |= (closed & can_open & has_any)[:, None]
+        out[:, layout.visit_open] |= ph == GAPPED
+    else:
+        out[:, layout.visit_open] |= closed & can_open & has_any
     out[:, layout.eos] |= closed
 
     out[:, layout.pad] |= ph == DONE
@@ -274,6 +290,8 @@ def advance(state: RowState, tokens: torch.Tensor, layout: TokenLayout, limits: 
     opens = tokens == layout.visit_open
     closes = tokens == layout.visit_close
     ends = tokens == layout.eos
+    stays = (tokens >= layout.stay_offset) & (tokens < layout.stay_offset + layout.n_stays)
+    gaps = (tokens >= layout.gap_offset) & (tokens < layout.gap_offset + layout.n_gaps)
 
     # a new visit starts with nothing used
     if opens.any():
@@ -294,6 +312,9 @@ def advance(state: RowState, tokens: torch.Tensor, layout: TokenLayout, limits: 
     phase[is_cat] = CATEGORY
     phase[closes] = CLOSED
     phase[ends] = DONE
+    if layout.n_stays or layout.n_gaps:
+        phase[stays] = STAYED
+        phase[gaps] = GAPPED
     s.phase = phase
     s.length = state.length + live.long()
     return s

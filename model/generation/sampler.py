@@ -39,9 +39,10 @@ from promptehr.model.generation.constraints import (
 )
 from promptehr.model.generation.draw import SamplingOptions, draw
 from promptehr.model.generation.head import SlicedHead
-from promptehr.model.generation.streams import uniforms
+from promptehr.model.generation.streams import TIME, row_key, uniforms
 from promptehr.model.nn.promptbart import EncoderState, demographics_to_tensors
 from promptehr.model.rules import allowed_matrix
+from promptehr.model.tokens import time_bins
 from promptehr.model.tokens.layout import TokenLayout
 from promptehr.model.tokens.tokenizer import Tokenizer
 
@@ -97,19 +98,46 @@ class Sampler:
         """Forced tokens after <s> that make `codes` the first codes of the first visit."""
         return [self.layout.visit_open] + self.code_tokens(codes) if codes else []
 
-    def record_prefix(self, visits) -> list[int]:
-        """Forced tokens after <s> for a partial record: closed visits, the last one left open."""
+    def record_prefix(self, visits, visit_days=None, los_days=None) -> list[int]:
+        """Forced tokens after <s> for a partial record: closed visits, the last one left open. A model
+        with time forces the record's times too (the gap before each later visit, the stay closing each
+        closed visit), so the record needs them: ValueError without."""
+        L, v = self.layout, self.vocab
+        if len(visits) > 1 and (L.gaps and visit_days is None or L.stays and los_days is None):  # (one open visit has no time)
+            raise ValueError("this model learned time: a partial record to complete needs its visits' days"
+                             + (" and stays" if L.stays else ""))
+        closed = len(visits) > 1
+        gaps = time_bins.bin_of(np.diff(visit_days), v.time.edges).tolist() if L.gaps and closed else []
+        stays = time_bins.bin_of(los_days, v.time.edges).tolist() if L.stays and closed else []
         out: list[int] = []
         for k, visit in enumerate(visits):
-            out += [self.layout.visit_open] + self.code_tokens(visit)
+            out += ([v.gap_token(gaps[k - 1])] if k and L.gaps else []) + [L.visit_open] + self.code_tokens(visit)
             if k < len(visits) - 1:
-                out.append(self.layout.visit_close)
+                out += ([v.stay_token(stays[k])] if L.stays else []) + [L.visit_close]
         return out
 
     def visits_of(self, tokens: list[int]) -> list[list[str]]:
         """Visits (code strings) of a generated record: the tokenizer's decoding (a sampled record is
         well formed, so none of its tolerances apply)."""
         return self.tokenizer.decode(tokens)
+
+    def record_of(self, tokens: list[int], seed: int, index: int) -> tuple[list[list[str]], list[int] | None, list[int] | None]:
+        """(visits, visit_days, los_days) of patient `index`'s generated record; days None where the
+        model has no such tokens. A bin becomes days by a uniform draw inside it (time_bins.days_in) from
+        the patient's time stream (streams.TIME): position 2k for visit k's gap, 2k + 1 for its stay."""
+        visits, gaps, stays = self.tokenizer.decode_record(tokens)
+        L, n = self.layout, len(visits)
+        if not (L.gaps or L.stays):
+            return visits, None, None
+        edges = self.vocab.time.edges
+        u = uniforms(np.asarray([row_key(seed, index, TIME)], dtype=np.uint64), np.arange(2 * n))
+        days = los = None
+        if L.gaps:
+            step = time_bins.days_in([g for g in gaps[1:]], u[2::2], edges) if n > 1 else np.zeros(0, np.int64)
+            days = np.concatenate([[0], np.cumsum(step)]).astype(int).tolist()
+        if L.stays:
+            los = time_bins.days_in(stays, u[1::2], edges).astype(int).tolist()
+        return visits, days, los
 
     # ---- generation -----------------------------------------------------------------------------
     def generate_tokens(self, ages, sexes, keys, opts: SamplingOptions, forced=None, limits: Limits | None = None) -> list[list[int]]:

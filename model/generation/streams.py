@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 _M64 = (1 << 64) - 1
+TOKENS, TIME = 0, 1  # the streams of a patient: its tokens; the days drawn inside its time tokens' bins
 
 
 def _mix64(x: int) -> int:
@@ -21,7 +22,7 @@ def _mix64(x: int) -> int:
 
 
 def row_key(seed: int, index: int, stream: int = 0) -> int:
-    """The random stream of patient `index` in the cohort of `seed` (stream 0: tokens)."""
+    """The random stream of patient `index` in the cohort of `seed` (TOKENS, or TIME)."""
     return _mix64(_mix64(_mix64(int(seed) & _M64) ^ int(index)) ^ int(stream))
 
 

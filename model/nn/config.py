@@ -64,6 +64,9 @@ class TrainConfig:
     patience: int = 3  # epochs without validation improvement before stopping
     save_every: int = 200  # optimizer steps between resume snapshots (and always at epoch end)
     min_count: int = 1  # codes seen in fewer training visits map to their category token
+    # Learn when visits happen (gap and stay tokens, model/tokens/time_bins.py) where every training patient
+    # has dates; False trains on codes alone, as before time (the same data without its timeline).
+    time: bool = True
     objectives: dict[str, float] = field(default_factory=_default_objectives)
     mask_ratio: float = 0.3  # share of content tokens masked by span infilling (BART)
     poisson_lambda: float = 3.0  # span lengths

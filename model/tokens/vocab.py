@@ -1,7 +1,10 @@
-"""The vocabulary: special tokens, then category tokens, then code tokens; one token per code.
+"""The vocabulary: special tokens, then time tokens (if any), then category tokens, then code tokens; one
+token per code.
 
-Layout (ids): 0..6 specials in BART order, then `n_categories` category tokens (sorted), then `n_codes`
-code tokens (sorted). Codes are never split into pieces, so a token is a diagnosis and the model's
+Layout (ids): 0..6 specials in BART order, then the time tokens of a model that learned time (the gap
+tokens, then the stay tokens: one per bin of model/tokens/time_bins.py), then `n_categories` category
+tokens (sorted), then `n_codes` code tokens (sorted). Without time there are no time tokens and every
+id is what it was before time existed. Codes are never split into pieces, so a token is a diagnosis and the model's
 output layer is a distribution over diagnoses.
 
 Categories are those of the kept codes only, so every category token owns at least one code token:
@@ -10,22 +13,61 @@ hierarchical generation can always expand a category it has chosen.
 Tokens are the in-memory code strings of model/codes.py, so ICD-9-CM ("4019") and ICD-10-CM
 ("icd10:I10") codes and categories never share a token. The JSON names the systems it holds only
 when that is not ICD-9-CM alone, so an ICD-9 vocabulary is written byte for byte as before and an
-older vocab.json (no field: ICD-9-CM) still loads.
+older vocab.json (no field: ICD-9-CM) still loads. Likewise "time" ({"edges", "gaps", "stays"}) is
+written only for a model that learned time.
 """
 from __future__ import annotations
 
 import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from promptehr.model.codes import category_of, systems_in
+from promptehr.model.tokens import time_bins
 
 BOS, PAD, EOS, UNK, VISIT, END_VISIT, MASK = 0, 1, 2, 3, 4, 5, 6
 SPECIALS = ("<s>", "<pad>", "</s>", "<unk>", "<v>", "</v>", "<mask>")
 VERSION = 1
+
+
+@dataclass(frozen=True)
+class TimeTokens:
+    """Which time tokens a vocabulary has: gap tokens (days between visit starts), stay tokens (days
+    from a visit's start to its end), both over the bins `edges`."""
+
+    gaps: bool = True
+    stays: bool = True
+    edges: tuple[int, ...] = time_bins.EDGES
+
+    def __post_init__(self):
+        object.__setattr__(self, "edges", time_bins.check_edges(self.edges))
+        if not (self.gaps or self.stays):
+            raise ValueError("time tokens need gaps, stays or both (no time at all is time=None)")
+
+    @property
+    def n_bins(self) -> int:
+        return len(self.edges) - 1
+
+    def to_dict(self) -> dict:
+        return {"gaps": self.gaps, "stays": self.stays, "edges": list(self.edges)}
+
+    @classmethod
+    def of(cls, patients) -> tuple["TimeTokens | None", str]:
+        """The time tokens training data supports, and why: gaps when every patient has visit days,
+        stays when every patient has stays too; None (no time) otherwise."""
+        patients = list(patients)
+        no_days = sum(p.visit_days is None for p in patients)
+        if not patients or no_days:
+            return None, (f"{no_days} of {len(patients)} training patients have no visit dates" if patients
+                          else "no training patients")
+        no_stays = sum(p.los_days is None for p in patients)
+        if no_stays:
+            return cls(gaps=True, stays=False), f"{no_stays} of {len(patients)} training patients have no visit end dates: gaps only"
+        return cls(), "every training patient has visit dates and stays"
 
 
 class Vocabulary:
@@ -39,13 +81,22 @@ class Vocabulary:
     """
 
     def __init__(self, categories: Sequence[str], codes: Sequence[str], code_counts: Sequence[int] | None = None,
-                 min_count: int = 1):
+                 min_count: int = 1, time: TimeTokens | None = None):
         self.categories = list(categories)
         self.codes = list(codes)
         self.min_count = int(min_count)
-        self.category_offset = len(SPECIALS)
+        self.time = time
+        n_bins = time.n_bins if time is not None else 0
+        self.n_gaps = n_bins if time is not None and time.gaps else 0
+        self.n_stays = n_bins if time is not None and time.stays else 0
+        self.gap_offset = len(SPECIALS)
+        self.stay_offset = self.gap_offset + self.n_gaps
+        self.category_offset = self.stay_offset + self.n_stays
         self.code_offset = self.category_offset + len(self.categories)
-        self.tokens = list(SPECIALS) + self.categories + self.codes
+        edges = time.edges if time is not None else ()
+        time_tokens = ([time_bins.label("gap", b, edges) for b in range(self.n_gaps)]
+                       + [time_bins.label("stay", b, edges) for b in range(self.n_stays)])
+        self.tokens = list(SPECIALS) + time_tokens + self.categories + self.codes
         # A code and its category can be the same string ("585" is a code and a category): keep two maps.
         self._category_id = {c: self.category_offset + i for i, c in enumerate(self.categories)}
         self._code_id = {c: self.code_offset + i for i, c in enumerate(self.codes)}
@@ -59,12 +110,13 @@ class Vocabulary:
 
     # ---- construction -------------------------------------------------------------------------
     @classmethod
-    def build(cls, patients: Iterable, min_count: int = 1) -> Vocabulary:
-        """From training patients: codes seen in at least `min_count` visits; their categories."""
+    def build(cls, patients: Iterable, min_count: int = 1, time: TimeTokens | None = None) -> Vocabulary:
+        """From training patients: codes seen in at least `min_count` visits; their categories; the
+        time tokens `time` (TimeTokens.of(patients) says which the data supports)."""
         counts = Counter(code for p in patients for visit in p.visits for code in set(visit))
         codes = sorted(c for c, n in counts.items() if n >= min_count)
         categories = sorted({category_of(c) for c in codes})
-        return cls(categories, codes, [counts[c] for c in codes], min_count=min_count)
+        return cls(categories, codes, [counts[c] for c in codes], min_count=min_count, time=time)
 
     # ---- lookups ------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -77,6 +129,22 @@ class Vocabulary:
     @property
     def n_codes(self) -> int:
         return len(self.codes)
+
+    @property
+    def has_time(self) -> bool:
+        return self.time is not None
+
+    def gap_token(self, b: int) -> int:
+        return self.gap_offset + int(b)
+
+    def stay_token(self, b: int) -> int:
+        return self.stay_offset + int(b)
+
+    def is_gap(self, token_id: int) -> bool:
+        return self.gap_offset <= token_id < self.stay_offset
+
+    def is_stay(self, token_id: int) -> bool:
+        return self.stay_offset <= token_id < self.category_offset
 
     @property
     def code_systems(self) -> tuple[str, ...]:
@@ -123,13 +191,16 @@ class Vocabulary:
              "categories": self.categories, "codes": self.codes, "code_counts": self.code_counts.tolist()}
         if self.code_systems != ("icd9",):  # optional: absent means ICD-9-CM only (see the module docstring)
             d["code_systems"] = list(self.code_systems)
+        if self.time is not None:  # optional: absent means no time tokens
+            d["time"] = self.time.to_dict()
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> Vocabulary:
         if d.get("version") != VERSION or tuple(d.get("specials", ())) != SPECIALS:
             raise ValueError(f"unsupported vocabulary version {d.get('version')!r} or special tokens")
-        vocab = cls(d["categories"], d["codes"], d["code_counts"], min_count=d.get("min_count", 1))
+        time = TimeTokens(**d["time"]) if d.get("time") is not None else None
+        vocab = cls(d["categories"], d["codes"], d["code_counts"], min_count=d.get("min_count", 1), time=time)
         if tuple(d.get("code_systems", ("icd9",))) != vocab.code_systems:
             raise ValueError(f"vocabulary lists code systems {d.get('code_systems', ['icd9'])} but its codes are {list(vocab.code_systems)}")
         return vocab

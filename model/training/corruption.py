@@ -8,8 +8,10 @@ numpy Generator and returns an Example(encoder, target, scored):
     scored   bool per target position: the positions a perplexity is measured on (corrupted code
              tokens, or the codes of the predicted next visit)
 
-Only content tokens (categories and codes) are corrupted; `<s>`, `</s>`, `<v>`, `</v>` stay in place, so
-the encoder always sees a well-formed visit structure.
+Only content tokens (categories and codes) are corrupted; `<s>`, `</s>`, `<v>`, `</v>` and the time
+tokens (gaps and stays) stay in place, so the encoder always sees a well-formed visit structure and
+the visits' times: the denoising objectives teach codes in their timeline, the next-visit and
+empty-encoder objectives teach the decoder to write the times themselves.
 
 Objectives:
   mask        span infilling: spans with Poisson(lambda) lengths (at least 1, within one visit) until
@@ -34,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from promptehr.model.tokens.layout import TokenLayout
-from promptehr.model.tokens.vocab import BOS, END_VISIT, EOS, MASK, VISIT
+from promptehr.model.tokens.vocab import BOS, END_VISIT, EOS, MASK, SPECIALS, VISIT
 
 OBJECTIVES = ("mask", "delete", "replace", "next_visit", "empty")
 
@@ -107,17 +109,20 @@ def replace_tokens(tokens: list[int], rng: np.random.Generator, layout: TokenLay
 
 # ---- next visit and empty encoder --------------------------------------------------------------
 def split_visits(tokens: list[int]) -> list[list[int]]:
-    """`<s> <v> a </v> <v> b </v> </s>` -> [[<v> a </v>], [<v> b </v>]]."""
-    visits, current = [], None
+    """`<s> <v> a </v> <v> b </v> </s>` -> [[<v> a </v>], [<v> b </v>]]; a gap token before a visit
+    (model/tokens/tokenizer.py) goes with it: `... </v> G <v> b </v>` -> [..., [G <v> b </v>]]."""
+    visits, current, lead = [], None, []
     for tok in tokens:
         if tok == VISIT:
-            current = [tok]
+            current, lead = lead + [tok], []
         elif tok == END_VISIT and current is not None:
             current.append(tok)
             visits.append(current)
             current = None
         elif current is not None:
             current.append(tok)
+        elif tok >= len(SPECIALS):  # between visits: a gap token
+            lead.append(tok)
     return visits
 
 

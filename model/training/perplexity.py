@@ -140,7 +140,7 @@ def heldout_perplexity(model, vocab, tokenizer, patients, *, seed: int = 1234, b
     unigram baseline's. Keys: ppl, ppl_masked, ppl_next_visit, baseline_ppl, baseline_ppl_masked, ..."""
     cfg = model.config
     patients = [p for p in patients if p.visits]
-    seqs = [tokenizer.encode(p.visits, cfg.max_length) for p in patients]
+    seqs = [tokenizer.encode_patient(p, cfg.max_length) for p in patients]
     age, sex = demographics_to_tensors([p.age for p in patients], [p.sex for p in patients], cfg)
     opts = SimpleNamespace(mask_ratio=mask_ratio, poisson_lambda=poisson_lambda, val_seed=seed)
     batches = validation_batches(seqs, age.tolist(), sex.tolist(), TokenLayout.of(vocab), opts, batch_size)

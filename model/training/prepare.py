@@ -63,7 +63,7 @@ def fill_demographics(patients, age: float | None = None, sex: str | None = None
 def encode_patients(patients, tokenizer: Tokenizer, cfg: ModelConfig):
     """-> token lists, standardised ages, sexes (0/1); patients without visits are left out."""
     kept = [p for p in patients if p.visits]
-    seqs = [tokenizer.encode(p.visits, cfg.max_length) for p in kept]
+    seqs = [tokenizer.encode_patient(p, cfg.max_length) for p in kept]
     ages = [(p.age - cfg.age_mean) / cfg.age_sd for p in kept]
     sexes = [SEXES.index(p.sex) for p in kept]  # 0 = M, 1 = F; anything else was refused by check_demographics
     return seqs, ages, sexes

@@ -25,6 +25,7 @@ import math
 import random
 import shutil
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +41,7 @@ from promptehr.model.nn.cooccurrence import common_pairs, count_cooccurrences, p
 from promptehr.model.nn.promptbart import LossWeights
 from promptehr.model.tokens.layout import TokenLayout
 from promptehr.model.tokens.tokenizer import Tokenizer
-from promptehr.model.tokens.vocab import Vocabulary
+from promptehr.model.tokens.vocab import TimeTokens, Vocabulary
 from promptehr.model.training import card, distributed
 from promptehr.model.training.batches import IGNORE, Batch
 from promptehr.model.training.perplexity import (
@@ -305,7 +306,10 @@ def setup(train_patients, val_patients, config: TrainConfig, out: Path, dev: tor
           ctx: distributed.Context = distributed.SINGLE) -> tuple[Run, TrainingState]:
     """Vocabulary, model, encoded data, optimizer and schedule (in this order: the model's initialisation
     is what draws from the seeded RNGs), then the first state: a fresh one, or `saved`."""
-    vocab = Vocabulary.build(train_patients, min_count=config.min_count)
+    time_tokens, why = TimeTokens.of(train_patients) if config.time else (None, "training asked for no time (time=False)")
+    if config.time and time_tokens is None and ctx.main:
+        warnings.warn(f"the model learns no timeline: {why}", stacklevel=2)
+    vocab = Vocabulary.build(train_patients, min_count=config.min_count, time=time_tokens)
     if saved is not None and saved["vocab"] != vocab.to_dict():
         raise ValueError("resume: the training data gives a different vocabulary than the interrupted run")
     mean, sd = age_stats(train_patients)

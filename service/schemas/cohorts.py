@@ -235,3 +235,7 @@ class CohortPatientPublic(StrictModel):
     age: float
     sex: str
     visits: list[list[str]]
+    # A model that learned time: days from the first visit's start to each visit's start (first 0) and each
+    # visit's length of stay in days (0 = same day). null from a model without time.
+    visit_days: list[int] | None = None
+    los_days: list[int] | None = None

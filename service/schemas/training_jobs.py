@@ -16,6 +16,8 @@ class TrainingJobBase(StrictModel):
     batch_size: int | None = Field(default=None, ge=1, le=4096)
     learning_rate: float | None = Field(default=None, gt=0, le=1)
     early_stopping_patience: int | None = Field(default=None, ge=0, le=1000)
+    learn_time: bool = Field(default=True, description="Learn when visits happen and how long they last (gap and stay "
+                                                        "tokens) where every training patient has dates; false: codes only.")
     devices: int = Field(default=1, ge=1, le=256,
                          description="Train data-parallel on this many devices of one worker (GPUs; on a CPU worker, "
                                      "gloo processes: its PROMPTEHR_CPU_DEVICES). More than any live worker offers is a 422.")
@@ -35,6 +37,8 @@ class TrainingJobCreate(TrainingJobBase):
 
     def options(self) -> dict[str, Any]:
         options = self.model_dump(include={"batch_size", "learning_rate", "early_stopping_patience"}, exclude_none=True)
+        if not self.learn_time:  # absent means true: the options of earlier jobs stay as they were
+            options["learn_time"] = False
         if self.devices != 1:  # absent means 1: the options of one-device jobs stay as they were
             options["devices"] = self.devices
         return options
