@@ -3,6 +3,7 @@ MIMIC-III or MIMIC-IV zip (model/data/export.py says what each holds; a MIMIC-II
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
 import sys
 import time
@@ -13,6 +14,21 @@ from pathlib import Path
 from tqdm import tqdm
 
 from promptehr.model.generation.options import SamplingOptions
+
+
+def start_date_arg(text: str) -> dt.date:
+    """argparse type: an ISO date (YYYY-MM-DD) that the exports can place visits from (check_start_date)."""
+    from promptehr.model.data.export import check_start_date
+
+    try:
+        value = dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD, got {text!r}") from None
+    try:
+        check_start_date(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return value
 
 
 def add_parser(subparsers) -> None:
@@ -51,6 +67,12 @@ def add_parser(subparsers) -> None:
     p.add_argument("--out", required=True, metavar="FILE")
     p.add_argument("--format", choices=("jsonl", "csv", "mimic3", "mimic4"), default=None,
                    help="default: from the file name (.jsonl, .csv, .zip = mimic3), else jsonl")
+    # The default lives in model/data/export.py (DEFAULT_START_DATE), shared with the API; importing it
+    # here would load pandas for every command's parser, so the help names it (a test keeps them equal).
+    p.add_argument("--start-date", type=start_date_arg, default=None, metavar="YYYY-MM-DD",
+                   help="the date of every record's first visit in the csv and zip exports, for a model that "
+                        "learned visit times (they are days from the first visit; default 2020-01-01). A model "
+                        "without time gets invented dates (a hash of each patient id), with a warning")
     p.set_defaults(func=run)
 
 
@@ -147,15 +169,28 @@ def generate_with_progress(sampler, spec, n: int, seed: int, *, batch_size: int,
     return patients, time.time() - t0
 
 
-def write_streamed(patients: Iterable, out: Path, fmt: str, code_systems) -> tuple[int, int]:
+def invented_dates_warning(fmt: str, start_date: dt.date | None) -> str:
+    """The warning for records without time (a model that did not learn visit times)."""
+    what = ("its records have no visit_days/los_days" if fmt == "jsonl"
+            else "the visit dates are invented (a hash of each patient id), not generated")
+    ignored = " (--start-date has no effect)" if start_date is not None else ""
+    return f"promptehr generate: warning: this model did not learn visit times: {what}{ignored}"
+
+
+def write_streamed(patients: Iterable, out: Path, fmt: str, code_systems,
+                   start_date: dt.date | None = None) -> tuple[int, int]:
     """Write `patients` (any iterable, consumed once) to `out` as they come -> (patients, bytes).
 
     model.data.export streams every format, so memory holds one export chunk and whatever the iterable
     holds (iter_cohort: one chunk of patients), never the cohort. A regular file is written as a hidden
     sibling `.NAME.partial` and renamed at the end: a run stopped half-way leaves no file that looks whole.
+    Records without time (decided by the first patient, as the export does) get a warning on stderr.
     """
-    from promptehr.model.data.export import write_export
+    from promptehr.model.data.export import INVENTED, peek_dates, write_export
 
+    kind, patients = peek_dates(patients)
+    if kind == INVENTED:
+        print(invented_dates_warning(fmt, start_date), file=sys.stderr)
     count = 0
 
     def counted():
@@ -165,10 +200,10 @@ def write_streamed(patients: Iterable, out: Path, fmt: str, code_systems) -> tup
             yield p
 
     if out.exists() and not out.is_file():  # /dev/stdout, a named pipe: no sibling to rename
-        return count, write_export(counted(), out, fmt, code_systems=code_systems)
+        return count, write_export(counted(), out, fmt, code_systems=code_systems, start_date=start_date)
     partial = out.with_name(f".{out.name}.partial")
     try:
-        size = write_export(counted(), partial, fmt, code_systems=code_systems)
+        size = write_export(counted(), partial, fmt, code_systems=code_systems, start_date=start_date)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
@@ -226,7 +261,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.time()
     with progress_bar(args.n) as progress:  # patients are written as the sampler makes them, a chunk at a time
         patients = iter_cohort(sampler, spec, args.n, args.seed, batch_size=args.batch_size, device=device, progress=progress)
-        count, size = write_streamed(patients, out, fmt, systems)
+        count, size = write_streamed(patients, out, fmt, systems, args.start_date)
     seconds = time.time() - t0
     print(f"{count} patients in {seconds:.1f} s ({count / max(seconds, 1e-9):.1f} patients/s), "
           f"seed {args.seed} -> {out} ({fmt}, {size} bytes)", file=sys.stderr)

@@ -7,7 +7,8 @@ case) and the same checks give the same errors, told of the DataFrame's row inst
 
 Out: patients become the bytes `promptehr generate --format csv` writes (model/data/export.py) and are
 parsed with the dtypes below, so the frame holds the CSV's values: ids and codes as strings (leading
-zeros kept: "0389"), visit_time as the CSV's ISO date text, age as a number, sex "M"/"F".
+zeros kept: "0389"), visit_time as the CSV's ISO date text (records with time: ISO datetimes, and a
+visit_end column beside it), age as a number, sex "M"/"F".
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 # The text columns of the long CSV export; age is left to pandas (whole years: integers).
-TEXT_COLUMNS = ("patient_id", "visit_id", "visit_time", "code", "code_system", "sex")
+TEXT_COLUMNS = ("patient_id", "visit_id", "visit_time", "visit_end", "code", "code_system", "sex")
 SOURCE = "DataFrame"  # what an error names in place of a file
 
 
@@ -59,11 +60,20 @@ def frame_error(e, path: str, df: pd.DataFrame):
     return DataError(SOURCE, expected, column=e.column)
 
 
-def records_frame(patients, code_systems) -> pd.DataFrame:
-    """The long-format DataFrame of `patients`: the CSV `promptehr generate --format csv` writes, parsed."""
+def records_frame(patients, code_systems, start_date=None) -> pd.DataFrame:
+    """The long-format DataFrame of `patients`: the CSV `promptehr generate --format csv` writes, parsed.
+    `start_date`: the first visit's date of records with time (a datetime.date or "YYYY-MM-DD"; None:
+    the export's DEFAULT_START_DATE)."""
+    import datetime as dt
+
     from promptehr.model.data.export import export_bytes
 
-    data = b"".join(export_bytes(patients, "csv", code_systems=tuple(code_systems)))
+    if isinstance(start_date, str):
+        try:
+            start_date = dt.date.fromisoformat(start_date)
+        except ValueError:
+            raise ValueError(f"start_date: expected a date as YYYY-MM-DD, got {start_date!r}") from None
+    data = b"".join(export_bytes(patients, "csv", code_systems=tuple(code_systems), start_date=start_date))
     return read_long_csv(io.BytesIO(data))
 
 

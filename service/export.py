@@ -12,6 +12,7 @@ a warm pool, per `export_chunk_rows` patients.)
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 from collections.abc import AsyncIterator, Iterable, Iterator
 
@@ -77,6 +78,11 @@ def cohort_patients(session: Session, cohort_id: str, page: int, total: int | No
         raise ExportIncomplete(f"cohort {cohort_id}: {sent} of {total} patients left to export")
 
 
+class Unexportable(ValueError):
+    """The format cannot hold the cohort's code systems (model.data.export.check_exportable): told
+    apart from any other ValueError, since it is the request's `format` that is wrong."""
+
+
 _END = object()
 
 
@@ -98,15 +104,25 @@ async def gated(chunks: Iterator[bytes], gate: asyncio.Semaphore) -> AsyncIterat
 
 
 def stream(fmt: str, session: Session, cohort_id: str, page: int = 500,
-           code_systems: Iterable[str] = ("icd9",), total: int | None = None) -> Iterator[bytes]:
-    """The export's bytes, a chunk about every `page` rows; `code_systems`: those of the cohort's model;
-    `total`: the cohort's size. ValueError, from this call and before any byte, where `fmt` cannot
-    hold them (a MIMIC-III zip of ICD-10-CM codes). The session's transaction (the route's reads)
-    ends here: the connection goes back to the pool before the response starts."""
+           code_systems: Iterable[str] = ("icd9",), total: int | None = None,
+           start_date: dt.date | None = None) -> tuple[str, Iterator[bytes]]:
+    """(where its dates come from, "learned" | "invented"; the export's bytes, a chunk about every
+    `page` rows). `code_systems`: those of the cohort's model; `total`: the cohort's size;
+    `start_date`: the first visit's date of records with time (None: the export's default).
+    Unexportable, from this call and before any byte, where `fmt` cannot hold the systems (a MIMIC-III
+    zip of ICD-10-CM codes). The first page is read here, since the response's header names the
+    dates' kind and the first patient decides it (model.data.export.peek_dates). The session's
+    transaction (the route's reads) ends here: the connection goes back to the pool before the
+    response starts."""
     # Imported here: model.data's package imports pandas (about 0.8 s of the app's 3.3 s start-up,
     # measured), which no other route needs at start-up either (routes/datasets.py waits the same way).
-    from promptehr.model.data.export import export_bytes
+    from promptehr.model.data.export import check_exportable, export_bytes, peek_dates
 
+    code_systems = tuple(code_systems)
+    try:
+        check_exportable(fmt, code_systems)  # before the first page is read
+    except ValueError as e:
+        raise Unexportable(str(e)) from None
     session.close()
-    return export_bytes(cohort_patients(session, cohort_id, page, total), fmt, rows=page,
-                        code_systems=code_systems)
+    dates, patients = peek_dates(cohort_patients(session, cohort_id, page, total))
+    return dates, export_bytes(patients, fmt, rows=page, code_systems=code_systems, start_date=start_date)

@@ -2,6 +2,7 @@
 cancel it, delete it."""
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response
@@ -134,6 +135,30 @@ def list_cohort_patients(
     return page_body(request, items, encode_cursor(rows[-1].index) if more else None, n)
 
 
+# The response header that says where an export's dates come from (docs/formats.md).
+DATES_HEADER = "PromptEHR-Dates"
+
+
+def start_date_of(text: str | None) -> dt.date | None:
+    """The export's `start_date` query parameter as a date (None: the export's default); a 422 naming
+    it where it is no date an export can start from."""
+    if text is None:
+        return None
+    # Imported here, as service/export.py does: model.data's package imports pandas.
+    from promptehr.model.data.export import check_start_date
+
+    try:
+        day = dt.date.fromisoformat(text)
+    except ValueError as e:
+        raise validation_problem([field_error(["query", "start_date"], f"expected a date as YYYY-MM-DD, got "
+                                              f"{text!r} ({e})")]) from None
+    try:
+        check_start_date(day)
+    except ValueError as e:
+        raise validation_problem([field_error(["query", "start_date"], str(e))]) from None
+    return day
+
+
 @router.get(
     "/{cohort_id}/export",
     summary="Download a cohort (streamed)",
@@ -143,32 +168,49 @@ def list_cohort_patients(
     "`mimic3`: a zip of DIAGNOSES_ICD.csv, PATIENTS.csv and ADMISSIONS.csv, ICD-9-CM only (a model that "
     "knows ICD-10-CM is a 422); `mimic4`: a zip of diagnoses_icd.csv (icd_code, icd_version 9 or 10, "
     "seq_num), patients.csv and admissions.csv. The same bytes as `promptehr generate --format` writes for "
-    "the same model, size, seed and spec. Available once every shard has been generated.",
+    "the same model, size, seed and spec. Available once every shard has been generated.\n\n"
+    "Dates: for a model that learned visit times, jsonl carries `visit_days` (days from the first visit, "
+    "first 0) and `los_days` (one stay per visit, 0 = same day); csv gains `visit_end` after `visit_time` "
+    "(ISO datetimes) and the zips' admission and discharge times follow them, every record's first visit on "
+    "`start_date` (default 2020-01-01). For a model without time the dates are invented (a hash of each "
+    "patient id) and the bytes are those of the exports before time. The `PromptEHR-Dates` header says "
+    "which: `learned` or `invented`.",
     response_class=StreamingResponse,
     responses={
-        200: {"content": {"application/x-ndjson": {}, "text/csv": {}, "application/zip": {}}},
+        200: {"content": {"application/x-ndjson": {}, "text/csv": {}, "application/zip": {}},
+              "headers": {DATES_HEADER: {"description": "`learned`: the dates are the model's generated visit "
+                                         "times, placed from `start_date`; `invented`: the model did not learn "
+                                         "visit times and the dates are made up from each patient id",
+                                         "schema": {"type": "string", "enum": ["learned", "invented"]}}}},
         **problem_responses(401, 404, 409, 422),
     },
 )
 def export_cohort(
     request: Request, cohort_id: str, session: SessionDep, settings: SettingsDep, tenant: TenantDep,
     format: Annotated[Literal["jsonl", "csv", "mimic3", "mimic4"], Query()] = "jsonl",
+    start_date: Annotated[str | None, Query(
+        pattern=r"^\d{4}-\d{2}-\d{2}$", examples=["2020-01-01"],
+        description="the date of every record's first visit (YYYY-MM-DD), for a model that learned visit times; "
+                    "default 2020-01-01; no effect on invented dates")] = None,
 ):
+    day = start_date_of(start_date)
     cohort = _get(session, cohort_id, tenant=tenant)
     if cohort.shards_done < cohort.n_shards:
         raise Problem(409, f"The cohort is not generated yet (status {cohort.status}).", type="cohort-not-ready")
     media_type, ext = export.FORMATS[format]
     model = store.get_model(session, cohort.model_id)
     try:
-        chunks = export.stream(format, session, cohort_id, settings.export_chunk_rows,
-                               code_systems=known_systems(model.config if model is not None else None),
-                               total=cohort.n_patients)
-    except ValueError as e:  # the format cannot hold the model's code systems
+        dates, chunks = export.stream(format, session, cohort_id, settings.export_chunk_rows,
+                                      code_systems=known_systems(model.config if model is not None else None),
+                                      total=cohort.n_patients, start_date=day)
+    except export.Unexportable as e:  # the format cannot hold the model's code systems
         raise validation_problem([field_error(["query", "format"], str(e))]) from None
+    except export.ExportIncomplete:  # deleted since _get: its first page was all there was, and short
+        raise Problem(404, f"No cohort {cohort_id}.", type="not-found") from None
     return StreamingResponse(
         export.gated(chunks, request.app.state.export_gate),
         media_type=media_type,
-        headers={"Content-Disposition": f'attachment; filename="cohort-{cohort_id}.{ext}"'},
+        headers={"Content-Disposition": f'attachment; filename="cohort-{cohort_id}.{ext}"', DATES_HEADER: dates},
     )
 
 
