@@ -1,7 +1,8 @@
 """`promptehr evaluate`: the cohort report (JSON, optionally HTML) of a synthetic cohort against real data.
 
     promptehr evaluate --synthetic cohort.jsonl --real DATA... [--format F] [--code-system S] [--model DIR]
-                       [--split-seed 0] --out report.json [--html report.html] [--fail-on fidelity,privacy]
+                       [--split-seed 0] [--privacy-times] --out report.json [--html report.html]
+                       [--fail-on fidelity,privacy]
 
 The cohort is any file `promptehr generate` writes (JSONL, long CSV, MIMIC-III or MIMIC-IV zip), told
 apart by its extension or `--synthetic-format`. The real data is split with model/split.py (80/10/10 by
@@ -22,7 +23,8 @@ from promptehr.cli.data import CODE_SYSTEM_HELP, SYSTEMS
 FORMATS = ("mimic3", "mimic4", "desynpuf", "long")
 # What `promptehr generate --format` writes, by file extension.
 SYNTHETIC_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".zip": "zip"}
-SECTIONS = ("fidelity", "validity", "privacy", "utility")
+# timeline has a verdict only when the cohort and the real data carry times (model/evaluation/timeline.py).
+SECTIONS = ("fidelity", "validity", "privacy", "utility", "timeline")
 # The tables of the MIMIC-style zips (model/data/export.py), either case.
 ZIP_TABLES = {"patients.csv", "admissions.csv", "diagnoses_icd.csv"}
 
@@ -189,9 +191,11 @@ def evaluate(args: argparse.Namespace) -> int:
     synthetic = read_synthetic(Path(args.synthetic), args.synthetic_format)
     real = load_patients(args.real, format=args.format, code_system=args.code_system)
     train, holdout = train_and_holdout(real, args.split_seed)
+    check_privacy_times(args.privacy_times, synthetic, train, holdout)
     generator = read_generator(Path(args.generator)) if args.generator else None
     n_model = args.model_patients if args.model_patients is not None else model_patients_for(args.device)
-    config = EvaluationConfig(seed=args.seed, n_subsamples=args.subsamples, model_patients=n_model or None)
+    config = EvaluationConfig(seed=args.seed, n_subsamples=args.subsamples, model_patients=n_model or None,
+                              privacy_times=args.privacy_times)
     if scorer is not None:
         print(f"evaluating; model scores on {min(len(holdout), n_model or len(holdout))} of {len(holdout)} holdout patients",
               file=sys.stderr, flush=True)
@@ -212,6 +216,17 @@ def evaluate(args: argparse.Namespace) -> int:
         print(f"promptehr evaluate: failed: {', '.join(failed)} (--fail-on {','.join(fail_on)})", file=sys.stderr)
         return 1
     return 0
+
+
+def check_privacy_times(wanted: bool, synthetic: list, train: list, holdout: list) -> None:
+    """--privacy-times needs times on every record: a UsageError naming the cohort that lacks them,
+    before the slow part (build_report would raise the same as a ValueError)."""
+    from promptehr.cli.main import UsageError
+    from promptehr.model.evaluation.privacy import untimed_problem
+
+    problem = wanted and untimed_problem({"synthetic": synthetic, "train": train, "holdout": holdout})
+    if problem:
+        raise UsageError(f"--privacy-times: {problem}")
 
 
 def parse_fail_on(text: str | None) -> list[str]:
@@ -266,6 +281,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--split-seed", type=int, default=0, help="seed of the train/validation/holdout split (default 0)")
     p.add_argument("--seed", type=int, default=0, help="seed of subsamples and classifiers (default 0)")
     p.add_argument("--subsamples", type=int, default=5, help="equal-size synthetic subsamples (default 5)")
+    p.add_argument("--privacy-times", action="store_true",
+                   help="privacy compares each record's visit days and stays too (default: codes only, so a copy of a "
+                        "training record's codes with other dates counts as a copy)")
     p.add_argument("--generator", metavar="JSON", default=None, help="generator configuration to record in the report")
     p.add_argument("--out", required=True, metavar="FILE", help="report JSON")
     p.add_argument("--html", metavar="FILE", default=None, help="also write the self-contained HTML page")

@@ -49,8 +49,11 @@ class Report:
         generator reaches) and verdict ("pass", "fail", or "n/a": a measure without a threshold, or without a value on data this small).
         Model scores, when the report has them, follow as section "model" without verdicts."""
         rows = []
-        for section in SECTIONS:
-            for name, m in getattr(self.report, section).items():
+        sections = {section: getattr(self.report, section) for section in SECTIONS}
+        if self.report.timeline is not None:  # schema 1.3: measures only when the timeline was measured
+            sections["timeline"] = self.report.timeline.measures
+        for section, measures in sections.items():
+            for name, m in measures.items():
                 verdict = "n/a" if m.passed is None else ("pass" if m.passed else "fail")
                 rows.append((section, name, m.value, m.limit, verdict))
         model = self.report.model

@@ -175,7 +175,7 @@ class Synthesizer:
 
     # ---- sample ---------------------------------------------------------------------------------
     def sample(self, n: int, *, age=None, female: float | None = None, required_codes=None, seed: int = 0,
-               **sampling) -> pd.DataFrame:
+               start_date=None, **sampling) -> pd.DataFrame:
         """`n` synthetic patients as a long-format DataFrame: the columns and values `promptehr generate
         --format csv` writes with the same spec and seed (patient_id, visit_id, visit_time, code
         [, code_system], age, sex).
@@ -187,9 +187,15 @@ class Synthesizer:
         and half women, with a warning), as `promptehr generate` does. required_codes: codes every patient has in the first visit ("4019",
         "icd10:I10"). sampling: temperature, top_p, top_k, code_sampler, max_visits,
         max_codes_per_visit, batch_size (as `promptehr generate`). The same seed gives the same patients.
+        start_date: the date of every record's first visit (a datetime.date or "YYYY-MM-DD"; default
+        2020-01-01, as `promptehr generate --start-date`) for a model that learned visit times; a model
+        without time gets invented dates (a hash of each patient id), with a warning.
         """
         patients = self.sample_records(n, age=age, female=female, required_codes=required_codes, seed=seed, **sampling)
-        return records_frame(patients, self._sampler.vocab.code_systems)
+        if patients and not patients[0].has_time:  # as `promptehr generate` warns
+            warnings.warn("this model did not learn visit times: the visit dates are invented (a hash of each "
+                          "patient id), not generated", UserWarning, stacklevel=2)
+        return records_frame(patients, self._sampler.vocab.code_systems, start_date)
 
     def sample_records(self, n: int, *, age=None, female: float | None = None, required_codes=None, seed: int = 0,
                        **sampling) -> list:
@@ -211,14 +217,16 @@ class Synthesizer:
         return generate_cohort(None, spec, n, seed, batch_size=batch_size, device=self._device, sampler=self._sampler)
 
     # ---- evaluate -------------------------------------------------------------------------------
-    def evaluate(self, synthetic, real=None, *, seed: int = 0, subsamples: int = 5, model_scores: bool = False):
+    def evaluate(self, synthetic, real=None, *, seed: int = 0, subsamples: int = 5, model_scores: bool = False,
+                 privacy_times: bool = False):
         """The cohort report of `promptehr evaluate` (a promptehr.Report).
 
         synthetic: a long-format DataFrame (as `sample` returns), a list of Patient, or a cohort file
         `promptehr evaluate --synthetic` reads (.jsonl, .csv, .zip). real: data as `fit` takes, split by
         split_seed as the CLI splits it; None: the data this Synthesizer was fit on (its train and
         holdout splits). model_scores: add the model's perplexity and reconstruction on the holdout
-        (`promptehr evaluate --model`). seed, subsamples: as --seed, --subsamples.
+        (`promptehr evaluate --model`). seed, subsamples, privacy_times: as --seed, --subsamples,
+        --privacy-times (privacy compares records' times too; a ValueError when some record has none).
         """
         from promptehr.cli.evaluate import model_card, model_code_counts
         from promptehr.model.evaluation import EvaluationConfig, build_report
@@ -233,7 +241,7 @@ class Synthesizer:
             from promptehr.model.evaluation.scorer import load_scorer
 
             scorer, n_model = load_scorer(self.checkpoint_dir, str(self._device)), model_patients_for(str(self._device))
-        config = EvaluationConfig(seed=seed, n_subsamples=subsamples, model_patients=n_model)
+        config = EvaluationConfig(seed=seed, n_subsamples=subsamples, model_patients=n_model, privacy_times=privacy_times)
         report = build_report(cohort, train, holdout, config=config, model_scorer=scorer,
                               split_seed=self._params["split_seed"], model_counts=model_code_counts(self.checkpoint_dir),
                               model_card=model_card(self.checkpoint_dir))  # the card, as evaluate --model shows it

@@ -46,7 +46,7 @@ def test_empty_seeds_and_generator_are_left_out(report):
 
 def test_verdict_is_in_the_json_and_names_the_failing_sections(report):
     d = json.loads(report.to_json())
-    assert d["schema_version"] == SCHEMA_VERSION == "1.2"
+    assert d["schema_version"] == SCHEMA_VERSION == "1.3"
     failed = [s for s, ok in d["passed"].items() if not ok]
     assert failed, "this small data fails some section (the test needs one)"
     assert d["verdict"] == {"passed": False, "failed_sections": failed}

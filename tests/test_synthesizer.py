@@ -52,7 +52,8 @@ def test_sample_is_the_csv_generate_writes(synth, saved, tmp_path, kwargs, args)
     out = tmp_path / "cohort.csv"
     cli_generate(saved, out, *args)
     frame = synth.sample(40, **kwargs)
-    assert list(frame.columns) == ["patient_id", "visit_id", "visit_time", "code", "age", "sex"]
+    # the demo model learned time: visit_time and visit_end are its generated dates, from the default start date
+    assert list(frame.columns) == ["patient_id", "visit_id", "visit_time", "visit_end", "code", "age", "sex"]
     assert frame.equals(read_long_csv(out))
     assert frame.to_csv(index=False).encode() == out.read_bytes()
     assert frame["patient_id"].nunique() == 40
@@ -105,7 +106,8 @@ def test_summary_has_one_row_per_measure(synth):
     report = synth.evaluate(synth.sample_records(40, seed=2))  # a list of Patient works as well as a DataFrame
     summary = report.summary()
     assert list(summary.columns) == ["section", "measure", "value", "limit", "verdict"]
-    assert len(summary) == sum(len(getattr(report.report, s)) for s in ("fidelity", "validity", "privacy", "utility"))
+    timeline = report.report.timeline.measures if report.report.timeline is not None else {}  # schema 1.3
+    assert len(summary) == sum(len(getattr(report.report, s)) for s in ("fidelity", "validity", "privacy", "utility")) + len(timeline)
     assert set(summary["verdict"]) <= {"pass", "fail", "n/a"}
     row = summary.set_index(["section", "measure"]).loc[("fidelity", "unigram_r2")]
     assert row["value"] == report.report.fidelity["unigram_r2"].value

@@ -29,12 +29,12 @@ th{background:#f2f2f2} td.name,td.desc{text-align:left}
 """
 
 
-def _png(fig) -> str:
+def _png(fig, alt: str = "figure") -> str:
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
     plots.plt.close(fig)  # plots.py imports pyplot after choosing the Agg backend
-    return f'<img alt="figure" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
 
 
 def _num(x) -> str:
@@ -56,12 +56,27 @@ def _threshold(m: Measure) -> str:
     return sign + _num(m.threshold) if m.threshold is not None else _num(None)
 
 
+def section_notes(report: Report) -> dict[str, str]:
+    """A sentence under a section's heading: what privacy compares, why the timeline was not measured."""
+    notes = {}
+    if report.privacy_records is not None:
+        notes["privacy"] = report.privacy_records.note
+    if report.timeline is not None and report.timeline.note:
+        notes["timeline"] = report.timeline.note
+    return notes
+
+
 def summary_table(report: Report) -> str:
     rows = []
-    for section in ("fidelity", "validity", "privacy", "utility"):
-        measures: dict[str, Measure] = getattr(report, section)
+    notes = section_notes(report)
+    sections = {s: getattr(report, s) for s in ("fidelity", "validity", "privacy", "utility")}
+    if report.timeline is not None:
+        sections["timeline"] = report.timeline.measures
+    for section, measures in sections.items():
         verdict = _verdict(report.passed.get(section))
         rows.append(f'<tr><th colspan="8" style="text-align:left">{section} &mdash; {verdict}</th></tr>')
+        if section in notes:
+            rows.append(f'<tr><td class="desc" colspan="8">{html.escape(notes[section])}</td></tr>')
         for name, m in measures.items():
             spread = f"&plusmn;{m.spread:.2g}" if m.spread is not None else ""
             rows.append(
@@ -175,6 +190,11 @@ def figures_html(report: Report) -> str:
         parts.append(_png(plots.fidelity_by_size(report.fidelity_by_size.model_dump())))
     parts.append("<h2>Lengths</h2>")
     parts.append(_png(plots.count_histograms(f["lengths"])))
+    if "timeline" in f:
+        parts.append("<h2>Timeline: days between visits and length of stay</h2>")
+        parts.append(_png(plots.day_histogram(f["timeline"]["gaps"], "days between consecutive visit starts"),
+                          "histogram of days between visits"))
+        parts.append(_png(plots.day_histogram(f["timeline"]["stays"], "length of stay"), "histogram of lengths of stay"))
     parts.append("<h2>Demographics</h2>")
     parts.append(_png(plots.demographics(f["demographics"])))
     parts.append("<h2>Privacy: distance to the closest record</h2>")

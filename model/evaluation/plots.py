@@ -135,3 +135,27 @@ def fidelity_by_size(curves: dict):
         ax.legend()
     fig.tight_layout()
     return fig
+
+
+# Day ticks of the log(1 + days) axis: a day, a week, a month, a quarter, a year, three and ten years.
+DAY_TICKS = (0, 1, 7, 30, 90, 365, 1095, 3650)
+
+
+def day_histogram(days: dict[str, np.ndarray], what: str):
+    """Shares of day counts per cohort on a log(1 + days) axis, so that 0 (same day) shows and a year is
+    as readable as a day; ticks are labelled in days. Bin edges are whole days, evenly spaced on the log
+    axis where that leaves at least a day per bin (so no bin between two whole days stays empty)."""
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    top = max((float(d.max()) for d in days.values() if len(d)), default=1.0)
+    bins = np.log1p(np.unique(np.round(np.geomspace(1, top + 2, 41)) - 1))
+    for name, d in days.items():
+        if len(d):
+            ax.hist(np.log1p(d), bins=bins, weights=np.full(len(d), 1 / len(d)), histtype="step", lw=1.5,
+                    color=COLOURS.get(name), label=f"{name} ({len(d)})")
+    ticks = [t for t in DAY_TICKS if t <= top] or [0]
+    ax.set_xticks(np.log1p(ticks), [str(t) for t in ticks])
+    ax.set_xlabel(f"{what} (days, log(1 + days) axis)")
+    ax.set_ylabel("share")
+    ax.legend()
+    fig.tight_layout()
+    return fig

@@ -1,7 +1,11 @@
 """Privacy: does the cohort copy or sit unusually close to the training patients?
 
 Records are compared as sets of codes over all visits (multi-hot CSR rows); the distance is Jaccard,
-1 - |a & b| / |a | b|. Nearest neighbours come from sparse products in chunks: |a & b| = A @ B.T,
+1 - |a & b| / |a | b|. With times (`times=True`, the report's `privacy_times`), a record is its codes
+plus its time: an exact copy needs the same visit_days and los_days too, and each record's set gains
+the items ("gap", bin) for every visit after the first and ("stay", bin) for every visit, bins of
+model/tokens/time_bins.py (two extra blocks of N_BINS columns). Without it (the default) a copy of a
+training record's codes with other dates is still a copy. Nearest neighbours come from sparse products in chunks: |a & b| = A @ B.T,
 |a | b| = |a| + |b| - |a & b|, so no Python loop ever runs over pairs of records. The vocabulary
 (exact copy, membership inference, distance to closest record, NNAAR) is that of synthcity/SDMetrics.
 """
@@ -12,27 +16,65 @@ import scipy.sparse as sp
 from sklearn.metrics import roc_auc_score
 
 from promptehr.model.patient import Patient
+from promptehr.model.tokens.time_bins import N_BINS, bin_of
 
 CHUNK_CELLS = 4_000_000  # distances per block: a few float32 arrays of 16 MB, whatever the cohort sizes
 
 
-def record_key(p: Patient) -> tuple:
-    """The visit list as compared for copies: visits in order, codes within a visit as a set."""
-    return tuple(tuple(sorted(set(v))) for v in p.visits)
+CODES_ONLY = ("records are compared by their codes only: a copy of a training record's codes with other "
+              "dates counts as a copy (the privacy_times option compares times too)")
+WITH_TIMES = ("records are compared by their codes and their times: an exact copy has the same visit_days and "
+              "los_days too, and the distances add each visit's binned gap and stay to the record's code set")
+
+
+def record_key(p: Patient, times: bool = False) -> tuple:
+    """The visit list as compared for copies: visits in order, codes within a visit as a set; with
+    `times`, the visit days and stays as well."""
+    codes = tuple(tuple(sorted(set(v))) for v in p.visits)
+    return (codes, tuple(p.visit_days or ()), tuple(p.los_days or ())) if times else codes
+
+
+def untimed_problem(cohorts: dict[str, list[Patient]]) -> str | None:
+    """Why the cohorts cannot be compared with times (some record lacks visit_days or los_days), or None.
+
+    Comparing an untimed record with times would count it as no copy of anything: a silent pass."""
+    for name, patients in cohorts.items():
+        missing = sum(p.visit_days is None or p.los_days is None for p in patients)
+        if missing:
+            return (f"privacy with times needs every record's visit_days and los_days; {missing} of "
+                    f"{len(patients)} {name} records have none")
+    return None
+
+
+def time_matrix(patients: list[Patient]) -> sp.csr_matrix:
+    """One row per patient: multi-hot ("gap", bin) in columns [0, N_BINS), ("stay", bin) in [N_BINS, 2 N_BINS)."""
+    rows, cols = [], []
+    for i, p in enumerate(patients):
+        gaps = np.diff(np.asarray(p.visit_days, dtype=np.int64))
+        items = np.unique(np.r_[bin_of(gaps), N_BINS + bin_of(p.los_days)]).astype(np.int64)
+        rows.append(np.full(len(items), i))
+        cols.append(items)
+    r, c = (np.concatenate(x) if x else np.zeros(0, dtype=np.int64) for x in (rows, cols))
+    return sp.csr_matrix((np.ones(len(r), dtype=np.float32), (r, c)), shape=(len(patients), 2 * N_BINS))
+
+
+def with_time_items(codes: sp.csr_matrix, patients: list[Patient]) -> sp.csr_matrix:
+    """A cohort's code rows (counts.patient_matrix) with its time items as extra columns."""
+    return sp.hstack([codes, time_matrix(patients)], format="csr", dtype=np.float32)
 
 
 def is_multivisit(p: Patient) -> bool:
     return len(p.visits) >= 2 or sum(len(set(v)) for v in p.visits) >= 5
 
 
-def exact_copies(others: list[Patient], train: list[Patient]) -> np.ndarray:
-    """Bool per record of `others`: its visit list equals some training patient's."""
-    seen = {record_key(p) for p in train}
-    return np.asarray([record_key(p) in seen for p in others], dtype=bool)
+def exact_copies(others: list[Patient], train: list[Patient], times: bool = False) -> np.ndarray:
+    """Bool per record of `others`: its visit list (and, with `times`, its days) equals some training patient's."""
+    seen = {record_key(p, times) for p in train}
+    return np.asarray([record_key(p, times) in seen for p in others], dtype=bool)
 
 
-def exact_copy_rates(others: list[Patient], train: list[Patient]) -> dict[str, float | None]:
-    copies = exact_copies(others, train)
+def exact_copy_rates(others: list[Patient], train: list[Patient], times: bool = False) -> dict[str, float | None]:
+    copies = exact_copies(others, train, times)
     multi = np.asarray([is_multivisit(p) for p in others], dtype=bool)
     return {
         "exact_copy_rate": float(copies.mean()) if len(copies) else None,

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import numpy as np
 
 from promptehr.model.codes import category_of
-from promptehr.model.evaluation import by_size, detection, fidelity, privacy, utility, validity
+from promptehr.model.evaluation import by_size, detection, fidelity, privacy, timeline, utility, validity
 from promptehr.model.evaluation.counts import (
     Encoded,
     align,
@@ -36,11 +36,14 @@ from promptehr.model.evaluation.schema import (
     Measure,
     ModelScores,
     PhenotypeScore,
+    PrivacyRecords,
     Report,
+    ReportWarning,
+    Timeline,
     Verdict,
 )
 from promptehr.model.evaluation.sources import source_warnings
-from promptehr.model.evaluation.thresholds import threshold
+from promptehr.model.evaluation.thresholds import THRESHOLDS, threshold
 from promptehr.model.patient import Patient
 
 
@@ -115,13 +118,16 @@ def validity_section(train: list[Patient], holdout: list[Patient], synthetic: li
 
 
 def privacy_section(train: list[Patient], holdout: list[Patient], synthetic: list[Patient],
-                    tr: Encoded, ho: Encoded, sy: Encoded, rng, figures: dict) -> dict:
-    copies = privacy.exact_copy_rates(synthetic, train)
-    copies_limit = privacy.exact_copy_rates(holdout, train)
+                    tr: Encoded, ho: Encoded, sy: Encoded, rng, figures: dict, times: bool = False) -> dict:
+    copies = privacy.exact_copy_rates(synthetic, train, times)
+    copies_limit = privacy.exact_copy_rates(holdout, train, times)
     # Equal sizes: a train sample as large as the holdout, so that chance is 0.5 for AUC and share.
     n = min(ho.n_patients, tr.n_patients)
     members = np.sort(rng.choice(tr.n_patients, n, replace=False))
     p_t, p_h, p_s = patient_matrix(subset(tr, members)), patient_matrix(ho), patient_matrix(sy)
+    if times:
+        p_t = privacy.with_time_items(p_t, [train[i] for i in members])
+        p_h, p_s = privacy.with_time_items(p_h, holdout), privacy.with_time_items(p_s, synthetic)
     s_to_t, t_to_s = privacy.nearest(p_s, p_t)
     s_to_h, h_to_s = privacy.nearest(p_s, p_h)
     same = np.sort(rng.choice(sy.n_patients, min(n, sy.n_patients), replace=False))
@@ -134,6 +140,31 @@ def privacy_section(train: list[Patient], holdout: list[Patient], synthetic: lis
         "closer_to_train_share": measure("privacy", "closer_to_train_share", privacy.closer_to_train_share(s_to_t, s_to_h), ideal=0.5),
         "nnaar": measure("privacy", "nnaar", privacy.nnaar(p_t, p_h, p_s[same]), ideal=0.0),
     }
+
+
+def timeline_section(train: list[Patient], holdout: list[Patient], synthetic: list[Patient],
+                     figures: dict) -> tuple[Timeline, list[ReportWarning]]:
+    """The timeline section (evaluation/timeline.py) and a warning per cohort of which only some records
+    carry times. Measures with a threshold in thresholds.py get a verdict; the rest are informational."""
+    times = {"train": timeline.times_of(train), "holdout": timeline.times_of(holdout),
+             "synthetic": timeline.times_of(synthetic)}
+    learned, measured, note = timeline.status(times["synthetic"], times["train"], times["holdout"])
+    measures = {}
+    if measured:
+        limit = timeline.timeline_measures(times["train"], times["holdout"])
+        own_train = timeline.timeline_measures(times["train"], times["train"])
+        for name, value in timeline.timeline_measures(times["train"], times["synthetic"]).items():
+            ref = own_train[name] if name in timeline.OWN_VALUES else None
+            measures[name] = (measure("timeline", name, value, limit[name], reference=ref)
+                              if name in THRESHOLDS["timeline"] else Measure(value=value, limit=limit[name], reference=ref))
+    if any(t.timed for t in times.values()):
+        figures["timeline"] = {"gaps": {k: t.gaps for k, t in times.items()}, "stays": {k: t.stays for k, t in times.items()}}
+    about = {"synthetic": "the cohort", "train": "the train split", "holdout": "the holdout"}
+    warnings = [ReportWarning(kind="timeline_partial", about=about[name], message=message, value=share)
+                for name, message, share in timeline.partial_messages(times)]
+    section = Timeline(learned=learned, measured=measured, note=note, measures=measures,
+                       timed_records={k: t.timed for k, t in times.items()})
+    return section, warnings
 
 
 def utility_section(tr: Encoded, ho: Encoded, sy: Encoded, codes: list[str], cfg: EvaluationConfig, figures: dict) -> dict:
@@ -168,8 +199,11 @@ def build_report(synthetic: list[Patient], train: list[Patient], holdout: list[P
     `synthetic_categories`, for hierarchical output: the category generated for each code
     ([patient][visit][code]), checked by validity's category_mismatch_rate. `model_counts`: the model's
     training code counts (vocab.json), checked against the real data's source (sources.py). `requested`:
-    see demographics_of. `model_card`: the model's card.json, shown as it is."""
+    see demographics_of. `model_card`: the model's card.json, shown as it is. `config.privacy_times`:
+    privacy compares times too; a ValueError (before any work) when some record has none."""
     cfg = config or EvaluationConfig()
+    if cfg.privacy_times and (problem := privacy.untimed_problem({"synthetic": synthetic, "train": train, "holdout": holdout})):
+        raise ValueError(problem)
     rng = np.random.default_rng(cfg.seed)
     seconds: dict[str, float] = {}
     figures: dict = {}
@@ -192,9 +226,10 @@ def build_report(synthetic: list[Patient], train: list[Patient], holdout: list[P
     sections = {
         "fidelity": timed("fidelity", fidelity_section, tr, ho, sy, cats, cfg, rng, figures),
         "validity": timed("validity", validity_section, train, holdout, synthetic, ho, sy, codes, synthetic_categories),
-        "privacy": timed("privacy", privacy_section, train, holdout, synthetic, tr, ho, sy, rng, figures),
+        "privacy": timed("privacy", privacy_section, train, holdout, synthetic, tr, ho, sy, rng, figures, cfg.privacy_times),
         "utility": timed("utility", utility_section, tr, ho, sy, codes, cfg, figures),
     }
+    time_section, timeline_warnings = timed("timeline", timeline_section, train, holdout, synthetic, figures)
     scores = ModelScores(**timed("model", model_section, model_scorer, holdout, cfg.model_patients, cfg.seed)) \
         if model_scorer is not None else None
     figures.update(
@@ -204,12 +239,17 @@ def build_report(synthetic: list[Patient], train: list[Patient], holdout: list[P
     )
     demo, population = demographics_of(synthetic, train, requested, generator)
     seconds["total"] = time.perf_counter() - t0
+    # A timeline that was not measured has no verdict, so it stays out of `passed` rather than passing.
+    judged = {**sections, **({"timeline": time_section.measures} if time_section.measured else {})}
     report = Report(
         generator=generator, seeds=seeds or {}, split_seed=split_seed, evaluation=cfg,
         data=DataSummary(train=summary(tr), holdout=summary(ho), synthetic=summary(sy)),
         model=scores, utility_phenotypes=figures["phenotypes"], fidelity_by_size=FidelityBySize(**figures["by_size"]),
-        passed=(passed := {name: all(m.passed for m in sec.values() if m.passed is not None) for name, sec in sections.items()}),
-        verdict=Verdict.of(passed), warnings=source_warnings(synthetic, train, holdout, model_counts, cfg.seed),
+        passed=(passed := {name: all(m.passed for m in sec.values() if m.passed is not None) for name, sec in judged.items()}),
+        verdict=Verdict.of(passed),
+        warnings=[*source_warnings(synthetic, train, holdout, model_counts, cfg.seed), *timeline_warnings],
+        timeline=time_section, privacy_records=PrivacyRecords(
+            with_times=cfg.privacy_times, note=privacy.WITH_TIMES if cfg.privacy_times else privacy.CODES_ONLY),
         seconds={k: round(v, 3) for k, v in seconds.items()},
         demographics=demo, population=population, model_card=model_card,
         **sections,

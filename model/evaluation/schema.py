@@ -2,6 +2,8 @@
 
 Sections fidelity / validity / privacy / utility each map a measure name to a Measure:
 {"value", "limit", "threshold", "pass"} plus optional fields (direction, spread, full, reference, n).
+The timeline section (1.3) is {"learned", "measured", "note", "timed_records", "measures"}: its measures
+are Measures too, present only when both the cohort and the real data carry times (evaluation/timeline.py).
 Serialise with report.to_json() (or model_dump(by_alias=True)) so that "pass" keeps its name.
 """
 from __future__ import annotations
@@ -11,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-SCHEMA_VERSION = "1.2"  # 1.2: verdict, warnings, demographics, population, model_card; 1.1: model sample sizes, utility phenotypes, detection, fidelity by size
+SCHEMA_VERSION = "1.3"  # 1.3: timeline, privacy_records, evaluation.privacy_times; 1.2: verdict, warnings, demographics, population, model_card; 1.1: model sample sizes, utility phenotypes, detection, fidelity by size
 
 
 class Measure(BaseModel):
@@ -47,6 +49,7 @@ class ModelScores(BaseModel):
     reconstruction_patients: int
     patients: int | None = None  # holdout patients scored (a seeded subsample when the holdout is larger)
     holdout_patients: int | None = None
+    note: str | None = None  # holdout patients left out (a model with time scores records with their times)
 
 
 class PhenotypeScore(BaseModel):
@@ -77,6 +80,7 @@ class EvaluationConfig(BaseModel):
     n_subsamples: int = 5  # equal-size subsamples of the synthetic cohort
     utility_labels: int = 10  # utility phenotypes: the k most common CCS groups of train (schema 1.0: last-visit categories)
     model_patients: int | None = 2000  # holdout patients the model scores at most (model_scores.MODEL_PATIENTS)
+    privacy_times: bool = False  # 1.3: privacy compares each record's times too (evaluation/privacy.py)
 
 
 class Verdict(BaseModel):
@@ -97,11 +101,28 @@ class ReportWarning(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    kind: str  # code_systems | unseen_codes | code_overlap
-    about: str  # "the cohort" | "the model's training data"
+    kind: str  # code_systems | unseen_codes | code_overlap | timeline_partial
+    about: str  # "the cohort" | "the model's training data" (timeline_partial: "the cohort" | "the train split" | "the holdout")
     message: str
     value: float | None = None
     threshold: float | None = None
+
+
+class Timeline(BaseModel):
+    """The timeline section (evaluation/timeline.py): did the model learn times, and how do they compare."""
+
+    learned: bool  # some synthetic record carries visit_days and los_days
+    measured: bool  # learned, and train and holdout carry them too: `measures` is filled
+    note: str | None = None  # why not measured ("the model did not learn a timeline: ...")
+    timed_records: dict[str, int] = Field(default_factory=dict)  # per cohort, records with times
+    measures: dict[str, Measure] = Field(default_factory=dict)
+
+
+class PrivacyRecords(BaseModel):
+    """What the privacy measures compare: codes only (default), or codes and times."""
+
+    with_times: bool
+    note: str
 
 
 class Report(BaseModel):
@@ -118,6 +139,9 @@ class Report(BaseModel):
     validity: dict[str, Measure]
     privacy: dict[str, Measure]
     utility: dict[str, Measure]
+    # 1.3; None in older reports. In `passed` (as "timeline") only when measured.
+    timeline: Timeline | None = None
+    privacy_records: PrivacyRecords | None = None
     utility_phenotypes: list[PhenotypeScore] = Field(default_factory=list)  # per phenotype, behind utility's means
     fidelity_by_size: FidelityBySize | None = None
     model: ModelScores | None = None

@@ -83,12 +83,31 @@ def threshold(m: Measure) -> str:
     return f"{sign}{m.threshold:g}"
 
 
+def section_measures(report: Report) -> dict[str, dict[str, Measure]]:
+    """Each section's measures in order; the timeline's (schema 1.3) last, empty when it was not measured."""
+    out = {section: getattr(report, section) for section in SECTIONS}
+    if report.timeline is not None:
+        out["timeline"] = report.timeline.measures
+    return out
+
+
+def note_lines(report: Report) -> list[str]:
+    """"timeline: the model did not learn a timeline: ..." and "privacy: records are compared by ..."."""
+    lines = []
+    if report.timeline is not None and report.timeline.note:
+        lines.append(f"timeline: {report.timeline.note}")
+    if report.privacy_records is not None:
+        lines.append(f"privacy: {report.privacy_records.note}")
+    return lines
+
+
 def summary_lines(report: Report) -> list[str]:
-    """The header, one row per measure (COLUMNS), the verdict of each section and the model's scores."""
+    """The header, one row per measure (COLUMNS), the verdict of each section, what privacy compared and
+    why a timeline is missing, and the model's scores."""
     rows = [COLUMNS]
     unjudgeable = 0
-    for section in SECTIONS:
-        for name, m in getattr(report, section).items():
+    for section, measures in section_measures(report).items():
+        for name, m in measures.items():
             rows.append((section, name, num(m.value), threshold(m), verdict(m.passed), num(m.limit), verdict(m.limit_pass)))
             unjudgeable += m.limit_pass is False
     widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
@@ -96,6 +115,7 @@ def summary_lines(report: Report) -> list[str]:
     table.insert(1, "  ".join("-" * w for w in widths))
     lines = [*header_lines(report), *table]
     lines.append("sections: " + ", ".join(f"{s} {verdict(ok)}" for s, ok in report.passed.items()))
+    lines += note_lines(report)
     lines.append("real sample: the holdout (real patients the model never saw) scored the same way, what a perfect "
                  "generator reaches")
     if unjudgeable:
@@ -106,4 +126,6 @@ def summary_lines(report: Report) -> list[str]:
         lines.append(f"model: held-out perplexity {num(ppl.get('all'))} (unigram baseline {num(ppl.get('baseline_all'))}), "
                      f"reconstruction Jaccard {num(report.model.reconstruction_jaccard)} "
                      f"over {report.model.reconstruction_patients} patients")
+        if report.model.note:
+            lines.append(f"model: {report.model.note}")
     return lines
