@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def promptehr(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "promptehr.cli", *args], cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+    return subprocess.run([sys.executable, "-m", "promptehr.cli", *args], cwd=REPO, capture_output=True, text=True, timeout=600, check=False,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
 
 

@@ -39,7 +39,10 @@ def generate(model, out, *args) -> bytes:
 
 def test_a_model_trained_on_dates_writes_times_the_same_at_every_batch_size_and_shard(timed_model, tmp_path):
     vocab = json.loads((timed_model / "vocab.json").read_text())
+    counts = vocab["time"].pop("counts")
     assert vocab["time"] == {"gaps": True, "stays": True, "edges": list(time_bins.EDGES)}
+    unseen = {i for i, c in enumerate(counts) if c == 0}  # time tokens no training record had
+    assert unseen and len(counts) == 2 * time_bins.N_BINS
     at_64 = generate(timed_model, tmp_path / "a.jsonl", "--batch-size", "64")
     at_256 = generate(timed_model, tmp_path / "b.jsonl", "--batch-size", "256")
     assert at_64 == at_256
@@ -49,6 +52,9 @@ def test_a_model_trained_on_dates_writes_times_the_same_at_every_batch_size_and_
         assert len(r["visit_days"]) == len(r["visits"]) == len(r["los_days"]) and r["visit_days"][0] == 0
         assert all(b >= a for a, b in zip(r["visit_days"], r["visit_days"][1:])) and min(r["los_days"]) >= 0
     assert sum(len(r["visits"]) > 1 for r in records) > 10  # gaps were drawn, not only first visits
+    stays_drawn = {int(b) + time_bins.N_BINS for r in records for b in time_bins.bin_of(r["los_days"])}
+    gaps_drawn = {int(b) for r in records for b in time_bins.bin_of([y - x for x, y in zip(r["visit_days"], r["visit_days"][1:])])}
+    assert gaps_drawn and not (stays_drawn | gaps_drawn) & unseen  # never a bin training did not have
     assert len({d for r in records for d in r["los_days"]}) > 5  # stays spread over days, not one value
     # shards of the cohort, generated apart in other batch sizes, are the same patients with the same days
     bundle = load_checkpoint(timed_model, "cpu")

@@ -62,6 +62,7 @@ class RowState:
     cat_left: torch.Tensor  # (B, n_categories) long: allowed codes of each category not yet in the visit
     cat_full: torch.Tensor  # (B, n_categories) long: cat_left at the start of a visit
     has_any: torch.Tensor  # (B,) bool: the patient has at least one allowed code at all
+    time_ok: torch.Tensor  # (B, n_gaps + n_stays) bool: the time tokens the patient may emit (allowed's columns)
 
     def select(self, idx: torch.Tensor) -> RowState:
         return RowState(**{k: v.index_select(0, idx) for k, v in self.__dict__.items()})
@@ -125,7 +126,9 @@ def init_state(layout: TokenLayout, allowed: torch.Tensor) -> RowState:
     assert V == layout.vocab_size, (V, layout.vocab_size)
     dev = allowed.device
     allowed = allowed.clone()
-    allowed[:, : layout.category_offset] = True  # specials are governed by the grammar alone
+    # specials are governed by the grammar alone; time tokens by the grammar and `allowed` (the sampler
+    # turns off the bins no training record had)
+    allowed[:, : layout.category_offset - layout.n_gaps - layout.n_stays] = True
     cat_idx = _category_index(layout, dev)
     # a category is usable only if the category itself is allowed and it has an allowed code
     code_ok = allowed[:, layout.code_offset:].long()  # (B, n_codes)
@@ -137,8 +140,17 @@ def init_state(layout: TokenLayout, allowed: torch.Tensor) -> RowState:
         phase=zeros.clone(), length=torch.ones(B, dtype=torch.long, device=dev), n_visits=zeros.clone(),
         n_in_visit=zeros.clone(), category=torch.full((B,), -1, dtype=torch.long, device=dev),
         allowed=allowed, used=torch.zeros(B, V, dtype=torch.bool, device=dev), cat_left=cat_full.clone(), cat_full=cat_full,
-        has_any=cat_full.sum(1) > 0,
+        has_any=cat_full.sum(1) > 0, time_ok=_time_ok(allowed, layout),
     )
+
+
+def _time_ok(allowed: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
+    """(B, n_gaps + n_stays) bool: allowed's time columns (a copy), every stay for a row allowed none (a
+    visit must be able to close; without any gap a row simply opens no later visit)."""
+    ok = allowed[:, layout.gap_offset: layout.gap_offset + layout.n_gaps + layout.n_stays].clone()
+    if layout.n_stays:
+        ok[~ok[:, layout.n_gaps:].any(1), layout.n_gaps:] = True
+    return ok
 
 
 def allowed_next(state: RowState, layout: TokenLayout, limits: Limits) -> torch.Tensor:
@@ -178,6 +190,7 @@ class _HeadRows(NamedTuple):
     n_in_visit: torch.Tensor
     cat_left: torch.Tensor
     has_any: torch.Tensor
+    time_ok: torch.Tensor
 
 
 def allowed_tokens(state: RowState, rows: torch.Tensor, tokens: torch.Tensor, layout: TokenLayout,
@@ -224,7 +237,7 @@ def _fill_head(out: torch.Tensor, state: RowState, layout: TokenLayout, limits: 
         out[:, layout.category_offset: layout.code_offset] |= (state.cat_left > 0) & add[:, None]
     nonempty = state.n_in_visit > 0
     if stay:  # a visit ends with its length of stay
-        out[:, layout.stay_offset: layout.stay_offset + layout.n_stays] |= (opn & nonempty)[:, None]
+        out[:, layout.stay_offset: layout.stay_offset + layout.n_stays] |= (opn & nonempty)[:, None] & state.time_ok[:, layout.n_gaps:]
         out[:, layout.visit_close] |= ph == STAYED
     else:
         out[:, layout.visit_close] |= opn & nonempty
@@ -232,7 +245,7 @@ def _fill_head(out: torch.Tensor, state: RowState, layout: TokenLayout, limits: 
 
     closed = ph == CLOSED
     if gap:  # a later visit starts with the days since the last one
-        out[:, layout.gap_offset: layout.gap_offset + layout.n_gaps] |= (closed & can_open & has_any)[:, None]
+        out[:, layout.gap_offset: layout.gap_offset + layout.n_gaps] |= (closed & can_open & has_any)[:, None] & state.time_ok[:, : layout.n_gaps]
         out[:, layout.visit_open] |= ph == GAPPED
     else:
         out[:, layout.visit_open] |= closed & can_open & has_any

@@ -52,7 +52,7 @@ def generate(sampler, age: float, sex: str, key: int, opts: SamplingOptions, for
     windows = (torch.as_tensor(w[0], device=dev), w[1]) if w is not None else None
     age_t, sex_t = demographics_to_tensors([age] * ROWS, [sex] * ROWS, sampler.config, dev)
     enc = m.encode(torch.zeros(ROWS, 0, dtype=torch.long, device=dev), None, age_t, sex_t)  # prompts only
-    state = init_state(L, torch.from_numpy(sampler.rules.mask(np.asarray([sex]), np.asarray([age], dtype=float))).to(dev))
+    state = init_state(L, torch.from_numpy(sampler.allowed_mask([sex], [age])).to(dev))
     keys = np.asarray([key], dtype=np.uint64)
     out = list(forced[: len(forced) if shared is None else shared])
     for t in out:

@@ -58,11 +58,19 @@ class Sampler:
         self.layout = TokenLayout.of(vocab, hierarchical=config.mode == "hierarchical")
         self.tokenizer = Tokenizer(vocab, "hierarchical" if self.layout.hierarchical else "flat")
         self.rules = allowed_matrix(vocab.tokens)  # specials match no rule: always allowed
+        # time bins no training record had: never drawn (label smoothing gives each a little mass, and 1.2%
+        # of a DE-SynPUF sample-1 cohort's stays fell in such bins, up to 18 years, where train's longest was 35 days)
+        self.unseen_time = np.zeros(len(vocab), dtype=bool)
+        self.unseen_time[vocab.gap_offset: vocab.category_offset] = np.asarray(vocab.time_counts) == 0
         counts = torch.as_tensor(np.asarray(vocab.code_counts, dtype=np.float64), dtype=torch.float32)
         freq = torch.full((len(vocab),), -torch.inf)
         freq[vocab.code_offset:] = torch.log(counts)  # zero counts -> -inf (never drawn)
         self.freq_logits = freq.to(self.device)
         self.head = SlicedHead(self.model, self.layout, self.freq_logits, self.device) if self.layout.hierarchical else None
+
+    def allowed_mask(self, sexes, ages) -> np.ndarray:
+        """(B, V) bool: the tokens each patient may ever emit (the sex/age rules; no unseen time bin)."""
+        return self.rules.mask(np.asarray(sexes), np.asarray(ages, dtype=float)) & ~self.unseen_time
 
     @classmethod
     def from_bundle(cls, bundle, device="cpu") -> Sampler:
@@ -111,10 +119,20 @@ class Sampler:
         stays = time_bins.bin_of(los_days, v.time.edges).tolist() if L.stays and closed else []
         out: list[int] = []
         for k, visit in enumerate(visits):
-            out += ([v.gap_token(gaps[k - 1])] if k and L.gaps else []) + [L.visit_open] + self.code_tokens(visit)
+            out += ([self._seen(v.gap_token(gaps[k - 1]))] if k and L.gaps else []) + [L.visit_open] + self.code_tokens(visit)
             if k < len(visits) - 1:
-                out += ([v.stay_token(stays[k])] if L.stays else []) + [L.visit_close]
+                out += ([self._seen(v.stay_token(stays[k]))] if L.stays else []) + [L.visit_close]
         return out
+
+    def _seen(self, token: int) -> int:
+        """A time token, or the nearest bin of its kind that training records had (the sampler emits no
+        other): a held-out stay longer than any in train is forced as the longest train had."""
+        if not self.unseen_time[token]:
+            return token
+        lo, hi = (self.vocab.gap_offset, self.vocab.stay_offset) if self.vocab.is_gap(token) else \
+            (self.vocab.stay_offset, self.vocab.category_offset)
+        seen = lo + np.flatnonzero(~self.unseen_time[lo:hi])
+        return int(seen[np.argmin(np.abs(seen - token))])
 
     def visits_of(self, tokens: list[int]) -> list[list[str]]:
         """Visits (code strings) of a generated record: the tokenizer's decoding (a sampled record is
@@ -186,8 +204,7 @@ class Sampler:
         n = len(rows)
         ages, sexes, fr = [ages[i] for i in rows], [sexes[i] for i in rows], [forced[i] for i in rows]
         age_t, sex_t = demographics_to_tensors(ages, sexes, self.config, dev)
-        allowed = torch.from_numpy(self.rules.mask(np.asarray(sexes), np.asarray(ages, dtype=float))).to(dev)
-        state = init_state(L, allowed)
+        state = init_state(L, torch.from_numpy(self.allowed_mask(sexes, ages)).to(dev))
         enc = self._encode_demographics(age_t, sex_t)  # prompts only
         ids = torch.tensor(take + [-1] * (n - n_real), dtype=torch.long, device=dev)  # -1: padding
 

@@ -70,6 +70,21 @@ class TimeTokens:
         return cls(), "every training patient has visit dates and stays"
 
 
+def time_token_counts(patients, time: TimeTokens | None) -> list[int] | None:
+    """Occurrences of each time token (gap bins, then stay bins) in the training records."""
+    if time is None:
+        return None
+    n = time.n_bins
+    gaps = np.zeros(n if time.gaps else 0, dtype=np.int64)
+    stays = np.zeros(n if time.stays else 0, dtype=np.int64)
+    for p in patients:
+        if time.gaps and len(p.visit_days) > 1:
+            np.add.at(gaps, time_bins.bin_of(np.diff(p.visit_days), time.edges), 1)
+        if time.stays:
+            np.add.at(stays, time_bins.bin_of(p.los_days, time.edges), 1)
+    return np.concatenate([gaps, stays]).tolist()
+
+
 class Vocabulary:
     """Token <-> id maps plus the code -> category structure and training code counts.
 
@@ -81,7 +96,7 @@ class Vocabulary:
     """
 
     def __init__(self, categories: Sequence[str], codes: Sequence[str], code_counts: Sequence[int] | None = None,
-                 min_count: int = 1, time: TimeTokens | None = None):
+                 min_count: int = 1, time: TimeTokens | None = None, time_counts: Sequence[int] | None = None):
         self.categories = list(categories)
         self.codes = list(codes)
         self.min_count = int(min_count)
@@ -97,6 +112,8 @@ class Vocabulary:
         time_tokens = ([time_bins.label("gap", b, edges) for b in range(self.n_gaps)]
                        + [time_bins.label("stay", b, edges) for b in range(self.n_stays)])
         self.tokens = list(SPECIALS) + time_tokens + self.categories + self.codes
+        # training records with each time token (gaps, then stays): a bin no record had is never generated
+        self.time_counts = np.asarray(time_counts if time_counts is not None else np.ones(len(time_tokens)), dtype=np.int64)
         # A code and its category can be the same string ("585" is a code and a category): keep two maps.
         self._category_id = {c: self.category_offset + i for i, c in enumerate(self.categories)}
         self._code_id = {c: self.code_offset + i for i, c in enumerate(self.codes)}
@@ -116,7 +133,8 @@ class Vocabulary:
         counts = Counter(code for p in patients for visit in p.visits for code in set(visit))
         codes = sorted(c for c, n in counts.items() if n >= min_count)
         categories = sorted({category_of(c) for c in codes})
-        return cls(categories, codes, [counts[c] for c in codes], min_count=min_count, time=time)
+        return cls(categories, codes, [counts[c] for c in codes], min_count=min_count, time=time,
+                   time_counts=time_token_counts(patients, time))
 
     # ---- lookups ------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -192,15 +210,18 @@ class Vocabulary:
         if self.code_systems != ("icd9",):  # optional: absent means ICD-9-CM only (see the module docstring)
             d["code_systems"] = list(self.code_systems)
         if self.time is not None:  # optional: absent means no time tokens
-            d["time"] = self.time.to_dict()
+            d["time"] = {**self.time.to_dict(), "counts": self.time_counts.tolist()}
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> Vocabulary:
         if d.get("version") != VERSION or tuple(d.get("specials", ())) != SPECIALS:
             raise ValueError(f"unsupported vocabulary version {d.get('version')!r} or special tokens")
-        time = TimeTokens(**d["time"]) if d.get("time") is not None else None
-        vocab = cls(d["categories"], d["codes"], d["code_counts"], min_count=d.get("min_count", 1), time=time)
+        t = dict(d["time"]) if d.get("time") is not None else None
+        counts = t.pop("counts", None) if t is not None else None
+        time = TimeTokens(**t) if t is not None else None
+        vocab = cls(d["categories"], d["codes"], d["code_counts"], min_count=d.get("min_count", 1), time=time,
+                    time_counts=counts)
         if tuple(d.get("code_systems", ("icd9",))) != vocab.code_systems:
             raise ValueError(f"vocabulary lists code systems {d.get('code_systems', ['icd9'])} but its codes are {list(vocab.code_systems)}")
         return vocab
