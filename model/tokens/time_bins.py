@@ -12,11 +12,16 @@ known to a month or a year at best.
 
 | bins | days | width |
 |---|---|---|
-| 0-6 | 0, 1, ..., 6 | one day each (the first week) |
-| 7-18 | 7-13, 14-20, ..., 84-90 | one week each (to 3 months) |
-| 19-39 | 91-121, 122-151, ..., 700-729 | one month each (round(30.4375 k) days, to 2 years) |
-| 40-47 | 730-1095, ..., 3287-3651 | one year each (round(365.25 k), to 10 years) |
-| 48 | 3652-7304 | the rest, to 20 years; a longer interval is counted in it (`clip_count`) |
+| 0-13 | 0, 1, ..., 13 | one day each (the first two weeks) |
+| 14-24 | 14-20, 21-27, ..., 84-90 | one week each (to 3 months) |
+| 25-45 | 91-121, 122-151, ..., 700-729 | one month each (round(30.4375 k) days, to 2 years) |
+| 46-53 | 730-1095, ..., 3287-3651 | one year each (round(365.25 k), to 10 years) |
+| 54 | 3652-7304 | the rest, to 20 years; a longer interval is counted in it (`clip_count`) |
+
+Days are single bins for two weeks, not one, because most stays are a week or two long and fall off
+steeply inside the second week: on DE-SynPUF 1-6 (34,373 stays) the uniform draw inside a 7-13 bin
+alone put the stay distribution 0.043 (KS) from the real one even for a perfect model, three times
+the holdout's own distance (0.015); with day bins to 13 the floor is 0.007 (gaps: 0.005 -> 0.004).
 
 A bin becomes a day count at generation by a seeded uniform draw inside it (`days_in`), so a cohort's
 days are as reproducible as its codes. The edges are saved with each model's vocabulary (vocab.json
@@ -26,9 +31,9 @@ from __future__ import annotations
 
 import numpy as np
 
-EDGES = (tuple(range(0, 7)) + tuple(range(7, 91, 7)) + tuple(round(30.4375 * k) for k in range(3, 24))
+EDGES = (tuple(range(0, 14)) + tuple(range(14, 91, 7)) + tuple(round(30.4375 * k) for k in range(3, 24))
          + tuple(round(365.25 * k) for k in range(2, 11)) + (7305,))
-N_BINS = len(EDGES) - 1  # 49
+N_BINS = len(EDGES) - 1  # 55
 
 
 def check_edges(edges) -> tuple[int, ...]:
@@ -58,6 +63,6 @@ def days_in(bins, u, edges=EDGES) -> np.ndarray:
 
 
 def label(kind: str, b: int, edges=EDGES) -> str:
-    """Token text of bin b: "<gap 0d>", "<gap 7-13d>", "<stay 3652-7304d>"."""
+    """Token text of bin b: "<gap 0d>", "<gap 14-20d>", "<stay 3652-7304d>"."""
     lo, hi = edges[b], edges[b + 1] - 1
     return f"<{kind} {lo}d>" if lo == hi else f"<{kind} {lo}-{hi}d>"
