@@ -28,8 +28,6 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
-import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -40,115 +38,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from promptehr.service import store
-from promptehr.service.db import make_engine, make_sessionmaker
+
 from tests.support.databases import throwaway_database
-from tests.support.worker import (
-    Api,
-    app_env,
-    create_api_key,
-    delete_queue,
-    pool_children,
-    private_queue,
-    start_api,
-    start_celery_worker,
-)
+from tests.support.stack import Stack, get_model, home_folder
+from tests.support.worker import Api
 
-SHARED = Path(os.environ.get("PROMPTEHR_SHARED_DATA", REPO.parent / "shared" / "data"))
-REDIS = os.environ.get("PROMPTEHR_TEST_REDIS", "redis://127.0.0.1:6379/15")
 COHORT = {"age": {"distribution": "normal", "mean": 60, "sd": 15}, "sex": {"female": 0.55}}
-
-
-class ChildWatcher(threading.Thread):
-    """pid of every pool child seen -> the name of its worker (the master's child list, every 50 ms:
-    a child lives at least as long as the shard it runs, which takes seconds)."""
-
-    def __init__(self):
-        super().__init__(daemon=True)
-        self.masters: dict[int, str] = {}
-        self.owner: dict[int, str] = {}
-        self.done = threading.Event()
-
-    def run(self):
-        while not self.done.wait(0.05):
-            for master, name in list(self.masters.items()):
-                for pid in pool_children(master):
-                    self.owner.setdefault(pid, name)
-
-
-class Stack:
-    """The database, the queue, the API (restarted when the shard size changes) and the workers."""
-
-    def __init__(self, home: Path, db_url: str, max_tasks_per_child: int | None = None):
-        self.home, self.db_url, self.queue = home, db_url, private_queue()
-        self.env = app_env(home=home, data_root=SHARED, database_url=db_url, broker_url=REDIS,
-                           PROMPTEHR_CELERY_QUEUE=self.queue, PROMPTEHR_MODEL_ROOT=str(home / "models"),
-                           PROMPTEHR_MAX_COHORT_PATIENTS="10000000")
-        if max_tasks_per_child is not None:
-            self.env["PROMPTEHR_WORKER_MAX_TASKS_PER_CHILD"] = str(max_tasks_per_child)
-        self.engine = make_engine(db_url)
-        self.sessions = make_sessionmaker(self.engine)
-        self.api_proc, self.api, self.shard_size, self.key = None, None, None, None
-        self.workers: list = []
-        self.watcher = ChildWatcher()
-        self.watcher.start()
-
-    def use_shard_size(self, size: int) -> Api:
-        if size != self.shard_size:
-            self._stop_api()
-            env = {**self.env, "PROMPTEHR_COHORT_SHARD_SIZE": str(size)}
-            self.key = self.key or create_api_key(env)
-            self.api_proc, base = start_api(env, self.home / f"api-{size}.log")
-            self.api, self.shard_size = Api(base, self.key), size
-            self.api.client.timeout = 600
-        return self.api
-
-    def scale_to(self, n: int) -> None:
-        """Start workers w1, w2, ... until n run (each waits until it consumes)."""
-        while len(self.workers) < n:
-            name = f"w{len(self.workers) + 1}"
-            proc = start_celery_worker(self.env, self.home / f"{name}.log", name=f"{name}@bench")
-            self.workers.append(proc)
-            self.watcher.masters[proc.pid] = name
-
-    def _stop_api(self):
-        if self.api is not None:
-            self.api.close()
-            self.api_proc.stop()
-            self.api = None
-
-    def close(self):
-        self.watcher.done.set()
-        self._stop_api()
-        for w in self.workers:
-            w.stop()
-        self.engine.dispose()
-        delete_queue(REDIS, self.queue)
-
-
-def manifest_sha256(directory: Path) -> str:
-    return hashlib.sha256((directory / "manifest.json").read_bytes()).hexdigest()
-
-
-def get_model(stack: Stack, args) -> str:
-    api = stack.use_shard_size(args.shard_size)
-    dataset = api.post("/datasets", {"name": "bench", "format": args.format, "path": args.data}, 201)
-    if args.model:
-        directory = Path(args.model).resolve()
-        config = json.loads((directory / "config.json").read_text())
-        with stack.sessions() as s:
-            # the dataset's tenant (the API key's): a key sees only its tenant's models
-            tenant = store.get_dataset(s, dataset["id"]).tenant
-            row = store.create_model(s, name="bench", dataset_id=dataset["id"], checkpoint_path=str(directory),
-                                     manifest_sha256=manifest_sha256(directory), tenant=tenant,
-                                     config={"preset": config.get("preset"), "split_seed": 0})
-            return row.id
-    stack.scale_to(1)
-    t = time.perf_counter()
-    job = api.post("/training-jobs", {"dataset_id": dataset["id"], "preset": args.preset, "epochs": args.epochs}, 202)
-    body, _ = api.poll(f"/training-jobs/{job['id']}", timeout=3600, interval=1.0)
-    assert body["status"] == "succeeded", body
-    print(f"trained {args.preset} for {args.epochs} epoch(s) in {time.perf_counter() - t:.0f} s", file=sys.stderr)
-    return body["model_id"]
 
 
 def shard_rows(stack: Stack, cohort_id: str) -> list[dict]:
@@ -204,16 +99,6 @@ def run_cohort(stack: Stack, model_id: str, n: int, seed: int, shard_size: int) 
             "export_sha256": sha, "export_bytes": size, "spread": spread(stack, rows, created)}
 
 
-@contextlib.contextmanager
-def home_folder(keep: Path | None):
-    if keep is not None:
-        keep.mkdir(parents=True, exist_ok=True)
-        yield keep.resolve()
-        return
-    with tempfile.TemporaryDirectory(prefix="bench-workers-") as tmp:
-        yield Path(tmp)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", help="an existing checkpoint directory (default: train one through the service)")
@@ -236,10 +121,11 @@ def main() -> None:
 
         args.shard_size = Settings().cohort_shard_size
     result = {"load_average_at_start": os.getloadavg(), "cpus": os.cpu_count()}
-    with home_folder(args.keep) as home, throwaway_database() as db:
+    with home_folder(args.keep, "bench-workers-") as home, throwaway_database() as db:
         stack = Stack(home, db, args.max_tasks_per_child)
         try:
-            model_id = get_model(stack, args)
+            model_id = get_model(stack, data=args.data, data_format=args.format, shard_size=args.shard_size,
+                                 model=args.model, preset=args.preset, epochs=args.epochs)
             runs = result["runs"] = []
             for k in (1, 2):
                 stack.scale_to(k)
