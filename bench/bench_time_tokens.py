@@ -1,5 +1,7 @@
 """What the time tokens cost at generation: patients/s of a model that learned time against the same
-model size trained without it (`promptehr train ... --no-time`), same run, rounds alternating the two.
+model size trained without it (`promptehr train ... --no-time`), same run, rounds alternating the two;
+and both against the settings before issue 14 (`previous`: the model without time at top_p 0.95 and
+no stop bias, the defaults the generation figures in the README were measured at).
 
     OMP_NUM_THREADS=1 python bench/bench_time_tokens.py --with-time DIR --without-time DIR [--n 2000] [--repeats 5]
 
@@ -25,9 +27,13 @@ from promptehr.model.generation.streams import row_key
 from promptehr.model.nn.checkpoint import load_checkpoint
 
 
-def prepared(directory: str, n: int, seed: int):
+PREVIOUS = {"top_p": 0.95, "stop_bias": 0.0}  # the sampling defaults before issue 14
+
+
+def prepared(directory: str, n: int, seed: int, sampling: dict | None = None):
     bundle = load_checkpoint(directory, "cpu")
-    spec = CohortSpec.from_dict(fill_demographics({}, read_population(directory)).body)
+    body = {"sampling": sampling} if sampling else {}
+    spec = CohortSpec.from_dict(fill_demographics(body, read_population(directory)).body)
     spec, sampler, forced, limits, _ = _prepare(bundle, spec, n, 0, n, 256, "cpu", None)
     demo = [demographics(spec, seed, i) for i in range(n)]
     inputs = ([a for a, _ in demo], [s for _, s in demo], [row_key(seed, i) for i in range(n)])
@@ -55,15 +61,17 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    models = {"time": prepared(args.with_time, args.n, args.seed), "no_time": prepared(args.without_time, args.n, args.seed)}
+    models = {"time": prepared(args.with_time, args.n, args.seed), "no_time": prepared(args.without_time, args.n, args.seed),
+              "previous": prepared(args.without_time, args.n, args.seed, PREVIOUS)}
     if not models["time"][0].layout.gaps or models["no_time"][0].layout.gaps:
         raise SystemExit("--with-time must have time tokens and --without-time none")
     rounds = []
     for r in range(args.repeats):
-        order = ("time", "no_time") if r % 2 == 0 else ("no_time", "time")
+        order = ("time", "no_time", "previous") if r % 2 == 0 else ("previous", "no_time", "time")
         got = {name: one_round(*models[name], args.n) for name in order}
-        got["ratio_patients_per_s"] = got["time"]["patients_per_s"] / got["no_time"]["patients_per_s"]
-        got["ratio_tokens_per_s"] = got["time"]["tokens_per_s"] / got["no_time"]["tokens_per_s"]
+        for a, b in (("time", "no_time"), ("time", "previous"), ("no_time", "previous")):
+            for k in ("patients_per_s", "tokens_per_s"):
+                got[f"{a}_vs_{b}_{k}"] = got[a][k] / got[b][k]
         rounds.append(got)
 
     def median(path):
@@ -72,9 +80,8 @@ def main() -> None:
 
     keys = ("patients_per_s", "tokens_per_s", "tokens_per_patient", "visits_per_patient", "seconds")
     print(json.dumps({"n": args.n, "repeats": args.repeats, "threads": args.threads,
-                      **{m: {k: median((m, k)) for k in keys} for m in ("time", "no_time")},
-                      "ratio_patients_per_s": median(("ratio_patients_per_s",)),
-                      "ratio_tokens_per_s": median(("ratio_tokens_per_s",))}, indent=2))
+                      **{m: {k: median((m, k)) for k in keys} for m in models},
+                      **{k: median((k,)) for k in rounds[0] if "_vs_" in k}}, indent=2))
 
 
 if __name__ == "__main__":
