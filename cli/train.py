@@ -18,6 +18,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def unit_weight(text: str) -> float:
+    """argparse type: a loss weight in (0, 1] (0 would leave the time tokens unlearned)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be above 0 and at most 1, got {value}")
+    return value
+
+
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("train", help="train PromptBart on patient records and write a checkpoint directory",
                               description=__doc__)
@@ -51,6 +62,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--force", action="store_true", help="overwrite the checkpoint already in --out")
     p.add_argument("--no-time", dest="time", action="store_false",
                    help="train on codes alone, without the timeline (gap and stay tokens) even where the data has dates")
+    p.add_argument("--time-weight", type=unit_weight, default=None, metavar="W",
+                   help="weight of a time token's bin in the training loss; the decision that a gap or stay comes weighs 1 (default 1)")
     p.add_argument("--init-from", default=None, metavar="HF_DIR", help="local Hugging Face BART checkpoint to start from")
     p.add_argument("--eval-holdout", action="store_true",
                    help="after training, print the held-out perplexity (masked codes, next visits) beside the unigram baseline's")
@@ -171,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
     speaks = os.environ.get("RANK", "0") == "0"  # under a launch (torchrun, --nproc) rank 0 alone prints
     cfg = train_config(args.preset, mode=args.mode, epochs=args.epochs, max_steps=args.max_steps,
                        batch_size=args.batch_size, lr=args.lr, seed=args.seed, init_from=args.init_from,
-                       time=args.time)
+                       time=args.time, time_weight=args.time_weight)
     if speaks:
         print(f"promptehr train: {len(patients)} patients -> train {len(train_set)}, validation {len(val_set)}, "
               f"holdout {len(holdout)} (split seed {args.split_seed}); preset {args.preset}, {args.mode}", file=sys.stderr)

@@ -128,6 +128,14 @@ def test_train_refuses_zero_epochs(shared_data, tmp_path, capsys):
     assert not (tmp_path / "m").exists()
 
 
+def test_train_refuses_a_time_weight_outside_0_1(shared_data, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--data", str(shared_data / "mimic3-demo"), "--time-weight", "0", "--out", str(tmp_path / "m")])
+    assert e.value.code == 2
+    assert "--time-weight: must be above 0 and at most 1, got 0.0" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
+
+
 def test_train_keeps_an_existing_model_without_force(shared_data, tmp_path, capsys):
     out = tmp_path / "m"
     args = ["train", "--data", str(shared_data / "mimic3-demo"), "--preset", "tiny", "--max-steps", "1",

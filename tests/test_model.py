@@ -1,12 +1,13 @@
 """PromptBart: prompts matter and get gradients, the KV-cache decode equals the full forward, an empty
-encoder works, and a tiny model overfits 8 patients to exact reconstruction."""
+encoder works, a tiny model overfits 8 patients to exact reconstruction, and the time weight scales a time
+token's bin choice alone."""
 import pytest
 import torch
 
 from promptehr.model.training.batches import collate
 from promptehr.model.nn.config import model_config
 from promptehr.model.training.corruption import Example
-from promptehr.model.nn.promptbart import PromptBart, demographics_to_tensors
+from promptehr.model.nn.promptbart import LossWeights, PromptBart, demographics_to_tensors
 from promptehr.model.tokens.tokenizer import Tokenizer
 from promptehr.model.tokens.vocab import BOS, EOS, Vocabulary
 from tests.test_vocab import toy_patients
@@ -137,3 +138,39 @@ def test_padded_empty_row_equals_zero_token_encoder():
         alone, _ = m.decode(b.decoder_input_ids[:1], state, age[:1], sex[:1])
     n = int(b.decoder_attention_mask[0].sum())
     assert torch.allclose(batched[:n], alone[0, :n], atol=1e-5)
+
+
+@pytest.mark.parametrize("weight, smoothing", [(0.5, 0.0), (0.5, 0.1), (0.2, 0.1)])
+def test_time_weight_scales_the_bin_choice_and_keeps_the_kind(weight, smoothing):
+    """Ids 7-11 gaps, 12-15 stays. A time label's NLL is -log P(kind) - log P(bin | kind); training counts the
+    second part `weight` times (smoothed labels hold 1 - smoothing of it); evaluation is plain NLL."""
+    m = PromptBart(model_config("tiny", vocab_size=40, code_offset=30, time_offset=7, n_gaps=5, n_stays=4))
+    torch.manual_seed(0)
+    logits = torch.randn(12, 40)
+    labels = torch.tensor([8, 12, 13, 30, 31, -100, 7, 15, 20, 35, 11, 16])  # 6 time labels, one ignored
+    m.loss_weights = LossWeights(age=0, sex=0, cooc=0, label_smoothing=smoothing, time=weight)
+    logp = logits.log_softmax(-1)
+    expected = []
+    for row, label in enumerate(labels.tolist()):
+        if label < 0:
+            continue
+        loss = (1 - smoothing) * -logp[row, label] - smoothing * logp[row].mean()
+        for start, n in ((7, 5), (12, 4)):
+            if start <= label < start + n:
+                bin_nll = torch.logsumexp(logp[row, start:start + n], 0) - logp[row, label]
+                loss = loss - (1 - weight) * (1 - smoothing) * bin_nll
+        expected.append(loss)
+    m.train()
+    assert float(m._lm_loss(logits, labels, smoothing)) == pytest.approx(float(torch.stack(expected).mean()), rel=1e-5)
+    plain = torch.nn.functional.cross_entropy(logits, labels, ignore_index=-100)
+    m.eval()
+    assert float(m._lm_loss(logits, labels, 0.0)) == pytest.approx(float(plain), rel=1e-6)
+    # the kind's total probability gets the same gradient whatever the weight: only the bin's share moves
+    m.train()
+    grads = {}
+    for w in (weight, 1.0):
+        m.loss_weights = LossWeights(age=0, sex=0, cooc=0, label_smoothing=0.0, time=w)
+        x = logits.clone().requires_grad_(True)
+        m._lm_loss(x, labels, 0.0).backward()
+        grads[w] = x.grad[1, 12:16].sum()  # row 1's label is a stay: the summed gradient over the stay kind
+    assert float(grads[weight]) == pytest.approx(float(grads[1.0]), abs=1e-6)

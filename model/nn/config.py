@@ -11,6 +11,11 @@ from pathlib import Path
 class ModelConfig:
     vocab_size: int = 0  # set from the Vocabulary when training starts
     code_offset: int = 0  # first code token id (codes are the last ids); set from the Vocabulary
+    # Time tokens: n_gaps gap ids from time_offset, then n_stays stay ids (0 and 0: a model without time).
+    # Set from the Vocabulary; training weighs the choice of their bin by TrainConfig.time_weight.
+    time_offset: int = 0
+    n_gaps: int = 0
+    n_stays: int = 0
     d_model: int = 256
     encoder_layers: int = 3
     decoder_layers: int = 3
@@ -67,6 +72,10 @@ class TrainConfig:
     # Learn when visits happen (gap and stay tokens, model/tokens/time_bins.py) where every training patient
     # has dates; False trains on codes alone, as before time (the same data without its timeline).
     time: bool = True
+    # Weight of a time token's bin choice in the loss (the decision "a gap/stay comes here", which opens a
+    # visit or closes one, always weighs 1). Measured on DE-SynPUF 1-6: weighing whole time tokens by 0.5
+    # made stays too unlikely where a visit ends: 9.0 codes per visit for 8.09, pair R^2 0.855 -> 0.731.
+    time_weight: float = 1.0
     objectives: dict[str, float] = field(default_factory=_default_objectives)
     mask_ratio: float = 0.3  # share of content tokens masked by span infilling (BART)
     poisson_lambda: float = 3.0  # span lengths
@@ -86,7 +95,7 @@ class TrainConfig:
     def loss_weights(self) -> dict[str, float]:
         """The keyword arguments of promptbart.LossWeights: this config is their one source."""
         return {"age": self.age_weight, "sex": self.sex_weight, "cooc": self.cooc_weight,
-                "label_smoothing": self.label_smoothing}
+                "label_smoothing": self.label_smoothing, "time": self.time_weight}
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

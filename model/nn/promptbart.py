@@ -55,11 +55,12 @@ class LossWeights:
     sex: float
     cooc: float
     label_smoothing: float  # training only; validation losses are plain NLL
+    time: float = 1.0  # training only: weight of a time token's bin choice (its kind, gap or stay, weighs 1)
 
     @classmethod
     def none(cls) -> LossWeights:
         """The language-model loss alone, unsmoothed: a model built outside training has no run's weights."""
-        return cls(age=0.0, sex=0.0, cooc=0.0, label_smoothing=0.0)
+        return cls(age=0.0, sex=0.0, cooc=0.0, label_smoothing=0.0, time=1.0)
 
 
 def bart_config(config: ModelConfig) -> BartConfig:
@@ -191,6 +192,26 @@ class PromptBart(nn.Module):
             mine.values = torch.cat([mine.values, theirs.values])
         return past, EncoderState(torch.cat([state.hidden, other_state.hidden]), torch.cat([state.mask, other_state.mask]))
 
+    def _lm_loss(self, flat_logits, flat_labels, smoothing: float) -> torch.Tensor:
+        """Mean token NLL over the labels (label-smoothed in training). In training, a time token's NLL splits
+        into its kind (-log P(some gap) or -log P(some stay): the decision to open or close a visit) plus its
+        bin within the kind (logsumexp over the kind's logits - the bin's logit); the bin part counts
+        loss_weights.time. The sum is divided by all labels, as before, so the trainer's per-token scaling holds."""
+        loss = F.cross_entropy(flat_logits, flat_labels, ignore_index=-100, label_smoothing=smoothing)
+        c, w = self.config, self.loss_weights.time
+        if not (self.training and (c.n_gaps or c.n_stays) and w != 1.0):
+            return loss
+        n_labels = (flat_labels != -100).sum().clamp_min(1)
+        bin_sum = flat_logits.new_zeros(())
+        for start, n in ((c.time_offset, c.n_gaps), (c.time_offset + c.n_gaps, c.n_stays)):
+            rows = torch.nonzero((flat_labels >= start) & (flat_labels < start + n)).squeeze(-1)  # (n_rows,)
+            if rows.numel():
+                kind = flat_logits[rows, start:start + n]  # (n_rows, n)
+                bin_nll = torch.logsumexp(kind, -1) - kind.gather(1, (flat_labels[rows] - start)[:, None]).squeeze(1)
+                bin_sum = bin_sum + bin_nll.sum()
+        # the smoothed NLL of a label holds (1 - smoothing) of its plain NLL, so of its bin part
+        return loss - (1.0 - w) * (1.0 - smoothing) * bin_sum / n_labels
+
     def forward(self, input_ids, attention_mask, decoder_input_ids, decoder_attention_mask, age, sex, labels=None,
                 *, cooc: CoocTargets | None = None) -> ModelOutput:
         state = self.encode(input_ids, attention_mask, age, sex)
@@ -206,7 +227,7 @@ class PromptBart(nn.Module):
         V = logits.shape[-1]
         flat_logits = logits.float().view(-1, V)  # (B*T, V)
         smoothing = self.loss_weights.label_smoothing if self.training else 0.0
-        lm_loss = F.cross_entropy(flat_logits, labels.view(-1), ignore_index=-100, label_smoothing=smoothing)
+        lm_loss = self._lm_loss(flat_logits, labels.view(-1), smoothing)
         valid = labels != -100  # (B, T)
         h = hidden[valid].float()  # (n_valid, D)
         B, T = labels.shape
