@@ -314,7 +314,8 @@ def setup(train_patients, val_patients, config: TrainConfig, out: Path, dev: tor
         raise ValueError("resume: the training data gives a different vocabulary than the interrupted run")
     mean, sd = age_stats(train_patients)
     mcfg = model_config(config.preset, vocab_size=len(vocab), code_offset=vocab.code_offset, mode=config.mode,
-                        time_offset=vocab.gap_offset, n_gaps=vocab.n_gaps, n_stays=vocab.n_stays, age_mean=mean, age_sd=sd, **(model_overrides or {}))
+                        time_offset=vocab.gap_offset, n_gaps=vocab.n_gaps, n_stays=vocab.n_stays,
+                        age_mean=mean, age_sd=sd, **(model_overrides or {}))
     model, mcfg = build_model(mcfg, config.init_from)
     model.loss_weights = LossWeights(**config.loss_weights())
     model.to(dev)
