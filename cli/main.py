@@ -35,11 +35,12 @@ class UsageError(Exception):
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """`--help` shows each option's default, except where there is none or the help already says it."""
+    """`--help` shows each option's default, except where there is none, the help already says it, or the
+    option is a switch (`--no-time`'s default True would read as "no time by default")."""
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if action.default is None or action.default is False or "default" in text:
+        if action.default is None or action.nargs == 0 or "default" in text:
             return text
         return super()._get_help_string(action)
 

@@ -61,7 +61,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from <out>.resume/")
     p.add_argument("--force", action="store_true", help="overwrite the checkpoint already in --out")
     p.add_argument("--no-time", dest="time", action="store_false",
-                   help="train on codes alone, without the timeline (gap and stay tokens) even where the data has dates")
+                   help="train on codes alone, without the timeline (gap and stay tokens) even where the data has dates "
+                        "(by default the timeline is learned wherever the data has dates)")
     p.add_argument("--time-weight", type=unit_weight, default=None, metavar="W",
                    help="weight of a time token's bin in the training loss; the decision that a gap or stay comes weighs 1 (default 1)")
     p.add_argument("--init-from", default=None, metavar="HF_DIR", help="local Hugging Face BART checkpoint to start from")

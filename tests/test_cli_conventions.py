@@ -39,6 +39,8 @@ def test_help_shows_defaults():
     train_help = sub["train"].format_help()
     assert "(default: small)" in train_help and "(default: hierarchical)" in train_help
     assert "(default: None)" not in train_help  # an option without a default says nothing
+    # a switch says nothing either: --no-time's stored default (True) read as "no time by default"
+    assert "(default: True)" not in train_help and "(default: False)" not in train_help
 
 
 def test_one_spelling_of_log_level(capsys):
