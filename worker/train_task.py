@@ -106,14 +106,15 @@ def _train(ctx: WorkerContext, lease: Lease, job, dataset, out: Path):
     if lease.should_stop():
         raise Stopped
     devices = int((job.options or {}).get("devices", 1))
+    source = {"format": dataset.format, "paths": [dataset.path]}  # the model card's (training/card.py)
     if devices > 1:  # data-parallel on this worker's devices (worker/parallel_training.py)
         result = train_on_devices(ctx, lease, RankJob(config, str(out), resume, ctx.get_device()), devices,
-                                  train_patients, val_patients)
+                                  train_patients, val_patients, holdout, source)
     else:
         result = train(
             train_patients, val_patients, config, out,
             progress=_progress_writer(lease), should_stop=lease.should_stop, resume=resume, device=ctx.get_device(),
-            holdout=holdout, source={"format": dataset.format, "paths": [dataset.path]},  # the card's (training/card.py)
+            holdout=holdout, source=source,
         )
     if result.status == "stopped":
         raise Stopped
