@@ -47,6 +47,9 @@ def test_sections_have_the_design_names_and_shape(cohorts):
         for name, m in d[section].items():
             assert {"value", "limit", "threshold", "pass"} <= set(m), (section, name)
     assert d["utility"]["tstr_auroc"]["limit"] == d["utility"]["trtr_auroc"]["value"]
+    equal = d["utility"]["trtr_equal_size_auroc"]  # synthetic (300) is smaller than train (400): a sample of 300
+    assert equal["train_patients"] == 300 and equal["full"] == d["utility"]["trtr_auroc"]["value"]
+    assert equal["value"] is not None and equal["value"] != equal["full"]
     # synthetic (300) is larger than the holdout (100): scored on 5 subsamples of 100, and whole
     uni = d["fidelity"]["unigram_r2"]
     assert uni["n"] == 5 and uni["spread"] > 0 and uni["full"] > uni["value"]

@@ -23,14 +23,6 @@ def clustered(n, seed, prefix):
     return out
 
 
-def shuffled(patients, seed):
-    """Each record keeps its length, its codes come from random other records: co-occurrence is lost."""
-    rng = np.random.default_rng(seed)
-    pool = [c for p in patients for v in p.visits for c in v]
-    return [Patient(f"x{i}", p.age, p.sex, [list(dict.fromkeys(rng.choice(pool, len(v)).tolist())) for v in p.visits])
-            for i, p in enumerate(patients)]
-
-
 def scores(train, holdout, synth):
     index = build_index(train, holdout, synth)
     groups, names = group_matrix(list(index))
@@ -47,7 +39,7 @@ def test_tstr_matches_trtr_when_synthetic_keeps_the_clusters():
 
 def test_shuffling_codes_across_patients_lowers_tstr():
     train = clustered(800, 0, "t")
-    s = scores(train, clustered(400, 1, "h"), shuffled(clustered(800, 2, "s"), 3))
+    s = scores(train, clustered(400, 1, "h"), utility.shuffled(clustered(800, 2, "s"), 3))
     assert s["tstr_auroc"] < s["trtr_auroc"] - 0.15
 
 
@@ -71,3 +63,21 @@ def test_ccs_groups_for_icd9_icd10_and_parent_codes():
     assert ccs_group("icd10:ZZZ99") is None and ccs_group("XYZ") is None
     m, names = group_matrix(["4019", "icd10:I10", "XYZ"])
     assert names == ["98"] and m.toarray().tolist() == [[1.0], [1.0], [0.0]]
+
+
+def test_trtr_at_the_cohorts_size_fits_on_a_train_sample_as_large():
+    train, holdout = clustered(800, 0, "t"), clustered(400, 1, "h")
+    small = scores(train, holdout, clustered(100, 2, "s"))  # the cohort is an eighth of train
+    assert small["equal_size_patients"] == 100
+    rows = small["phenotypes"]
+    assert any(r["trtr_equal_size_auroc"] != r["trtr_auroc"] for r in rows)  # fit on other records
+    assert small["trtr_equal_size_auroc"] == np.mean([r["trtr_equal_size_auroc"] for r in rows])
+    # the sample is the train records the seed picks: fitting on exactly those gives the same figures
+    picked = [train[i] for i in utility.equal_size_rows(800, 100, 0)]
+    alone = scores(picked, holdout, clustered(100, 2, "s"))
+    by_ccs = {r["ccs"]: r["trtr_auroc"] for r in alone["phenotypes"]}
+    shared = [r for r in rows if r["ccs"] in by_ccs]
+    assert len(shared) >= 5 and all(abs(r["trtr_equal_size_auroc"] - by_ccs[r["ccs"]]) < 1e-9 for r in shared)
+    # a cohort as large as train or larger: the whole train, the same figure
+    big = scores(train, holdout, clustered(800, 2, "s"))
+    assert big["equal_size_patients"] == 800 and big["trtr_equal_size_auroc"] == big["trtr_auroc"]

@@ -154,11 +154,18 @@ def phenotype_table(report: Report) -> str:
     rows = "".join(
         f"<tr><td class='name'>{html.escape(p.ccs)}</td><td class='desc'>{html.escape(p.title)}</td>"
         f"<td>{p.train_share:.3f}</td><td>{p.synthetic_share:.3f}</td><td>{p.holdout_positives}</td>"
-        f"<td>{p.tstr_auroc:.3f}</td><td>{p.trtr_auroc:.3f}</td></tr>"
+        f"<td>{p.tstr_auroc:.3f}</td><td>{p.trtr_auroc:.3f}</td><td>{_auroc(p.trtr_equal_size_auroc)}</td></tr>"
         for p in report.utility_phenotypes
     )
+    equal = report.utility.get("trtr_equal_size_auroc")
+    size = f" ({equal.train_patients:,} train patients)" if equal is not None and hasattr(equal, "train_patients") else ""
     return ("<h2>Utility by phenotype (CCS diagnosis groups)</h2><table><tr><th>CCS</th><th>title</th><th>train share</th>"
-            f"<th>synthetic share</th><th>holdout positives</th><th>TSTR AUROC</th><th>TRTR AUROC</th></tr>{rows}</table>")
+            f"<th>synthetic share</th><th>holdout positives</th><th>TSTR AUROC</th><th>TRTR AUROC</th>"
+            f"<th>TRTR AUROC at the cohort's size{size}</th></tr>{rows}</table>")
+
+
+def _auroc(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f}"
 
 
 def top_table(title: str, codes: list[str], prevalence: dict[str, np.ndarray], by: str, k: int = 20) -> str:

@@ -175,6 +175,9 @@ def utility_section(tr: Encoded, ho: Encoded, sy: Encoded, codes: list[str], cfg
     return {
         "tstr_auroc": measure("utility", "tstr_auroc", scores["tstr_auroc"], scores["trtr_auroc"], n=n),
         "trtr_auroc": Measure(value=scores["trtr_auroc"], n=n),
+        # TRTR fit on as many train records as the cohort has (`full`: on the whole train): the size's share of the gap
+        "trtr_equal_size_auroc": Measure(value=scores["trtr_equal_size_auroc"], full=scores["trtr_auroc"], n=n,
+                                         train_patients=scores["equal_size_patients"]),
     }
 
 

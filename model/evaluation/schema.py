@@ -62,6 +62,7 @@ class PhenotypeScore(BaseModel):
     holdout_positives: int
     tstr_auroc: float
     trtr_auroc: float
+    trtr_equal_size_auroc: float | None = None  # TRTR on a train sample of the cohort's size (absent before it)
 
 
 class FidelityBySize(BaseModel):
