@@ -20,11 +20,19 @@ from promptehr.model.generation.population import (
     LEARNED,
     OLD_DEFAULT,
     age_pmf,
+    calibrated_stop_bias,
     fill_demographics,
     population_of,
     read_population,
+    stop_bias_secant,
 )
 from promptehr.model.patient import Patient
+from promptehr.model.training.card import (
+    CALIBRATION_PATIENTS,
+    CALIBRATION_ROUNDS,
+    CALIBRATION_TOLERANCE,
+    calibration_patients,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -179,6 +187,43 @@ def visits_per_patient(path: Path) -> float:
     return float(np.mean([len(json.loads(line)["visits"]) for line in path.read_text().splitlines()]))
 
 
+def test_the_stop_bias_search_solves_the_geometric_record_and_moves_towards_a_bent_one():
+    """Where the end of a record has one stop probability after every visit (visits - 1 = odds^-1, scaled by
+    e^-bias) the closed form is exact and any secant step lands on it; where the response bends (here
+    log(visits - 1) quadratic in the bias) each secant step through the last two rounds gets closer."""
+    train = 1.766
+
+    def geometric(b):
+        return 1 + 0.48 * np.exp(-b)
+
+    exact = float(np.log(0.48 / (train - 1)))
+    assert calibrated_stop_bias(train, geometric(0.0)) == pytest.approx(exact, abs=1e-4)
+    for b0, b1 in ((0.0, -0.1), (-0.2, -0.9), (0.3, 1.0)):
+        assert stop_bias_secant(train, b0, geometric(b0), b1, geometric(b1)) == pytest.approx(exact, abs=1e-3)
+
+    def bent(b):
+        return 1 + 0.48 * np.exp(-b + 0.4 * b * b)
+
+    target = np.log(train - 1)
+    gap = [abs(np.log(bent(b) - 1) - target) for b in (0.0,)]
+    rounds = [(0.0, bent(0.0))]
+    b = calibrated_stop_bias(train, rounds[0][1])
+    for _ in range(3):
+        rounds.append((b, bent(b)))
+        gap.append(abs(np.log(bent(b) - 1) - target))
+        (b0, v0), (b1, v1) = rounds[-2:]
+        b = stop_bias_secant(train, b0, v0, b1, v1)
+    assert gap[1] > gap[2] > gap[3] and gap[3] < 0.01 * gap[1], gap
+    # nothing to calibrate: one visit per patient, or the same point twice
+    assert calibrated_stop_bias(train, 1.0) == 0.0
+    assert stop_bias_secant(train, -0.5, 1.8, -0.5, 1.8) == -0.5
+
+
+def test_calibration_cohorts_grow_with_the_training_split_within_their_bounds():
+    lo, hi = CALIBRATION_PATIENTS
+    assert calibration_patients(50) == lo and calibration_patients(1_000) == 2_000 and calibration_patients(15_000) == hi
+
+
 @pytest.mark.slow
 def test_the_default_cohort_has_the_training_visits_per_patient(desynpuf_model, shared_data, tmp_path):
     """The model under-produces visits (DE-SynPUF 1-6: 1.50 per patient for 1.75); training calibrates the
@@ -187,9 +232,19 @@ def test_the_default_cohort_has_the_training_visits_per_patient(desynpuf_model, 
     from promptehr.model.data import load_patients
 
     population = read_population(desynpuf_model)
-    card = json.loads((desynpuf_model / "card.json").read_text())["stop_calibration"]
-    assert card["stop_bias"] == population.stop_bias != 0.0 and card["patients"] == 1000
+    full_card = json.loads((desynpuf_model / "card.json").read_text())
+    card = full_card["stop_calibration"]
+    assert card["stop_bias"] == population.stop_bias != 0.0
+    assert card["patients"] == calibration_patients(full_card["data"]["splits"]["train"]["patients"]) == 4000
     train = card["train_visits_per_patient"]
+    rounds = card["rounds"]  # the search: no bias, the closed form, then secant steps until one lands close
+    assert rounds[0]["stop_bias"] == 0.0 and rounds[1]["stop_bias"] == card["closed_form_stop_bias"]
+    assert 2 <= len(rounds) <= CALIBRATION_ROUNDS
+    last = rounds[-1]
+    if abs(last["visits_per_patient"] - train) <= CALIBRATION_TOLERANCE * train:
+        assert card["stop_bias"] == last["stop_bias"]
+    else:  # no round landed: the bias is one more secant step, unmeasured
+        assert len(rounds) == CALIBRATION_ROUNDS and card["stop_bias"] != last["stop_bias"]
     assert abs(train - np.mean([len(p.visits) for p in load_patients(shared_data / "desynpuf-sample" / "1-sample-10000")])) < 0.05
     means = {}
     for name, extra in (("calibrated", []), ("uncalibrated", ["--stop-bias", "0"])):

@@ -85,17 +85,18 @@ def calibrated_stop_bias(train_visits: float, synthetic_visits: float, limit: fl
     return round(float(np.clip(np.log((synthetic_visits - 1) / (train_visits - 1)), -limit, limit)), 4)
 
 
-def stop_bias_secant(train_visits: float, visits0: float, bias1: float, visits1: float, limit: float = 3.0) -> float:
+def stop_bias_secant(train_visits: float, bias0: float, visits0: float, bias1: float, visits1: float,
+                     limit: float = 3.0) -> float:
     """The bias where the log odds g(b) = log(visits(b) - 1) - log(train - 1) is 0, by the secant through
-    b = 0 (`visits0`) and b = `bias1` (`visits1`); `bias1` itself when the second round moved nothing
-    or left (nearly) one visit per patient."""
-    if min(train_visits, visits0, visits1) < 1.01:
+    (`bias0`, `visits0`) and (`bias1`, `visits1`); `bias1` itself when the two rounds are the same point,
+    moved nothing or left (nearly) one visit per patient."""
+    if min(train_visits, visits0, visits1) < 1.01 or bias0 == bias1:
         return bias1
     target = np.log(train_visits - 1)
     g0, g1 = np.log(visits0 - 1) - target, np.log(visits1 - 1) - target
     if g1 == g0:
         return bias1
-    return round(float(np.clip(bias1 - g1 * bias1 / (g1 - g0), -limit, limit)), 4)
+    return round(float(np.clip(bias1 - g1 * (bias1 - bias0) / (g1 - g0), -limit, limit)), 4)
 
 
 def read_population(directory) -> Population | None:

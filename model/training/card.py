@@ -38,7 +38,10 @@ from promptehr.model.training.perplexity import heldout_perplexity
 
 HELDOUT_PATIENTS = 500
 CHECK_PATIENTS = 300
-CALIBRATION_PATIENTS = 1000
+CALIBRATION_PATIENTS = (200, 4000)  # (fewest, most) per round: calibration_patients says why
+CALIBRATION_ROUNDS = 4  # cohorts generated at most (the first without a bias); DE-SynPUF 1-6: ~27 s each
+CALIBRATION_TOLERANCE = 0.005  # a round this close to train's visits per patient (relative) ends the search
+CALIBRATION_SEED_OFFSET = 1_000_003  # the calibration's cohorts: seed + this, away from the seeds users pick
 REFERENCE_PATIENTS = 1000
 MIN_HELDOUT = 10  # fewer held-out patients than this: no check cohort (its measures would be noise)
 
@@ -73,28 +76,48 @@ def perplexity_figures(bundle, heldout: list, heldout_name: str, seed: int, batc
             "worse_than_unigram": worse_than_unigram(figures.get("ppl"), figures.get("baseline_ppl"))}
 
 
+def calibration_patients(train_patients: int) -> int:
+    """How many patients each calibration round generates: twice the training split, within CALIBRATION_PATIENTS.
+    A cohort of n patients knows its visits per patient to sd/sqrt(n) (DE-SynPUF 1-6: sd 1.27 for a mean
+    of 1.77, so 1,000 patients +-2.3% and 4,000 +-1.1%); twice the split keeps that noise below the split's own
+    (the target is known no better), and a split of 100 patients costs 200 per round, not thousands."""
+    lo, hi = CALIBRATION_PATIENTS
+    return int(np.clip(2 * train_patients, lo, hi))
+
+
 def calibrate_stop(bundle, population, train: list, seed: int, device):
-    """(population with its stop_bias, the card's record). Two rounds of CALIBRATION_PATIENTS patients of
-    the learned population, both from the same seed (the same random numbers: only the bias differs):
-    without a bias, then population.py's closed form (calibrated_stop_bias: exact if the stop
-    probability were the same after every visit), then a secant step through both rounds on the log
-    odds (stop_bias_secant), since it is not: on DE-SynPUF 1-6 the closed form alone overshot, 1.85
-    visits per patient for train's 1.765. 1,000 patients put the bias within about +-0.06 there."""
+    """(population with its stop_bias, the card's record). Up to CALIBRATION_ROUNDS cohorts of the learned
+    population, all from one seed of their own (the same random numbers: only the bias differs, and no
+    cohort a user or a README figure draws from seeds 0-99 shares their patients): without a bias, then
+    population.py's closed form (calibrated_stop_bias: exact if the stop probability were the same after
+    every visit), then secant steps on the log odds through the last two rounds (stop_bias_secant), since
+    it is not, until a round lands within CALIBRATION_TOLERANCE of train's visits per patient; a last
+    secant step when none does. On DE-SynPUF 1-6 the closed form alone overshot (1.85 for train's 1.765);
+    two rounds of 1,000 patients left the ten-epoch model with time at 1.817 against the holdout's 1.748."""
     m_train = float(np.mean([len(p.visits) for p in train]))
+    n = calibration_patients(len(train))
 
     def visits_at(bias: float) -> float:
         spec = fill_demographics({"sampling": {"stop_bias": bias}}, population).body
-        return float(np.mean([len(p.visits) for p in generate_cohort(bundle, spec, CALIBRATION_PATIENTS, seed + 1, device=device)]))
+        cohort = generate_cohort(bundle, spec, n, seed + CALIBRATION_SEED_OFFSET, device=device)
+        return float(np.mean([len(p.visits) for p in cohort]))
 
-    m0 = visits_at(0.0)
-    first = calibrated_stop_bias(m_train, m0)
-    record = {"patients": CALIBRATION_PATIENTS, "train_visits_per_patient": round(m_train, 4),
-              "uncalibrated_visits_per_patient": round(m0, 4), "closed_form_stop_bias": first}
-    bias = first
-    if first != 0.0:
-        m1 = visits_at(first)
-        bias = stop_bias_secant(m_train, m0, first, m1)
-        record["closed_form_visits_per_patient"] = round(m1, 4)
+    rounds = [(0.0, visits_at(0.0))]
+    bias = calibrated_stop_bias(m_train, rounds[0][1])
+    record = {"patients": n, "train_visits_per_patient": round(m_train, 4),
+              "uncalibrated_visits_per_patient": round(rounds[0][1], 4), "closed_form_stop_bias": bias,
+              "tolerance": CALIBRATION_TOLERANCE}
+    while bias != 0.0 and len(rounds) < CALIBRATION_ROUNDS:
+        rounds.append((bias, visits_at(bias)))
+        if abs(rounds[-1][1] - m_train) <= CALIBRATION_TOLERANCE * m_train:
+            break
+        (b0, v0), (b1, v1) = rounds[-2:]
+        bias = stop_bias_secant(m_train, b0, v0, b1, v1)
+        if bias == b1:  # the secant cannot move: another round would repeat this one
+            break
+    if len(rounds) > 1:
+        record["closed_form_visits_per_patient"] = round(rounds[1][1], 4)
+    record["rounds"] = [{"stop_bias": b, "visits_per_patient": round(v, 4)} for b, v in rounds]
     record["stop_bias"] = bias
     return replace(population, stop_bias=bias), record
 
