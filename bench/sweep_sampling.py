@@ -2,6 +2,7 @@
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/sweep_sampling.py --model DIR --real ../shared/data/desynpuf-sample \
         --top-p 0.95 0.98 1.0 --temperature 1.0 --n 4000 --out sweep.json
+        (--stop-bias B ...: instead of the model's calibrated bias; --frequency-mix M ...: model/generation/options.py)
 
 Each setting runs `promptehr generate` (the training population's age/sex mix: no age flags) and
 `promptehr evaluate` (no model scores: they do not depend on sampling), both as a user would. Prints a
@@ -46,7 +47,8 @@ def main() -> int:
     ap.add_argument("--real", nargs="+", required=True)
     ap.add_argument("--top-p", type=float, nargs="+", default=[0.95])
     ap.add_argument("--temperature", type=float, nargs="+", default=[1.0])
-    ap.add_argument("--stop-bias", type=float, nargs="+", default=[0.0])
+    ap.add_argument("--stop-bias", type=float, nargs="+", default=[None], help="default: the model's calibrated bias")
+    ap.add_argument("--frequency-mix", type=float, nargs="+", default=[0.0])
     ap.add_argument("--n", type=int, default=4000)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out", default=None)
@@ -54,29 +56,31 @@ def main() -> int:
     a = ap.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for top_p, temp, bias in itertools.product(a.top_p, a.temperature, a.stop_bias):
+        for top_p, temp, bias, mix in itertools.product(a.top_p, a.temperature, a.stop_bias, a.frequency_mix):
             cohort, report = Path(tmp, "c.jsonl"), Path(tmp, "r.json")
             t0 = time.perf_counter()
             cli("generate", "--model", a.model, "--n", str(a.n), "--seed", str(a.seed), "--top-p", str(top_p),
-                "--temperature", str(temp), "--stop-bias", str(bias), "--threads", "1", "--out", str(cohort), *shlex.split(a.generate_args))
+                "--temperature", str(temp), *(["--stop-bias", str(bias)] if bias is not None else []),
+                "--frequency-mix", str(mix), "--threads", "1", "--out", str(cohort), *shlex.split(a.generate_args))
             gen_s = time.perf_counter() - t0
             cli("evaluate", "--synthetic", str(cohort), "--real", *a.real, "--out", str(report))
             r = json.loads(report.read_text())
             holdout = r["data"]["holdout"]
-            rows.append({"top_p": top_p, "temperature": temp, "stop_bias": bias, "generate_s": round(gen_s, 1), "measures": measures(r),
+            rows.append({"top_p": top_p, "temperature": temp, "stop_bias": "model" if bias is None else bias,
+                         "frequency_mix": mix, "generate_s": round(gen_s, 1), "measures": measures(r),
                          "distinct_equal_size": distinct_at(cohort, holdout["patients"]),
                          "holdout_distinct": holdout["distinct_codes"], "holdout_patients": holdout["patients"]})
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     names = list(MEASURES)
-    print("| top_p | T | stop_bias | " + " | ".join(names) + " | distinct at equal size |")
-    print("|" + "---|" * (len(names) + 4))
+    print("| top_p | T | stop_bias | frequency_mix | " + " | ".join(names) + " | distinct at equal size |")
+    print("|" + "---|" * (len(names) + 5))
     for row in rows:
         cells = []
         for n in names:
             v, lim = row["measures"].get(n, (None, None))
             cells.append("n/a" if v is None else f"{v:.3f} ({lim:.3f})" if lim is not None else f"{v:.3f}")
         share = row["distinct_equal_size"] / row["holdout_distinct"]
-        print(f"| {row['top_p']} | {row['temperature']} | {row['stop_bias']} | " + " | ".join(cells)
+        print(f"| {row['top_p']} | {row['temperature']} | {row['stop_bias']} | {row['frequency_mix']} | " + " | ".join(cells)
               + f" | {row['distinct_equal_size']} of {row['holdout_distinct']} ({share:.0%}) |")
     if a.out:
         Path(a.out).write_text(json.dumps(rows, indent=1))

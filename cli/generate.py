@@ -59,6 +59,9 @@ def add_parser(subparsers) -> None:
                         "(default: the model's calibrated value, which matches the training data's visits per patient)")
     p.add_argument("--code-sampler", choices=("model", "frequency"), default="model",
                    help="hierarchical stage 2: codes from the model (default) or by training frequency")
+    p.add_argument("--frequency-mix", type=float, default=defaults.frequency_mix, metavar="SHARE",
+                   help="hierarchical stage 2 from the model: this share (0-1) of a code's probability from the "
+                        "training frequencies of its category's codes, which keep the long tail of rare codes")
     p.add_argument("--max-visits", type=int, default=None)
     p.add_argument("--max-codes-per-visit", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=256)
@@ -225,7 +228,7 @@ def run(args: argparse.Namespace) -> int:
     age = age_spec(args)
     body = {"required_codes": args.require,
             "sampling": {"temperature": args.temperature, "top_p": args.top_p, "top_k": args.top_k, "code_sampler": args.code_sampler,
-                         "stop_bias": args.stop_bias}}
+                         "frequency_mix": args.frequency_mix, "stop_bias": args.stop_bias}}
     body.update({k: v for k, v in (("age", age), ("sex", None if args.female is None else {"female": args.female})) if v})
     if args.max_visits is not None:
         body["max_visits"] = args.max_visits

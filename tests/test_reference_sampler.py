@@ -98,8 +98,8 @@ def fast_and_reference(s: Sampler, monkeypatch, ages, sexes, keys, opts, forced=
 
 @pytest.mark.parametrize("opts", [SamplingOptions(), SamplingOptions(temperature=1.7, top_p=1.0, top_k=5),
                                   SamplingOptions(temperature=0.6, top_p=0.8), SamplingOptions(code_sampler="frequency"),
-                                  SamplingOptions(stop_bias=-2.0)],
-                         ids=["default", "hot-top-k", "cold-top-p", "frequency", "stop-bias"])
+                                  SamplingOptions(stop_bias=-2.0), SamplingOptions(frequency_mix=0.3, temperature=1.3, top_p=0.9)],
+                         ids=["default", "hot-top-k", "cold-top-p", "frequency", "stop-bias", "frequency-mix"])
 def test_hierarchical_records_are_the_references(hier, monkeypatch, opts):
     fast = fast_and_reference(hier, monkeypatch, *patients(), opts)
     if opts.stop_bias:  # more visits: later ones, each with its gap
@@ -144,6 +144,42 @@ def test_prefixes_of_their_own_give_the_references_records(hier, monkeypatch, ki
     fast = fast_and_reference(hier, monkeypatch, ages, sexes, keys, SamplingOptions(), forced, limits, batch_size=N,
                               shared=shared)
     assert all(t[: len(f)] == f for t, f in zip(fast, forced))
+
+
+def test_the_frequency_mix_draws_from_the_mixture_of_model_and_frequencies(hier):
+    """Stage 2 with frequency_mix m: (1 - m) * the model's probabilities + m * the training frequencies' over the
+    category's allowed codes; uniforms spread evenly over (0, 1) land on each code as often as its share."""
+    L, n = hier.layout, 4000
+    cat = int(torch.argmax(hier.head.cat_sizes))  # the widest category
+    idx, inside = draw_module.window_index(hier.head.windows, torch.full((n,), cat), L.vocab_size)
+    ok = inside.clone()
+    ok[:, 0] = False  # a code the rules forbid gets nothing from either part
+    logits = torch.linspace(2.0, -2.0, idx.shape[1]).expand(n, -1).contiguous()
+    u = (torch.arange(n, dtype=torch.float64) + 0.5) / n
+    width = int(inside[0].sum())
+
+    def shares(opts) -> torch.Tensor:
+        col = idx[0].tolist()
+        tok = draw_module.draw_codes(logits, ok, idx, L, u, opts, hier.freq_logits)
+        return torch.bincount(torch.tensor([col.index(t) for t in tok.tolist()]), minlength=idx.shape[1])[:width].double() / n
+
+    def probs(x: torch.Tensor) -> torch.Tensor:
+        x = x[:width].clone()
+        x[0] = -torch.inf
+        return torch.softmax(x.double(), 0)
+
+    model, freq = probs(logits[0] / 1.2), probs(hier.freq_logits[idx[0]])
+    for m in (0.0, 0.25, 1.0):
+        got = shares(SamplingOptions(temperature=1.2, frequency_mix=m))
+        assert got[0] == 0 and torch.allclose(got, (1 - m) * model + m * freq, atol=2 / n), m
+    assert not torch.allclose(model, freq, atol=0.05)  # the two parts differ: the mix is seen
+    assert torch.equal(shares(SamplingOptions(frequency_mix=1.0)), shares(SamplingOptions(code_sampler="frequency")))
+
+
+def test_a_flat_model_refuses_the_frequency_samplers(flat):
+    for sampling in ({"frequency_mix": 0.2}, {"code_sampler": "frequency"}):
+        with pytest.raises(ValueError, match="need a hierarchical model"):
+            generate_cohort(None, {"sampling": sampling}, 4, seed=0, sampler=flat)
 
 
 def test_flat_records_are_the_references(flat, monkeypatch):

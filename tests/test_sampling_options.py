@@ -20,6 +20,12 @@ def test_stop_bias_in_range_is_kept(bias):
     assert SamplingOptions(stop_bias=bias).stop_bias == bias
 
 
+@pytest.mark.parametrize("mix", [-0.1, 1.01, math.nan])
+def test_frequency_mix_out_of_range_is_refused(mix):
+    with pytest.raises(ValueError, match=r"frequency_mix must be in \[0, 1\]"):
+        SamplingOptions(frequency_mix=mix)
+
+
 def test_a_spec_names_the_sampling_fields_it_knows():
     assert CohortSpec.from_dict({"sampling": {"stop_bias": -0.5}}).sampling.stop_bias == -0.5
     with pytest.raises(ValueError, match="stop_bias"):  # the message lists every field, the new one too

@@ -294,6 +294,9 @@ def _prepare(model_bundle, spec, n_patients: int, start: int, stop: int | None, 
         raise ValueError("batch_size must be >= 1")
     check_feasible(spec)
     sampler = sampler or Sampler.from_bundle(model_bundle, device=device)
+    if not sampler.layout.hierarchical and (spec.sampling.code_sampler == "frequency" or spec.sampling.frequency_mix):
+        raise ValueError("sampling.code_sampler 'frequency' and sampling.frequency_mix choose among a category's "
+                         "codes: they need a hierarchical model, and this one is flat")
     forced = sampler.required_prefix(spec.required_codes)
     limits = sampler.limits(spec.max_visits, spec.max_codes_per_visit, n_forced=len(spec.required_codes))
     return spec, sampler, forced, limits, stop

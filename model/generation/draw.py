@@ -84,9 +84,17 @@ def draw_codes(logits: torch.Tensor | None, ok: torch.Tensor, idx: torch.Tensor,
                opts: SamplingOptions, freq_logits: torch.Tensor | None = None) -> torch.Tensor:
     """Hierarchical draw of a code in each row's window idx (n, w): `logits` (n, w) of those ids (unused,
     may be None, with code_sampler="frequency": then training frequencies `freq_logits` (V,) are drawn
-    from plainly, no temperature/top-k/top-p), `ok` (n, w) which of them are allowed -> token ids."""
+    from plainly, no temperature/top-k/top-p), `ok` (n, w) which of them are allowed -> token ids.
+    With opts.frequency_mix > 0 the draw is from (1 - mix) * the model's probabilities (at its temperature)
+    + mix * the frequencies', both over the allowed codes, then top-k/top-p."""
     if opts.code_sampler == "frequency" and freq_logits is not None:
         col = sample_from_logits(mask_logits(freq_logits[idx], ok, layout, closing=False), u, 1.0, 0, 1.0)
+    elif opts.frequency_mix and freq_logits is not None:
+        model = mask_logits(logits, ok, layout, closing=False)
+        model = model - model.amax(1, keepdim=True)
+        p = (1 - opts.frequency_mix) * torch.softmax(model / opts.temperature, dim=1)
+        p = p + opts.frequency_mix * torch.softmax(mask_logits(freq_logits[idx], ok, layout, closing=False), dim=1)
+        col = sample_from_logits(torch.log(p), u, 1.0, opts.top_k, opts.top_p)  # log 0 = -inf: never drawn
     else:
         col = sample_from_logits(mask_logits(logits, ok, layout, closing=False), u, opts.temperature, opts.top_k, opts.top_p)
     return idx.gather(1, col[:, None]).squeeze(1)

@@ -28,6 +28,11 @@ class SamplingOptions:
     top_p: float = 1.0
     top_k: int = 0  # 0: off
     code_sampler: str = "model"  # hierarchical stage 2: "model" (conditioned) or "frequency" (training counts)
+    # Hierarchical stage 2 with code_sampler "model": this share of the code's probability comes from the
+    # training frequencies of the category's codes, the rest from the model (at its temperature). The
+    # model under-draws the long tail (distinct codes at equal size 84% of a real sample's on DE-SynPUF);
+    # the frequencies carry the training split's own tail. 0: the model alone.
+    frequency_mix: float = 0.0
     # Added to the end-of-record logit where the record may end (after a visit): e^stop_bias times the odds
     # of stopping there. Negative: more visits per patient. The model under-produces visits (1.50 per
     # patient where DE-SynPUF's holdout has 1.75, docs/evaluation.md step 2): this calibrates that decision.
@@ -42,5 +47,7 @@ class SamplingOptions:
             raise ValueError(f"top_k must be >= 0, got {self.top_k}")
         if not -MAX_STOP_BIAS <= self.stop_bias <= MAX_STOP_BIAS:  # (NaN fails both comparisons)
             raise ValueError(f"stop_bias must be in [{-MAX_STOP_BIAS:g}, {MAX_STOP_BIAS:g}], got {self.stop_bias}")
+        if not 0 <= self.frequency_mix <= 1:  # (NaN fails it)
+            raise ValueError(f"frequency_mix must be in [0, 1], got {self.frequency_mix}")
         if self.code_sampler not in CODE_SAMPLERS:
             raise ValueError(f"code_sampler must be 'model' or 'frequency', got {self.code_sampler!r}")

@@ -156,6 +156,9 @@ class Sampling(StrictModel):
         "below 0, more visits per patient. Absent: the model's calibrated value (its population.json), which "
         "brings visits per patient to the training data's."))
     top_k: int = Field(default=SamplingOptions.top_k, ge=0, le=100_000, description="0: no top-k cut.")
+    frequency_mix: float = Field(default=SamplingOptions.frequency_mix, ge=0, le=1, description=(
+        "Share of a code's probability, among its category's codes, taken from the training frequencies (the "
+        "rest from the model): above 0, more of the long tail of rare codes. 0: the model alone."))
 
 
 class CohortBase(StrictModel):
