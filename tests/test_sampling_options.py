@@ -35,3 +35,8 @@ def test_a_spec_names_the_sampling_fields_it_knows():
 def test_the_default_is_no_nucleus_cut():
     """top_p 1.0, chosen by bench/sweep_sampling.py (docs/evaluation.md, step 1)."""
     assert SamplingOptions().top_p == 1.0 and SamplingOptions().stop_bias == 0.0
+
+
+def test_the_default_mixes_half_the_code_draw_from_training_frequencies():
+    """frequency_mix 0.5, chosen by bench/sweep_sampling.py (docs/evaluation.md, step 8): the long tail."""
+    assert SamplingOptions().frequency_mix == 0.5
