@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from promptehr.model.generation.options import SamplingOptions
+from promptehr.model.generation.options import DEFAULT_FREQUENCY_MIX, SamplingOptions
 
 
 def start_date_arg(text: str) -> dt.date:
@@ -61,7 +61,8 @@ def add_parser(subparsers) -> None:
                    help="hierarchical stage 2: codes from the model (default) or by training frequency")
     p.add_argument("--frequency-mix", type=float, default=defaults.frequency_mix, metavar="SHARE",
                    help="hierarchical stage 2 from the model: this share (0-1) of a code's probability from the "
-                        "training frequencies of its category's codes, which keep the long tail of rare codes")
+                        "training frequencies of its category's codes, which keep the long tail of rare codes "
+                        f"(default: {DEFAULT_FREQUENCY_MIX:g}; 0 for a flat model)")
     p.add_argument("--max-visits", type=int, default=None)
     p.add_argument("--max-codes-per-visit", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=256)

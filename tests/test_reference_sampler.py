@@ -14,6 +14,7 @@ from promptehr.model.generation import draw as draw_module
 from promptehr.model.generation import reference
 from promptehr.model.generation.cohort import CohortSpec, demographics, generate_cohort
 from promptehr.model.generation.draw import SamplingOptions
+from promptehr.model.generation.options import DEFAULT_FREQUENCY_MIX
 from promptehr.model.generation.sampler import Sampler
 from promptehr.model.generation.streams import row_key
 from promptehr.model.nn.checkpoint import load_checkpoint
@@ -174,6 +175,16 @@ def test_the_frequency_mix_draws_from_the_mixture_of_model_and_frequencies(hier)
         assert got[0] == 0 and torch.allclose(got, (1 - m) * model + m * freq, atol=2 / n), m
     assert not torch.allclose(model, freq, atol=0.05)  # the two parts differ: the mix is seen
     assert torch.equal(shares(SamplingOptions(frequency_mix=1.0)), shares(SamplingOptions(code_sampler="frequency")))
+
+
+def test_a_cohort_without_frequency_mix_takes_the_models_default(hier, flat):
+    """Absent: DEFAULT_FREQUENCY_MIX for a hierarchical model (its records are those of the explicit value, not
+    of 0), 0 for a flat one (which generates)."""
+    def cohort(sampler, **sampling):
+        return [p.visits for p in generate_cohort(None, {"sampling": sampling}, 40, seed=3, sampler=sampler)]
+
+    assert cohort(hier) == cohort(hier, frequency_mix=DEFAULT_FREQUENCY_MIX) != cohort(hier, frequency_mix=0.0)
+    assert cohort(flat) == cohort(flat, frequency_mix=0.0)
 
 
 def test_a_flat_model_refuses_the_frequency_samplers(flat):

@@ -6,7 +6,7 @@ import math
 import pytest
 
 from promptehr.model.generation.cohort import CohortSpec
-from promptehr.model.generation.options import MAX_STOP_BIAS, SamplingOptions
+from promptehr.model.generation.options import DEFAULT_FREQUENCY_MIX, MAX_STOP_BIAS, SamplingOptions
 
 
 @pytest.mark.parametrize("bias", [-MAX_STOP_BIAS - 0.5, MAX_STOP_BIAS + 1, math.nan, math.inf, -math.inf])
@@ -38,5 +38,6 @@ def test_the_default_is_no_nucleus_cut():
 
 
 def test_the_default_mixes_half_the_code_draw_from_training_frequencies():
-    """frequency_mix 0.5, chosen by bench/sweep_sampling.py (docs/evaluation.md, step 8): the long tail."""
-    assert SamplingOptions().frequency_mix == 0.5
+    """frequency_mix: absent, the model's default (0.5 for a hierarchical model, chosen by bench/sweep_sampling.py,
+    docs/evaluation.md step 8; 0 for a flat one), resolved where the sampler is known (generation/cohort.py)."""
+    assert SamplingOptions().frequency_mix is None and DEFAULT_FREQUENCY_MIX == 0.5

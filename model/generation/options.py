@@ -17,6 +17,11 @@ MAX_TEMPERATURE = 10.0
 # stop_bias: e^10 = 22,026 times the odds either way is past any calibration a cohort needs
 MAX_STOP_BIAS = 10.0
 CODE_SAMPLERS = ("model", "frequency")
+# The model under-draws the long tail (distinct codes at equal size 84% of a real sample's on DE-SynPUF 1-6);
+# the training frequencies carry the split's own tail. 0.5, chosen by bench/sweep_sampling.py (docs/evaluation.md,
+# step 8; 0 / 0.15 / 0.3 / 0.4 / 0.5): distinct codes 84% -> 93%, code R^2 0.991 -> 0.992, pair R^2 0.877 both,
+# detection AUROC 0.574 -> 0.552, NNAAR -0.021 (within 0.03).
+DEFAULT_FREQUENCY_MIX = 0.5
 
 
 @dataclass(frozen=True)
@@ -29,12 +34,9 @@ class SamplingOptions:
     top_k: int = 0  # 0: off
     code_sampler: str = "model"  # hierarchical stage 2: "model" (conditioned) or "frequency" (training counts)
     # Hierarchical stage 2 with code_sampler "model": this share of the code's probability comes from the
-    # training frequencies of the category's codes, the rest from the model (at its temperature). The
-    # model under-draws the long tail (distinct codes at equal size 84% of a real sample's on DE-SynPUF
-    # 1-6); the frequencies carry the training split's own tail. 0.5, chosen by bench/sweep_sampling.py
-    # (docs/evaluation.md, step 8; 0 / 0.15 / 0.3 / 0.4 / 0.5): distinct codes 84% -> 93%, code R^2 0.991 ->
-    # 0.992, pair R^2 0.877 -> 0.877, detection AUROC 0.574 -> 0.552, NNAAR -0.021 (within 0.03). 0: the model alone.
-    frequency_mix: float = 0.5
+    # training frequencies of the category's codes, the rest from the model (at its temperature). None: the
+    # model's default, DEFAULT_FREQUENCY_MIX for a hierarchical model, 0 for a flat one (no stage 2). 0: the model alone.
+    frequency_mix: float | None = None
     # Added to the end-of-record logit where the record may end (after a visit): e^stop_bias times the odds
     # of stopping there. Negative: more visits per patient. The model under-produces visits (1.50 per
     # patient where DE-SynPUF's holdout has 1.75, docs/evaluation.md step 2): this calibrates that decision.
@@ -49,7 +51,7 @@ class SamplingOptions:
             raise ValueError(f"top_k must be >= 0, got {self.top_k}")
         if not -MAX_STOP_BIAS <= self.stop_bias <= MAX_STOP_BIAS:  # (NaN fails both comparisons)
             raise ValueError(f"stop_bias must be in [{-MAX_STOP_BIAS:g}, {MAX_STOP_BIAS:g}], got {self.stop_bias}")
-        if not 0 <= self.frequency_mix <= 1:  # (NaN fails it)
+        if self.frequency_mix is not None and not 0 <= self.frequency_mix <= 1:  # (NaN fails it)
             raise ValueError(f"frequency_mix must be in [0, 1], got {self.frequency_mix}")
         if self.code_sampler not in CODE_SAMPLERS:
             raise ValueError(f"code_sampler must be 'model' or 'frequency', got {self.code_sampler!r}")

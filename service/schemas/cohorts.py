@@ -17,7 +17,13 @@ from pydantic import (
 
 from promptehr.model import codes
 from promptehr.model.generation.cohort import MAX_AGE
-from promptehr.model.generation.options import MAX_STOP_BIAS, MAX_TEMPERATURE, MIN_TEMPERATURE, SamplingOptions
+from promptehr.model.generation.options import (
+    DEFAULT_FREQUENCY_MIX,
+    MAX_STOP_BIAS,
+    MAX_TEMPERATURE,
+    MIN_TEMPERATURE,
+    SamplingOptions,
+)
 from promptehr.service.schemas.common import JobPublic, StrictModel
 
 # The model's limits (model/generation/cohort.py, MAX_AGE): ages are whole years in [0, 90], as every loader caps
@@ -156,9 +162,10 @@ class Sampling(StrictModel):
         "below 0, more visits per patient. Absent: the model's calibrated value (its population.json), which "
         "brings visits per patient to the training data's."))
     top_k: int = Field(default=SamplingOptions.top_k, ge=0, le=100_000, description="0: no top-k cut.")
-    frequency_mix: float = Field(default=SamplingOptions.frequency_mix, ge=0, le=1, description=(
+    frequency_mix: float | None = Field(default=None, ge=0, le=1, description=(
         "Share of a code's probability, among its category's codes, taken from the training frequencies (the "
-        "rest from the model): above 0, more of the long tail of rare codes. 0: the model alone."))
+        f"rest from the model): above 0, more of the long tail of rare codes. 0: the model alone. Absent: "
+        f"{DEFAULT_FREQUENCY_MIX:g} for a hierarchical model, 0 for a flat one (which refuses any other value)."))
 
 
 class CohortBase(StrictModel):
