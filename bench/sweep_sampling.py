@@ -48,7 +48,7 @@ def main() -> int:
     ap.add_argument("--top-p", type=float, nargs="+", default=[0.95])
     ap.add_argument("--temperature", type=float, nargs="+", default=[1.0])
     ap.add_argument("--stop-bias", type=float, nargs="+", default=[None], help="default: the model's calibrated bias")
-    ap.add_argument("--frequency-mix", type=float, nargs="+", default=[0.0])
+    ap.add_argument("--frequency-mix", type=float, nargs="+", default=[None], help="default: the model's default")
     ap.add_argument("--n", type=int, default=4000)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out", default=None)
@@ -61,13 +61,13 @@ def main() -> int:
             t0 = time.perf_counter()
             cli("generate", "--model", a.model, "--n", str(a.n), "--seed", str(a.seed), "--top-p", str(top_p),
                 "--temperature", str(temp), *(["--stop-bias", str(bias)] if bias is not None else []),
-                "--frequency-mix", str(mix), "--threads", "1", "--out", str(cohort), *shlex.split(a.generate_args))
+                *(["--frequency-mix", str(mix)] if mix is not None else []), "--threads", "1", "--out", str(cohort), *shlex.split(a.generate_args))
             gen_s = time.perf_counter() - t0
             cli("evaluate", "--synthetic", str(cohort), "--real", *a.real, "--out", str(report))
             r = json.loads(report.read_text())
             holdout = r["data"]["holdout"]
             rows.append({"top_p": top_p, "temperature": temp, "stop_bias": "model" if bias is None else bias,
-                         "frequency_mix": mix, "generate_s": round(gen_s, 1), "measures": measures(r),
+                         "frequency_mix": "model" if mix is None else mix, "generate_s": round(gen_s, 1), "measures": measures(r),
                          "distinct_equal_size": distinct_at(cohort, holdout["patients"]),
                          "holdout_distinct": holdout["distinct_codes"], "holdout_patients": holdout["patients"]})
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
