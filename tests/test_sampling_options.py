@@ -39,5 +39,5 @@ def test_the_default_is_no_nucleus_cut():
 
 def test_the_default_mixes_half_the_code_draw_from_training_frequencies():
     """frequency_mix: absent, the model's default (0.5 for a hierarchical model, chosen by bench/sweep_sampling.py,
-    docs/evaluation.md step 8; 0 for a flat one), resolved where the sampler is known (generation/cohort.py)."""
+    docs/evaluation.md step 8; 0 for a flat one), resolved in stage 2's draw (generation/draw.py)."""
     assert SamplingOptions().frequency_mix is None and DEFAULT_FREQUENCY_MIX == 0.5

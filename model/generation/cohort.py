@@ -24,13 +24,13 @@ happen (fixed age/sex conflicting with a code) is refused up front.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from promptehr.model import codes
 from promptehr.model.generation.conditional import conditional_demographics
-from promptehr.model.generation.options import DEFAULT_FREQUENCY_MIX, SamplingOptions
+from promptehr.model.generation.options import SamplingOptions
 from promptehr.model.generation.streams import row_key
 from promptehr.model.patient import Patient
 from promptehr.model.rules import is_allowed
@@ -297,9 +297,6 @@ def _prepare(model_bundle, spec, n_patients: int, start: int, stop: int | None, 
     if not sampler.layout.hierarchical and (spec.sampling.code_sampler == "frequency" or spec.sampling.frequency_mix):
         raise ValueError("sampling.code_sampler 'frequency' and sampling.frequency_mix choose among a category's "
                          "codes: they need a hierarchical model, and this one is flat")
-    if spec.sampling.frequency_mix is None:  # the model's default (SamplingOptions.frequency_mix)
-        mix = DEFAULT_FREQUENCY_MIX if sampler.layout.hierarchical else 0.0
-        spec = replace(spec, sampling=replace(spec.sampling, frequency_mix=mix))
     forced = sampler.required_prefix(spec.required_codes)
     limits = sampler.limits(spec.max_visits, spec.max_codes_per_visit, n_forced=len(spec.required_codes))
     return spec, sampler, forced, limits, stop

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from promptehr.model.generation.constraints import mask_logits
-from promptehr.model.generation.options import SamplingOptions
+from promptehr.model.generation.options import DEFAULT_FREQUENCY_MIX, SamplingOptions
 from promptehr.model.tokens.layout import TokenLayout
 
 __all__ = ["SamplingOptions", "draw", "draw_codes", "sample_from_logits", "window_index"]  # options live in options.py
@@ -85,15 +85,17 @@ def draw_codes(logits: torch.Tensor | None, ok: torch.Tensor, idx: torch.Tensor,
     """Hierarchical draw of a code in each row's window idx (n, w): `logits` (n, w) of those ids (unused,
     may be None, with code_sampler="frequency": then training frequencies `freq_logits` (V,) are drawn
     from plainly, no temperature/top-k/top-p), `ok` (n, w) which of them are allowed -> token ids.
-    With opts.frequency_mix > 0 the draw is from (1 - mix) * the model's probabilities (at its temperature)
-    + mix * the frequencies', both over the allowed codes, then top-k/top-p."""
+    With a frequency_mix m > 0 (None: DEFAULT_FREQUENCY_MIX; only hierarchical models come here, so a flat
+    one's default is 0) the draw is from (1 - m) * the model's probabilities (at its temperature) + m * the
+    frequencies', both over the allowed codes, then top-k/top-p."""
+    mix = DEFAULT_FREQUENCY_MIX if opts.frequency_mix is None else opts.frequency_mix
     if opts.code_sampler == "frequency" and freq_logits is not None:
         col = sample_from_logits(mask_logits(freq_logits[idx], ok, layout, closing=False), u, 1.0, 0, 1.0)
-    elif opts.frequency_mix and freq_logits is not None:
+    elif mix and freq_logits is not None:
         model = mask_logits(logits, ok, layout, closing=False)
         model = model - model.amax(1, keepdim=True)
-        p = (1 - opts.frequency_mix) * torch.softmax(model / opts.temperature, dim=1)
-        p = p + opts.frequency_mix * torch.softmax(mask_logits(freq_logits[idx], ok, layout, closing=False), dim=1)
+        p = (1 - mix) * torch.softmax(model / opts.temperature, dim=1)
+        p = p + mix * torch.softmax(mask_logits(freq_logits[idx], ok, layout, closing=False), dim=1)
         col = sample_from_logits(torch.log(p), u, 1.0, opts.top_k, opts.top_p)  # log 0 = -inf: never drawn
     else:
         col = sample_from_logits(mask_logits(logits, ok, layout, closing=False), u, opts.temperature, opts.top_k, opts.top_p)

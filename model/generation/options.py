@@ -35,7 +35,7 @@ class SamplingOptions:
     code_sampler: str = "model"  # hierarchical stage 2: "model" (conditioned) or "frequency" (training counts)
     # Hierarchical stage 2 with code_sampler "model": this share of the code's probability comes from the
     # training frequencies of the category's codes, the rest from the model (at its temperature). None: the
-    # model's default, DEFAULT_FREQUENCY_MIX for a hierarchical model, 0 for a flat one (no stage 2). 0: the model alone.
+    # model's default, DEFAULT_FREQUENCY_MIX for a hierarchical model (draw.draw_codes), 0 for a flat one (no stage 2). 0: the model alone.
     frequency_mix: float | None = None
     # Added to the end-of-record logit where the record may end (after a visit): e^stop_bias times the odds
     # of stopping there. Negative: more visits per patient. The model under-produces visits (1.50 per
