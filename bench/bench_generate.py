@@ -10,6 +10,12 @@ preset at batch 1024.
 
     OMP_NUM_THREADS=1 python bench/bench_generate.py [--model DIR] [--threads 1] [--n 1024] [--naive-n 16] [--repeats 5]
 
+`--settings` instead compares the batched sampler at today's defaults (the checkpoint's calibrated stop
+bias, frequency_mix's default, top-p 1.0) against the settings before docs/evaluation.md's steps (top-p
+0.95, no stop bias, frequency_mix 0), alternating rounds on the same model: patients/s and tokens/s, each
+as the ratio of the two measured in a round (median). The defaults write longer records (more visits,
+as the data has), so tokens/s is the sampler's speed and patients/s what a user sees.
+
 Without --model it trains the small preset briefly on DE-SynPUF sample 1 (trained lengths matter: a
 random model writes maximal records). Prints one JSON object.
 """
@@ -171,11 +177,59 @@ def cpu_bench(args) -> dict:
     }
 
 
+# The sampling settings before docs/evaluation.md's steps: top-p 0.95 (step 1 chose 1.0), no stop bias
+# (step 2 calibrates it), the model alone in stage 2 (step 8 mixes the training frequencies in).
+PREVIOUS_SETTINGS = SamplingOptions(top_p=0.95, stop_bias=0.0, frequency_mix=0.0)
+
+
+def settings_bench(args) -> dict:
+    from promptehr.model.generation.population import read_population
+    from promptehr.model.nn.checkpoint import load_checkpoint
+
+    if not args.model:
+        raise SystemExit("--settings needs --model: a calibrated checkpoint (a brief training has no stop bias)")
+    pop = read_population(args.model)
+    now = SamplingOptions(stop_bias=pop.stop_bias if pop is not None else 0.0)  # what `promptehr generate` uses
+    sampler = Sampler.from_bundle(load_checkpoint(Path(args.model), "cpu"), "cpu")
+    ages, sexes, keys = cohort_inputs(args.n, args.seed)
+    for opts in (now, PREVIOUS_SETTINGS):
+        batched(sampler, ages[:32], sexes[:32], keys[:32], opts, 32)  # warm-up
+    rounds = []
+    for _ in range(args.repeats):
+        r = {}
+        for name, opts in (("defaults", now), ("previous", PREVIOUS_SETTINGS)):
+            seqs, wall, cpu = batched(sampler, ages, sexes, keys, opts, args.batch)
+            tokens = sum(len(s) + 1 for s in seqs)  # + <s>
+            r[name] = {"seconds": wall, "cpu_seconds": cpu, "patients_per_s": args.n / wall, "tokens_per_s": tokens / wall,
+                       **record_stats(seqs, sampler.layout)}
+        r["patients_per_s_ratio"] = r["defaults"]["patients_per_s"] / r["previous"]["patients_per_s"]
+        r["tokens_per_s_ratio"] = r["defaults"]["tokens_per_s"] / r["previous"]["tokens_per_s"]
+        rounds.append(r)
+    def med(*path):  # the median over rounds of r[path[0]][path[1]]...
+        def get(r):
+            for k in path:
+                r = r[k]
+            return r
+        return statistics.median(get(r) for r in rounds)
+
+    return {
+        "device": "cpu", "threads": torch.get_num_threads(), "repeats": args.repeats, "model": str(args.model),
+        "patients": args.n, "batch_size": args.batch,
+        "timing": "medians over alternating rounds; a ratio compares the two measured in one round",
+        **{name: {"options": {k: getattr(o, k) for k in ("top_p", "stop_bias", "frequency_mix")},
+                  **{k: med(name, k) for k in rounds[0][name]}}
+           for name, o in (("defaults", now), ("previous", PREVIOUS_SETTINGS))},
+        "patients_per_s_ratio": med("patients_per_s_ratio"),
+        "tokens_per_s_ratio": med("tokens_per_s_ratio"),
+        "tokens_per_s_ratio_rounds": [round(r["tokens_per_s_ratio"], 3) for r in rounds],
+    }
+
+
 def cuda_bench(args) -> dict | None:
     if not torch.cuda.is_available():
         return None
-    from promptehr.model.nn.config import model_config
     from promptehr.model.data import load_patients
+    from promptehr.model.nn.config import model_config
     from promptehr.model.nn.promptbart import PromptBart
     from promptehr.model.tokens.vocab import Vocabulary
 
@@ -211,8 +265,13 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeats", type=int, default=5, help="alternating rounds; medians are reported")
     p.add_argument("--cpu", action=argparse.BooleanOptionalAction, default=True, help="run the CPU comparison")
+    p.add_argument("--settings", action="store_true",
+                   help="instead: today's sampling defaults against the settings before docs/evaluation.md's steps")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    if args.settings:
+        print(json.dumps({"settings": settings_bench(args)}, indent=2))
+        return
     out = {}
     if args.cpu:
         out["cpu"] = cpu_bench(args)
