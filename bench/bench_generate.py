@@ -12,9 +12,10 @@ preset at batch 1024.
 
 `--settings` instead compares the batched sampler at today's defaults (the checkpoint's calibrated stop
 bias, frequency_mix's default, top-p 1.0) against the settings before docs/evaluation.md's steps (top-p
-0.95, no stop bias, frequency_mix 0), alternating rounds on the same model: patients/s and tokens/s, each
-as the ratio of the two measured in a round (median). The defaults write longer records (more visits,
-as the data has), so tokens/s is the sampler's speed and patients/s what a user sees.
+0.95, no stop bias, frequency_mix 0) and the steps between (one change at a time), alternating rounds on
+the same model: patients/s and tokens/s, each as the ratio to the old settings measured in a round
+(median). The defaults write longer records (more visits, as the data has), so tokens/s is the
+sampler's speed and patients/s what a user sees.
 
 Without --model it trains the small preset briefly on DE-SynPUF sample 1 (trained lengths matter: a
 random model writes maximal records). Prints one JSON object.
@@ -27,6 +28,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -183,45 +185,43 @@ PREVIOUS_SETTINGS = SamplingOptions(top_p=0.95, stop_bias=0.0, frequency_mix=0.0
 
 
 def settings_bench(args) -> dict:
+    """Each step from PREVIOUS_SETTINGS to today's defaults, one change at a time, every ratio against
+    "previous" in the same round: which change costs what per token and per patient."""
     from promptehr.model.generation.population import read_population
     from promptehr.model.nn.checkpoint import load_checkpoint
 
     if not args.model:
         raise SystemExit("--settings needs --model: a calibrated checkpoint (a brief training has no stop bias)")
     pop = read_population(args.model)
-    now = SamplingOptions(stop_bias=pop.stop_bias if pop is not None else 0.0)  # what `promptehr generate` uses
+    bias = pop.stop_bias if pop is not None else 0.0
+    steps = {"previous": PREVIOUS_SETTINGS,
+             "top_p 1.0": replace(PREVIOUS_SETTINGS, top_p=1.0),
+             "+ stop bias": replace(PREVIOUS_SETTINGS, top_p=1.0, stop_bias=bias),
+             "defaults": SamplingOptions(stop_bias=bias)}  # + frequency_mix's default: what `promptehr generate` uses
     sampler = Sampler.from_bundle(load_checkpoint(Path(args.model), "cpu"), "cpu")
     ages, sexes, keys = cohort_inputs(args.n, args.seed)
-    for opts in (now, PREVIOUS_SETTINGS):
+    for opts in steps.values():
         batched(sampler, ages[:32], sexes[:32], keys[:32], opts, 32)  # warm-up
     rounds = []
     for _ in range(args.repeats):
         r = {}
-        for name, opts in (("defaults", now), ("previous", PREVIOUS_SETTINGS)):
+        for name, opts in steps.items():
             seqs, wall, cpu = batched(sampler, ages, sexes, keys, opts, args.batch)
             tokens = sum(len(s) + 1 for s in seqs)  # + <s>
             r[name] = {"seconds": wall, "cpu_seconds": cpu, "patients_per_s": args.n / wall, "tokens_per_s": tokens / wall,
                        **record_stats(seqs, sampler.layout)}
-        r["patients_per_s_ratio"] = r["defaults"]["patients_per_s"] / r["previous"]["patients_per_s"]
-        r["tokens_per_s_ratio"] = r["defaults"]["tokens_per_s"] / r["previous"]["tokens_per_s"]
+        for name in steps:
+            for k in ("patients_per_s", "tokens_per_s"):
+                r[name][k + "_ratio"] = r[name][k] / r["previous"][k]
         rounds.append(r)
-    def med(*path):  # the median over rounds of r[path[0]][path[1]]...
-        def get(r):
-            for k in path:
-                r = r[k]
-            return r
-        return statistics.median(get(r) for r in rounds)
-
     return {
         "device": "cpu", "threads": torch.get_num_threads(), "repeats": args.repeats, "model": str(args.model),
         "patients": args.n, "batch_size": args.batch,
-        "timing": "medians over alternating rounds; a ratio compares the two measured in one round",
+        "timing": "medians over alternating rounds; a ratio compares a step with 'previous' measured in the same round",
         **{name: {"options": {k: getattr(o, k) for k in ("top_p", "stop_bias", "frequency_mix")},
-                  **{k: med(name, k) for k in rounds[0][name]}}
-           for name, o in (("defaults", now), ("previous", PREVIOUS_SETTINGS))},
-        "patients_per_s_ratio": med("patients_per_s_ratio"),
-        "tokens_per_s_ratio": med("tokens_per_s_ratio"),
-        "tokens_per_s_ratio_rounds": [round(r["tokens_per_s_ratio"], 3) for r in rounds],
+                  **{k: statistics.median(r[name][k] for r in rounds) for k in rounds[0][name]},
+                  "tokens_per_s_ratio_rounds": [round(r[name]["tokens_per_s_ratio"], 3) for r in rounds]}
+           for name, o in steps.items()},
     }
 
 
