@@ -32,6 +32,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from promptehr.model.generation.options import DEFAULT_BATCH_SIZE  # the worker's: patients generated and stored at a time
 from promptehr.service import store
 from promptehr.service.db import make_engine, make_sessionmaker
 from promptehr.service.migrate import upgrade
@@ -40,7 +41,6 @@ from tests.support.databases import throwaway_database
 SHARED = Path(os.environ.get("PROMPTEHR_SHARED_DATA", REPO.parent / "shared" / "data"))
 DATA = SHARED / "desynpuf-sample" / "1-sample-10000"
 SPEC = {"age": {"distribution": "normal", "mean": 60, "sd": 15}, "sex": {"female": 0.55}}
-WORKER_BATCH = 256  # worker/generate_task.py DEFAULT_BATCH: patients generated and stored at a time
 
 
 def train_small(out: Path, steps: int) -> None:
@@ -61,12 +61,12 @@ def sample(model_dir: Path, n: int, seed: int) -> tuple[list[dict], dict]:
 
     torch.set_num_threads(1)
     bundle = load_checkpoint(model_dir, device="cpu")
-    generate_cohort(bundle, SPEC, n, seed, 0, min(n, 64), batch_size=WORKER_BATCH)  # warm-up
+    generate_cohort(bundle, SPEC, n, seed, 0, min(n, 64), batch_size=DEFAULT_BATCH_SIZE)  # warm-up
     wall, cpu = time.perf_counter(), time.process_time()
-    patients = generate_cohort(bundle, SPEC, n, seed, batch_size=WORKER_BATCH)
+    patients = generate_cohort(bundle, SPEC, n, seed, batch_size=DEFAULT_BATCH_SIZE)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     return [p.to_dict() for p in patients], {
-        "patients": n, "batch_size": WORKER_BATCH, "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
+        "patients": n, "batch_size": DEFAULT_BATCH_SIZE, "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
         "patients_per_s": round(n / wall, 1), "patients_per_cpu_s": round(n / cpu, 1)}
 
 
@@ -173,7 +173,7 @@ def main() -> None:
     p.add_argument("--train-steps", type=int, default=150)
     p.add_argument("--sample-n", type=int, default=2000, help="patients the sampler makes (timed)")
     p.add_argument("--rows", type=int, default=20_000, help="patients inserted per back end")
-    p.add_argument("--batch", type=int, default=WORKER_BATCH, help="patients per insert transaction")
+    p.add_argument("--batch", type=int, default=DEFAULT_BATCH_SIZE, help="patients per insert transaction")
     p.add_argument("--writers", type=int, default=2, help="concurrent PostgreSQL writer processes")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", type=Path)

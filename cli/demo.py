@@ -104,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
     from promptehr.model.data.export import write_export
     from promptehr.model.evaluation import EvaluationConfig, build_report
     from promptehr.model.generation.cohort import CohortSpec
+    from promptehr.model.generation.options import DEFAULT_BATCH_SIZE
     from promptehr.model.nn.config import train_config
     from promptehr.model.split import split_patients
 
@@ -128,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
     body = cohort_body(train_set)
     spec = CohortSpec.from_dict(body)
     sampler, device = load_sampler(model_dir, args.device)
-    synthetic, seconds = generate_with_progress(sampler, spec, args.n, args.seed, batch_size=256, device=device)
+    synthetic, seconds = generate_with_progress(sampler, spec, args.n, args.seed, batch_size=DEFAULT_BATCH_SIZE, device=device)
     write_export(synthetic, cohort_path, "jsonl")
     print(f"{len(synthetic)} patients in {seconds:.1f} s -> {cohort_path}", file=sys.stderr)
 

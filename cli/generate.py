@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from promptehr.model.generation.options import DEFAULT_FREQUENCY_MIX, SamplingOptions
+from promptehr.model.generation.options import DEFAULT_BATCH_SIZE, DEFAULT_FREQUENCY_MIX, SamplingOptions
 
 
 def start_date_arg(text: str) -> dt.date:
@@ -65,7 +65,7 @@ def add_parser(subparsers) -> None:
                         f"(default: {DEFAULT_FREQUENCY_MIX:g}; 0 for a flat model)")
     p.add_argument("--max-visits", type=int, default=None)
     p.add_argument("--max-codes-per-visit", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--out", required=True, metavar="FILE")

@@ -201,12 +201,13 @@ class Synthesizer:
                        **sampling) -> list:
         """As `sample`, but a list of promptehr.Patient (id, age, sex, visits: lists of codes)."""
         from promptehr.model.generation.cohort import CohortSpec, check_feasible, generate_cohort
+        from promptehr.model.generation.options import DEFAULT_BATCH_SIZE
         from promptehr.model.generation.population import resolve_demographics
 
         self._check_fitted("sample")
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be a whole number >= 1, got {n!r}")
-        batch_size = sampling.pop("batch_size", 256)
+        batch_size = sampling.pop("batch_size", DEFAULT_BATCH_SIZE)
         # absent age and sex: the training population's (population.json), as `promptehr generate` fills them
         resolved = resolve_demographics(cohort_body(age, female, required_codes, sampling), self.checkpoint_dir)
         if resolved.warning:

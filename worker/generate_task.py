@@ -19,6 +19,7 @@ import logging
 import sqlalchemy as sa
 
 from promptehr.model.generation.cohort import CohortSpec, generate_cohort
+from promptehr.model.generation.options import DEFAULT_BATCH_SIZE
 from promptehr.model.generation.population import resolve_demographics
 from promptehr.service import jobs, store
 from promptehr.service.models import Cohort
@@ -31,7 +32,6 @@ from promptehr.worker.model_loading import checkpoint_dir, load_model_bundle
 log = logging.getLogger(__name__)
 
 KIND = "generate"
-DEFAULT_BATCH = 256
 
 
 def generate_shard(ctx: WorkerContext, lease: Lease) -> None:
@@ -47,7 +47,7 @@ def generate_shard(ctx: WorkerContext, lease: Lease) -> None:
     device = ctx.get_device()
     bundle = load_model_bundle(ctx.model_root, model_row, device)  # (verifies population.json with the manifest)
     spec = CohortSpec.from_dict(resolved_spec(ctx, cohort, checkpoint_dir(ctx.model_root, model_row.checkpoint_path)))
-    batch = ctx.settings.generation_batch_size or DEFAULT_BATCH
+    batch = ctx.settings.generation_batch_size or DEFAULT_BATCH_SIZE
     stop = shard.start_index + shard.count
     lease.progress(done, shard.count, "patients", force=True)
 

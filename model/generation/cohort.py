@@ -30,7 +30,7 @@ import numpy as np
 
 from promptehr.model import codes
 from promptehr.model.generation.conditional import conditional_demographics
-from promptehr.model.generation.options import SamplingOptions
+from promptehr.model.generation.options import DEFAULT_BATCH_SIZE, SamplingOptions
 from promptehr.model.generation.streams import row_key
 from promptehr.model.patient import Patient
 from promptehr.model.rules import is_allowed
@@ -249,7 +249,7 @@ CHUNK_BATCHES = 8
 
 
 def iter_cohort(model_bundle, spec: CohortSpec | dict, n_patients: int, seed: int, start: int = 0, stop: int | None = None,
-                batch_size: int = 256, device: str = "cpu", progress: Callable[[int, int], None] | None = None,
+                batch_size: int = DEFAULT_BATCH_SIZE, device: str = "cpu", progress: Callable[[int, int], None] | None = None,
                 sampler=None, chunk: int | None = None) -> Iterator[Patient]:
     """Patients [start, stop) of the cohort, lazily, in index order: generated `chunk` at a time (default
     CHUNK_BATCHES batches), so memory holds one chunk, never the cohort. The same patients as
@@ -263,7 +263,7 @@ def iter_cohort(model_bundle, spec: CohortSpec | dict, n_patients: int, seed: in
 
 
 def generate_cohort(model_bundle, spec: CohortSpec | dict, n_patients: int, seed: int, start: int = 0, stop: int | None = None,
-                    batch_size: int = 256, device: str = "cpu", progress: Callable[[int, int], None] | None = None,
+                    batch_size: int = DEFAULT_BATCH_SIZE, device: str = "cpu", progress: Callable[[int, int], None] | None = None,
                     sampler=None) -> list[Patient]:
     """Patients [start, stop) of the cohort (stop defaults to n_patients), in one sampler call. Shards
     concatenate to the whole.

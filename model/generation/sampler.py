@@ -38,6 +38,7 @@ from promptehr.model.generation.constraints import (
     init_state,
 )
 from promptehr.model.generation.draw import SamplingOptions, draw
+from promptehr.model.generation.options import DEFAULT_BATCH_SIZE
 from promptehr.model.generation.head import SlicedHead
 from promptehr.model.generation.streams import TIME, row_key, uniforms
 from promptehr.model.nn.promptbart import EncoderState, demographics_to_tensors
@@ -165,7 +166,7 @@ class Sampler:
 
     @torch.inference_mode()
     def generate_many(self, ages, sexes, keys, opts: SamplingOptions, forced=None, limits: Limits | None = None,
-                      batch_size: int = 256, progress=None) -> list[list[int]]:
+                      batch_size: int = DEFAULT_BATCH_SIZE, progress=None) -> list[list[int]]:
         """Like generate_tokens for any number of rows, batch_size at a time, without the long tail.
 
         A batch runs until fewer than 1/STRAGGLERS of the rows it has had are live; while more rows
