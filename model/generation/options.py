@@ -23,9 +23,9 @@ CODE_SAMPLERS = ("model", "frequency")
 # detection AUROC 0.574 -> 0.552, NNAAR -0.021 (within 0.03).
 DEFAULT_FREQUENCY_MIX = 0.5
 # Rows the batched sampler carries side by side (finished ones replaced as they end), for the CLI, the
-# worker and the notebook API alike. The cohort is the same at every batch size; 1,024 would sample 4,000
-# patients 1.25x faster on the small preset, one thread (model/training/card.py's calibration uses it), at
-# 0.34 GB more peak memory: the README's generation and memory figures are measured at 256.
+# worker and the notebook API alike. The cohort is the same at every batch size; at 1,024 `promptehr generate
+# --n 4000` of the small preset (DE-SynPUF 1-3, one thread) took 0.77 of the wall time, peak 1,233 MiB for
+# 818 MiB (docs/evaluation.md; the calibration uses 1,024): the README's generation and memory figures are at 256.
 DEFAULT_BATCH_SIZE = 256
 
 
