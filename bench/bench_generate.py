@@ -12,10 +12,11 @@ preset at batch 1024.
 
 `--settings` instead compares the batched sampler at today's defaults (the checkpoint's calibrated stop
 bias, frequency_mix's default, top-p 1.0) against the settings before docs/evaluation.md's steps (top-p
-0.95, no stop bias, frequency_mix 0) and the steps between (one change at a time), alternating rounds on
-the same model: patients/s and tokens/s, each as the ratio to the old settings measured in a round
-(median). The defaults write longer records (more visits, as the data has), so tokens/s is the
-sampler's speed and patients/s what a user sees.
+0.95, no stop bias, frequency_mix 0, batch 256) and the steps between (one change at a time, the
+batch size last: DEFAULT_BATCH_SIZE), alternating rounds on the same model: patients/s and tokens/s,
+each as the ratio to the old settings measured in a round (median). The defaults write longer records
+(more visits, as the data has), so tokens/s is the sampler's speed and patients/s what a user sees.
+Give it several batches of patients (`--n 4096`): one batch alone ends in its stragglers.
 
 Without --model it trains the small preset briefly on DE-SynPUF sample 1 (trained lengths matter: a
 random model writes maximal records). Prints one JSON object.
@@ -40,6 +41,7 @@ sys.path.insert(0, str(REPO))
 from promptehr.model.generation.cohort import CohortSpec, demographics
 from promptehr.model.generation.constraints import DONE, advance, init_state
 from promptehr.model.generation.draw import SamplingOptions
+from promptehr.model.generation.options import DEFAULT_BATCH_SIZE
 from promptehr.model.generation.reference import next_token
 from promptehr.model.generation.sampler import Sampler
 from promptehr.model.generation.streams import row_key, uniforms
@@ -182,6 +184,7 @@ def cpu_bench(args) -> dict:
 # The sampling settings before docs/evaluation.md's steps: top-p 0.95 (step 1 chose 1.0), no stop bias
 # (step 2 calibrates it), the model alone in stage 2 (step 8 mixes the training frequencies in).
 PREVIOUS_SETTINGS = SamplingOptions(top_p=0.95, stop_bias=0.0, frequency_mix=0.0)
+PREVIOUS_BATCH_SIZE = 256  # DEFAULT_BATCH_SIZE before it became 1,024
 
 
 def settings_bench(args) -> dict:
@@ -194,19 +197,21 @@ def settings_bench(args) -> dict:
         raise SystemExit("--settings needs --model: a calibrated checkpoint (a brief training has no stop bias)")
     pop = read_population(args.model)
     bias = pop.stop_bias if pop is not None else 0.0
-    steps = {"previous": PREVIOUS_SETTINGS,
-             "top_p 1.0": replace(PREVIOUS_SETTINGS, top_p=1.0),
-             "+ stop bias": replace(PREVIOUS_SETTINGS, top_p=1.0, stop_bias=bias),
-             "defaults": SamplingOptions(stop_bias=bias)}  # + frequency_mix's default: what `promptehr generate` uses
+    old = PREVIOUS_BATCH_SIZE
+    steps = {"previous": (PREVIOUS_SETTINGS, old),  # (options, batch size)
+             "top_p 1.0": (replace(PREVIOUS_SETTINGS, top_p=1.0), old),
+             "+ stop bias": (replace(PREVIOUS_SETTINGS, top_p=1.0, stop_bias=bias), old),
+             "+ frequency mix": (SamplingOptions(stop_bias=bias), old),  # frequency_mix's default
+             "defaults": (SamplingOptions(stop_bias=bias), DEFAULT_BATCH_SIZE)}  # what `promptehr generate` uses
     sampler = Sampler.from_bundle(load_checkpoint(Path(args.model), "cpu"), "cpu")
     ages, sexes, keys = cohort_inputs(args.n, args.seed)
-    for opts in steps.values():
+    for opts, _ in steps.values():
         batched(sampler, ages[:32], sexes[:32], keys[:32], opts, 32)  # warm-up
     rounds = []
     for _ in range(args.repeats):
         r = {}
-        for name, opts in steps.items():
-            seqs, wall, cpu = batched(sampler, ages, sexes, keys, opts, args.batch)
+        for name, (opts, batch) in steps.items():
+            seqs, wall, cpu = batched(sampler, ages, sexes, keys, opts, batch)
             tokens = sum(len(s) + 1 for s in seqs)  # + <s>
             r[name] = {"seconds": wall, "cpu_seconds": cpu, "patients_per_s": args.n / wall, "tokens_per_s": tokens / wall,
                        **record_stats(seqs, sampler.layout)}
@@ -216,12 +221,12 @@ def settings_bench(args) -> dict:
         rounds.append(r)
     return {
         "device": "cpu", "threads": torch.get_num_threads(), "repeats": args.repeats, "model": str(args.model),
-        "patients": args.n, "batch_size": args.batch,
+        "patients": args.n,
         "timing": "medians over alternating rounds; a ratio compares a step with 'previous' measured in the same round",
-        **{name: {"options": {k: getattr(o, k) for k in ("top_p", "stop_bias", "frequency_mix")},
+        **{name: {"options": {k: getattr(o, k) for k in ("top_p", "stop_bias", "frequency_mix")}, "batch_size": b,
                   **{k: statistics.median(r[name][k] for r in rounds) for k in rounds[0][name]},
                   "tokens_per_s_ratio_rounds": [round(r[name]["tokens_per_s_ratio"], 3) for r in rounds]}
-           for name, o in steps.items()},
+           for name, (o, b) in steps.items()},
     }
 
 

@@ -25,6 +25,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from promptehr.model.generation.options import DEFAULT_BATCH_SIZE  # noqa: E402  (torch-free)
+
 LIMIT = 1.5
 
 
@@ -60,7 +64,7 @@ def main() -> int:
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     ap.add_argument("--million", action="store_true", help="also 1,000,000 patients, with the tiny preset model")
     ap.add_argument("--format", choices=("jsonl", "csv", "zip"), default="jsonl")
-    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--src", type=Path, default=ROOT, help="source tree whose cli generate runs (default: this one)")
     ap.add_argument("--data", type=Path, default=Path(os.environ.get("PROMPTEHR_SHARED_DATA", ROOT.parent / "shared" / "data")))

@@ -23,10 +23,11 @@ CODE_SAMPLERS = ("model", "frequency")
 # detection AUROC 0.574 -> 0.552, NNAAR -0.021 (within 0.03).
 DEFAULT_FREQUENCY_MIX = 0.5
 # Rows the batched sampler carries side by side (finished ones replaced as they end), for the CLI, the
-# worker and the notebook API alike. The cohort is the same at every batch size; at 1,024 `promptehr generate
-# --n 4000` of the small preset (DE-SynPUF 1-3, one thread) took 0.77 of the wall time, peak 1,233 MiB for
-# 818 MiB (docs/evaluation.md; the calibration uses 1,024): the README's generation and memory figures are at 256.
-DEFAULT_BATCH_SIZE = 256
+# worker, the notebook API and the stop calibration alike. The cohort is the same at every batch size. 4,096
+# patients of the small preset (DE-SynPUF sample 1, one thread, a fresh process each): 44.6 / 43.4 s at 1,024
+# for 54.4 / 56.6 s at 256 (peak RSS 1,060-1,163 MiB for 743-765); 512 and 2,048 within a few per cent of
+# 1,024 (docs/evaluation.md, "Generation speed at these defaults").
+DEFAULT_BATCH_SIZE = 1024
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ import numpy as np
 
 from promptehr.model.evaluation import EvaluationConfig, build_report
 from promptehr.model.generation.cohort import generate_cohort
+from promptehr.model.generation.options import DEFAULT_BATCH_SIZE
 from promptehr.model.generation.population import (
     calibrated_stop_bias,
     fill_demographics,
@@ -42,10 +43,6 @@ CALIBRATION_PATIENTS = (200, 4000)  # (fewest, most) per round: calibration_pati
 CALIBRATION_ROUNDS = 4  # cohorts generated at most (the first without a bias); DE-SynPUF 1-6: ~27 s each
 CALIBRATION_TOLERANCE = 0.005  # a round this close to train's visits per patient (relative) ends the search
 CALIBRATION_SEED_OFFSET = 1_000_003  # the calibration's cohorts: seed + this, away from the seeds users pick
-# Rows sampled side by side in a calibration round (the cohort is the same at every batch size). 4,000 patients,
-# one thread: the small preset of DE-SynPUF 1-3 40.4 s at 256 (generate's default), 32.3 s at 1,024 (peak RSS
-# 0.79 -> 1.13 GB); the tiny preset of sample 1 17.4 s -> 11.2 s.
-CALIBRATION_BATCH = 1024
 REFERENCE_PATIENTS = 1000
 MIN_HELDOUT = 10  # fewer held-out patients than this: no check cohort (its measures would be noise)
 
@@ -103,7 +100,7 @@ def calibrate_stop(bundle, population, train: list, seed: int, device):
 
     def visits_at(bias: float) -> float:
         spec = fill_demographics({"sampling": {"stop_bias": bias}}, population).body
-        cohort = generate_cohort(bundle, spec, n, seed + CALIBRATION_SEED_OFFSET, batch_size=CALIBRATION_BATCH, device=device)
+        cohort = generate_cohort(bundle, spec, n, seed + CALIBRATION_SEED_OFFSET, batch_size=DEFAULT_BATCH_SIZE, device=device)
         return float(np.mean([len(p.visits) for p in cohort]))
 
     rounds = [(0.0, visits_at(0.0))]
