@@ -13,7 +13,7 @@ import json
 import zipfile
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from promptehr.cli.generate import write_streamed
@@ -133,6 +133,7 @@ def times_of(p: Patient) -> tuple:
 
 @settings(max_examples=20, deadline=None, suppress_health_check=FIXTURES)
 @given(timed_cohorts(), st.dates(dt.date(1990, 1, 1), dt.date(2100, 12, 31)))
+@example([timed("syn-0-0000000", 0.0, "M", [["E8889"]], [], [0])], dt.date(2000, 1, 1))  # found by CI: ambiguous alone
 def test_round_trip_through_the_loaders(tmp_path, patients, start):
     jsonl = tmp_path / "c.jsonl"
     write_export(iter(patients), jsonl, "jsonl")
@@ -146,7 +147,9 @@ def test_round_trip_through_the_loaders(tmp_path, patients, start):
         assert all(b.start_date == start for b in back), fmt  # every record's first visit on the start date
     long = tmp_path / "c.csv"
     write_export(iter(patients), long, "csv", start_date=start)
-    back = {p.id: p for p in load_patients(long, format="long")}
+    # an ICD-9 cohort's CSV has no code_system column: a cohort whose only codes are valid in both systems
+    # (E8889 alone) is refused as ambiguous without the system (tests/test_data_icd10.py), so give it
+    back = {p.id: p for p in load_patients(long, format="long", code_system="icd9")}
     assert {i: times_of(p) for i, p in back.items()} == {r.id: times_of(r) for r in records}
 
 
