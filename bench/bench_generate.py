@@ -214,9 +214,11 @@ def settings_bench(args) -> dict:
             seqs, wall, cpu = batched(sampler, ages, sexes, keys, opts, batch)
             tokens = sum(len(s) + 1 for s in seqs)  # + <s>
             r[name] = {"seconds": wall, "cpu_seconds": cpu, "patients_per_s": args.n / wall, "tokens_per_s": tokens / wall,
+                       # per process CPU second too: what a neighbour on the other core disturbs less than the wall clock
+                       "patients_per_cpu_s": args.n / cpu, "tokens_per_cpu_s": tokens / cpu,
                        **record_stats(seqs, sampler.layout)}
         for name in steps:
-            for k in ("patients_per_s", "tokens_per_s"):
+            for k in ("patients_per_s", "tokens_per_s", "patients_per_cpu_s", "tokens_per_cpu_s"):
                 r[name][k + "_ratio"] = r[name][k] / r["previous"][k]
         rounds.append(r)
     return {
@@ -225,7 +227,8 @@ def settings_bench(args) -> dict:
         "timing": "medians over alternating rounds; a ratio compares a step with 'previous' measured in the same round",
         **{name: {"options": {k: getattr(o, k) for k in ("top_p", "stop_bias", "frequency_mix")}, "batch_size": b,
                   **{k: statistics.median(r[name][k] for r in rounds) for k in rounds[0][name]},
-                  "tokens_per_s_ratio_rounds": [round(r[name]["tokens_per_s_ratio"], 3) for r in rounds]}
+                  **{k + "_ratio_rounds": [round(r[name][k + "_ratio"], 3) for r in rounds]
+                     for k in ("tokens_per_s", "patients_per_s")}}
            for name, (o, b) in steps.items()},
     }
 
