@@ -11,9 +11,9 @@ preset at batch 1024.
     OMP_NUM_THREADS=1 python bench/bench_generate.py [--model DIR] [--threads 1] [--n 1024] [--naive-n 16] [--repeats 5]
 
 `--settings` instead compares the batched sampler at today's defaults (the checkpoint's calibrated stop
-bias, frequency_mix's default, top-p 1.0) against the settings before docs/evaluation.md's steps (top-p
-0.95, no stop bias, frequency_mix 0, batch 256) and the steps between (one change at a time, the
-batch size last: DEFAULT_BATCH_SIZE), alternating rounds on the same model: patients/s and tokens/s,
+bias, frequency_mix's default, top-p 1.0, batch DEFAULT_BATCH_SIZE, bf16) against the settings before
+docs/evaluation.md's steps (top-p 0.95, no stop bias, frequency_mix 0, batch 256, fp32) and the steps
+between (one change at a time, the batch size, then the precision last), alternating rounds on the same model: patients/s and tokens/s,
 each as the ratio to the old settings measured in a round (median). The defaults write longer records
 (more visits, as the data has), so tokens/s is the sampler's speed and patients/s what a user sees.
 Give it several batches of patients (`--n 4096`): one batch alone ends in its stragglers.
@@ -145,7 +145,9 @@ def cpu_bench(args) -> dict:
             train_small(model_dir, args.train_steps)
         bundle = load_checkpoint(model_dir, "cpu")
     sampler = Sampler.from_bundle(bundle, "cpu")
-    opts = SamplingOptions()
+    # float32: the loop computes its logits in float32 and replays the batched records, and the FLOP rate
+    # is against the float32 matmul peak (`--settings` measures bf16, the default)
+    opts = SamplingOptions(precision="fp32")
     ages, sexes, keys = cohort_inputs(args.n, args.seed)
     batched(sampler, ages[:32], sexes[:32], keys[:32], opts, 32)  # warm-up
     # alternate the two so both see the same load; a round's speedup compares the two measured in it
@@ -182,8 +184,8 @@ def cpu_bench(args) -> dict:
 
 
 # The sampling settings before docs/evaluation.md's steps: top-p 0.95 (step 1 chose 1.0), no stop bias
-# (step 2 calibrates it), the model alone in stage 2 (step 8 mixes the training frequencies in).
-PREVIOUS_SETTINGS = SamplingOptions(top_p=0.95, stop_bias=0.0, frequency_mix=0.0)
+# (step 2 calibrates it), the model alone in stage 2 (step 8 mixes the training frequencies in), float32.
+PREVIOUS_SETTINGS = SamplingOptions(top_p=0.95, stop_bias=0.0, frequency_mix=0.0, precision="fp32")
 PREVIOUS_BATCH_SIZE = 256  # DEFAULT_BATCH_SIZE before it became 1,024
 
 
@@ -201,8 +203,9 @@ def settings_bench(args) -> dict:
     steps = {"previous": (PREVIOUS_SETTINGS, old),  # (options, batch size)
              "top_p 1.0": (replace(PREVIOUS_SETTINGS, top_p=1.0), old),
              "+ stop bias": (replace(PREVIOUS_SETTINGS, top_p=1.0, stop_bias=bias), old),
-             "+ frequency mix": (SamplingOptions(stop_bias=bias), old),  # frequency_mix's default
-             "defaults": (SamplingOptions(stop_bias=bias), DEFAULT_BATCH_SIZE)}  # what `promptehr generate` uses
+             "+ frequency mix": (SamplingOptions(stop_bias=bias, precision="fp32"), old),  # frequency_mix's default
+             "+ batch 1,024": (SamplingOptions(stop_bias=bias, precision="fp32"), DEFAULT_BATCH_SIZE),
+             "defaults": (SamplingOptions(stop_bias=bias), DEFAULT_BATCH_SIZE)}  # + bf16: what `promptehr generate` uses
     sampler = Sampler.from_bundle(load_checkpoint(Path(args.model), "cpu"), "cpu")
     ages, sexes, keys = cohort_inputs(args.n, args.seed)
     for opts, _ in steps.values():
@@ -225,7 +228,7 @@ def settings_bench(args) -> dict:
         "device": "cpu", "threads": torch.get_num_threads(), "repeats": args.repeats, "model": str(args.model),
         "patients": args.n,
         "timing": "medians over alternating rounds; a ratio compares a step with 'previous' measured in the same round",
-        **{name: {"options": {k: getattr(o, k) for k in ("top_p", "stop_bias", "frequency_mix")}, "batch_size": b,
+        **{name: {"options": {k: getattr(o, k) for k in ("top_p", "stop_bias", "frequency_mix", "precision")}, "batch_size": b,
                   **{k: statistics.median(r[name][k] for r in rounds) for k in rounds[0][name]},
                   **{k + "_ratio_rounds": [round(r[name][k + "_ratio"], 3) for r in rounds]
                      for k in ("tokens_per_s", "patients_per_s")}}

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from promptehr.model.generation.options import DEFAULT_BATCH_SIZE, DEFAULT_FREQUENCY_MIX, SamplingOptions
+from promptehr.model.generation.options import DEFAULT_BATCH_SIZE, DEFAULT_FREQUENCY_MIX, PRECISIONS, SamplingOptions
 
 
 def start_date_arg(text: str) -> dt.date:
@@ -63,6 +63,9 @@ def add_parser(subparsers) -> None:
                    help="hierarchical stage 2 from the model: this share (0-1) of a code's probability from the "
                         "training frequencies of its category's codes, which keep the long tail of rare codes "
                         f"(default: {DEFAULT_FREQUENCY_MIX:g}; 0 for a flat model)")
+    p.add_argument("--precision", choices=PRECISIONS, default=defaults.precision,
+                   help="the decoder's arithmetic: bf16 (bfloat16 autocast, faster) or fp32; the draws are "
+                        "float32 either way, and the same seed and precision give the same patients")
     p.add_argument("--max-visits", type=int, default=None)
     p.add_argument("--max-codes-per-visit", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
@@ -229,7 +232,8 @@ def run(args: argparse.Namespace) -> int:
     age = age_spec(args)
     body = {"required_codes": args.require,
             "sampling": {"temperature": args.temperature, "top_p": args.top_p, "top_k": args.top_k, "code_sampler": args.code_sampler,
-                         "frequency_mix": args.frequency_mix, "stop_bias": args.stop_bias}}
+                         "frequency_mix": args.frequency_mix, "stop_bias": args.stop_bias,
+                         "precision": args.precision}}
     body.update({k: v for k, v in (("age", age), ("sex", None if args.female is None else {"female": args.female})) if v})
     if args.max_visits is not None:
         body["max_visits"] = args.max_visits

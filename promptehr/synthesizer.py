@@ -185,7 +185,7 @@ class Synthesizer:
         "value"}), or None; female: the share of women in [0, 1], or None. None takes the training
         population's (the checkpoint's population.json; a checkpoint without one: normal(60, 20) in [0, 90]
         and half women, with a warning), as `promptehr generate` does. required_codes: codes every patient has in the first visit ("4019",
-        "icd10:I10"). sampling: temperature, top_p, top_k, stop_bias, code_sampler, frequency_mix, max_visits,
+        "icd10:I10"). sampling: temperature, top_p, top_k, stop_bias, code_sampler, frequency_mix, precision, max_visits,
         max_codes_per_visit, batch_size (as `promptehr generate`). The same seed gives the same patients.
         start_date: the date of every record's first visit (a datetime.date or "YYYY-MM-DD"; default
         2020-01-01, as `promptehr generate --start-date`) for a model that learned visit times; a model

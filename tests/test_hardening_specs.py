@@ -90,7 +90,7 @@ def test_temperatures_the_sampler_cannot_honour_are_422(api, auth, trained, runn
 
 
 @pytest.mark.parametrize("sampling", [{"temperature": 0.01}, {"temperature": 10}, {"temperature": 0.01, "top_p": 1e-300},
-                                      {"top_k": 100_000}, {"top_k": 1, "top_p": 1}])
+                                      {"top_k": 100_000}, {"top_k": 1, "top_p": 1}, {"precision": "fp32"}])
 def test_sampling_at_the_documented_bounds_runs(api, auth, trained, runner, bundle, sampling):
     r = api.post("/cohorts", json=cohort(trained, sampling=sampling), headers=auth)
     assert r.status_code == 202, r.text

@@ -174,3 +174,30 @@ def test_time_weight_scales_the_bin_choice_and_keeps_the_kind(weight, smoothing)
         m._lm_loss(x, labels, 0.0).backward()
         grads[w] = x.grad[1, 12:16].sum()  # row 1's label is a stay: the summed gradient over the stay kind
     assert float(grads[weight]) == pytest.approx(float(grads[1.0]), abs=1e-6)
+
+
+def test_attention_is_transformers_sdpa_in_float32_and_close_to_it_under_bf16_autocast():
+    """model/nn/attention.py: without autocast the very bits of transformers' own SDPA (masks included:
+    a padded encoder row and the causal decoder); under CPU bfloat16 autocast, float32 attention beside
+    bfloat16 layers: other bits, the same logits to bfloat16's precision."""
+    ps = toy_patients(3)
+    v = Vocabulary.build(ps)
+    m = tiny(v).eval()
+    assert m.bart.config._attn_implementation == "promptehr_sdpa"
+    tk = Tokenizer(v)
+    seqs = [tk.encode(p.visits) for p in ps]
+    age, sex = demographics_to_tensors([p.age for p in ps], [p.sex for p in ps], m.config)
+    b = collate([Example(s[: 2 + 3 * i], s, [False] * len(s)) for i, s in enumerate(seqs)], age.numpy(), sex.numpy())
+    assert not bool(b.attention_mask.all())  # some encoder rows padded
+
+    def logits(impl: str, bf16: bool = False) -> torch.Tensor:
+        m.bart.set_attn_implementation(impl)
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            return m(**{**b.model_inputs(), "labels": None}).logits.float()
+
+    ours, theirs, eager = logits("promptehr_sdpa"), logits("sdpa"), logits("eager")
+    assert torch.equal(ours, theirs)
+    assert torch.allclose(ours, eager, atol=1e-5)  # the masks are applied: eager builds its own
+    low = logits("promptehr_sdpa", bf16=True)
+    m.bart.set_attn_implementation("promptehr_sdpa")
+    assert not torch.equal(low, ours) and torch.allclose(low, ours, atol=0.1)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -16,7 +17,7 @@ from promptehr.model.generation.cohort import CohortSpec, demographics, generate
 from promptehr.model.generation.draw import SamplingOptions
 from promptehr.model.generation.options import DEFAULT_FREQUENCY_MIX
 from promptehr.model.generation.sampler import Sampler
-from promptehr.model.generation.streams import row_key
+from promptehr.model.generation.streams import row_key, uniforms
 from promptehr.model.nn.checkpoint import load_checkpoint
 
 N = 48
@@ -99,8 +100,9 @@ def fast_and_reference(s: Sampler, monkeypatch, ages, sexes, keys, opts, forced=
 
 @pytest.mark.parametrize("opts", [SamplingOptions(), SamplingOptions(temperature=1.7, top_p=1.0, top_k=5),
                                   SamplingOptions(temperature=0.6, top_p=0.8), SamplingOptions(code_sampler="frequency"),
-                                  SamplingOptions(stop_bias=-2.0), SamplingOptions(frequency_mix=0.3, temperature=1.3, top_p=0.9)],
-                         ids=["default", "hot-top-k", "cold-top-p", "frequency", "stop-bias", "frequency-mix"])
+                                  SamplingOptions(stop_bias=-2.0), SamplingOptions(frequency_mix=0.3, temperature=1.3, top_p=0.9),
+                                  SamplingOptions(precision="fp32")],
+                         ids=["default", "hot-top-k", "cold-top-p", "frequency", "stop-bias", "frequency-mix", "fp32"])
 def test_hierarchical_records_are_the_references(hier, monkeypatch, opts):
     fast = fast_and_reference(hier, monkeypatch, *patients(), opts)
     if opts.stop_bias:  # more visits: later ones, each with its gap
@@ -195,6 +197,7 @@ def test_a_flat_model_refuses_the_frequency_samplers(flat):
 
 def test_flat_records_are_the_references(flat, monkeypatch):
     fast_and_reference(flat, monkeypatch, *patients(40, seed=2), SamplingOptions(top_k=20))
+    fast_and_reference(flat, monkeypatch, *patients(40, seed=2), SamplingOptions(top_k=20, precision="fp32"))
     forced = [flat.required_prefix(["4019"])] * 40
     fast_and_reference(flat, monkeypatch, *patients(40, seed=3), SamplingOptions(), forced)
 
@@ -212,3 +215,24 @@ def test_stop_bias_moves_the_visit_count_and_nothing_when_zero(hier):
     assert fewer < same < more, (fewer, same, more)
     assert hier.generate_many(ages, sexes, keys, SamplingOptions(stop_bias=0.0), batch_size=BATCH) == \
         hier.generate_many(ages, sexes, keys, SamplingOptions(), batch_size=BATCH)
+
+
+def test_bf16_runs_the_decoder_in_bfloat16_and_draws_from_float32_logits(hier, monkeypatch):
+    """The default precision changes the decoder's arithmetic, not the draws': the first draw of each
+    patient (the same uniform in both runs) reads float32 logits close to fp32's but not their bits."""
+    ages, sexes, keys = patients()
+    books = {}
+    for p in ("bf16", "fp32"):
+        books[p] = record_draws(monkeypatch)
+        hier.generate_many(ages, sexes, keys, SamplingOptions(precision=p), batch_size=BATCH)
+    assert SamplingOptions().precision == "bf16"
+    assert all(r.dtype == torch.float32 for rows in books["bf16"].values() for r in rows)
+    first = uniforms(np.asarray(keys, dtype=np.uint64), 1)  # position 1: the first draw after <s>
+    gaps = []
+    for u in first.tolist():
+        (a, *_), (b, *_) = books["bf16"][u], books["fp32"][u]
+        live = torch.isfinite(b)
+        assert torch.equal(live, torch.isfinite(a))  # the same mask
+        gaps.append(float((a[live] - b[live]).abs().max()))
+    assert max(gaps) > 0  # bfloat16 arithmetic: other bits
+    assert max(gaps) < 0.25, gaps  # but the same logits to bfloat16's precision (3 significant digits)

@@ -167,6 +167,7 @@ RAW_BAD = {  # JSON text, so NaN and Infinity can be sent as the non-standard li
     "temperature-negative": '"sampling": {"temperature": -1}',
     "temperature-Infinity": '"sampling": {"temperature": Infinity}',
     "top_k-negative": '"sampling": {"top_k": -1}',
+    "precision-fp16": '"sampling": {"precision": "fp16"}',
 }
 
 

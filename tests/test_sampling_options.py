@@ -41,3 +41,16 @@ def test_the_default_mixes_half_the_code_draw_from_training_frequencies():
     """frequency_mix: absent, the model's default (0.5 for a hierarchical model, chosen by bench/sweep_sampling.py,
     docs/evaluation.md step 8; 0 for a flat one), resolved in stage 2's draw (generation/draw.py)."""
     assert SamplingOptions().frequency_mix is None and DEFAULT_FREQUENCY_MIX == 0.5
+
+
+@pytest.mark.parametrize("precision", ["fp16", "float32", "", "BF16"])
+def test_an_unknown_precision_is_refused(precision):
+    with pytest.raises(ValueError, match="precision must be 'bf16' or 'fp32'"):
+        SamplingOptions(precision=precision)
+
+
+def test_the_default_precision_is_bf16_and_a_spec_can_ask_for_fp32():
+    """bf16: the decoder under bfloat16 autocast (docs/evaluation.md, "bf16 as the default"); fp32 on request."""
+    assert SamplingOptions().precision == "bf16"
+    assert CohortSpec.from_dict({"sampling": {"precision": "fp32"}}).sampling.precision == "fp32"
+    assert CohortSpec.from_dict({}).to_dict()["sampling"]["precision"] == "bf16"  # recorded in the cohort's spec

@@ -17,6 +17,9 @@ MAX_TEMPERATURE = 10.0
 # stop_bias: e^10 = 22,026 times the odds either way is past any calibration a cohort needs
 MAX_STOP_BIAS = 10.0
 CODE_SAMPLERS = ("model", "frequency")
+# The decoder's arithmetic (model/generation/precision.py): "bf16" runs its layers under bfloat16 autocast,
+# "fp32" in float32; the LM head and every draw are float32 either way.
+PRECISIONS = ("bf16", "fp32")
 # The model under-draws the long tail (distinct codes at equal size 84% of a real sample's on DE-SynPUF 1-6);
 # the training frequencies carry the split's own tail. 0.5, chosen by bench/sweep_sampling.py (docs/evaluation.md,
 # step 8; 0 / 0.15 / 0.3 / 0.4 / 0.5): distinct codes 84% -> 93%, code R^2 0.991 -> 0.992, pair R^2 0.877 both,
@@ -47,6 +50,11 @@ class SamplingOptions:
     # of stopping there. Negative: more visits per patient. The model under-produces visits (1.50 per
     # patient where DE-SynPUF's holdout has 1.75, docs/evaluation.md step 2): this calibrates that decision.
     stop_bias: float = 0.0
+    # "bf16": the encoder and decoder layers under bfloat16 autocast, attention and the draws in float32
+    # (model/generation/precision.py). 2,048 patients of a DE-SynPUF sample-1 small model at batch 1,024, one
+    # thread, alternating: 5.58 s for fp32's 8.22 s (1.49x), the fidelity of fp32's (docs/evaluation.md,
+    # step 9). "fp32" gives the records of the float32 sampler.
+    precision: str = "bf16"
 
     def __post_init__(self):
         if not MIN_TEMPERATURE <= self.temperature <= MAX_TEMPERATURE:
@@ -61,3 +69,5 @@ class SamplingOptions:
             raise ValueError(f"frequency_mix must be in [0, 1], got {self.frequency_mix}")
         if self.code_sampler not in CODE_SAMPLERS:
             raise ValueError(f"code_sampler must be 'model' or 'frequency', got {self.code_sampler!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be 'bf16' or 'fp32', got {self.precision!r}")

@@ -14,6 +14,7 @@ Equal records need equal bits, so the logits are computed as the batched sampler
 - a code's logit is the row's own product with the code's embedding (PromptBart.lm_head_at), not
   a column of the full LM head: those per-row products round otherwise than the matrix product on
   some CPUs (measured on an AMD EPYC, torch 2.13: about 1 window logit in 12 differs in the last bit);
+- the encoder and decoder in opts.precision, their output cast to float32 for the head (precision.py);
 - `shared` forced tokens go into the first decoder call, with <s>, the rest one per step: attention
   over several new positions in one call rounds otherwise (in the last bits) than one position per
   call. The batched sampler puts there the forced tokens all rows of its batch share: all of them
@@ -35,6 +36,7 @@ from promptehr.model.generation.constraints import (
 )
 from promptehr.model.generation.draw import SamplingOptions, draw, draw_codes, window_index
 from promptehr.model.generation.head import LINEAR_ROWS
+from promptehr.model.generation.precision import decoder_precision
 from promptehr.model.generation.streams import uniforms
 from promptehr.model.nn.promptbart import demographics_to_tensors
 
@@ -51,7 +53,8 @@ def generate(sampler, age: float, sex: str, key: int, opts: SamplingOptions, for
     w = category_windows(L)
     windows = (torch.as_tensor(w[0], device=dev), w[1]) if w is not None else None
     age_t, sex_t = demographics_to_tensors([age] * ROWS, [sex] * ROWS, sampler.config, dev)
-    enc = m.encode(torch.zeros(ROWS, 0, dtype=torch.long, device=dev), None, age_t, sex_t)  # prompts only
+    with decoder_precision(opts.precision, dev):
+        enc = m.encode(torch.zeros(ROWS, 0, dtype=torch.long, device=dev), None, age_t, sex_t)  # prompts only
     state = init_state(L, torch.from_numpy(sampler.allowed_mask([sex], [age])).to(dev))
     keys = np.asarray([key], dtype=np.uint64)
     out = list(forced[: len(forced) if shared is None else shared])
@@ -59,12 +62,13 @@ def generate(sampler, age: float, sex: str, key: int, opts: SamplingOptions, for
         state = advance(state, torch.tensor([t], device=dev), L, limits)
     new, past = [L.bos] + out, None
     while int(state.phase[0]) != DONE:
-        hidden, past = m.decoder_hidden(torch.tensor([new] * ROWS, device=dev), enc, age_t, sex_t, past)  # (ROWS, t, D)
+        with decoder_precision(opts.precision, dev):
+            hidden, past = m.decoder_hidden(torch.tensor([new] * ROWS, device=dev), enc, age_t, sex_t, past)  # (ROWS, t, D)
         if len(out) < len(forced):
             tok = forced[len(out)]
         else:
             u = torch.from_numpy(uniforms(keys, len(out) + 1))  # position: index after <s>
-            tok = next_token(m, hidden[:, -1], state, L, limits, u, opts, sampler.freq_logits, windows)
+            tok = next_token(m, hidden[:, -1].float(), state, L, limits, u, opts, sampler.freq_logits, windows)
         state = advance(state, torch.tensor([tok], device=dev), L, limits)
         out.append(tok)
         new = [tok]

@@ -11,6 +11,8 @@ How a batch is generated (see `Sampler.generate_many`):
   later step feeds one token per live row. Finished rows leave the batch, stragglers are set aside and
   join the next batch (model/generation/batch.py, which also keeps the batch at MIN_ROWS rows or more
   for bit-identical kernels).
+- The encoder and decoder run in opts.precision (bfloat16 autocast by default, model/generation/precision.py);
+  the LM head and the draws in float32.
 - Each step: logits -> constraint mask (model/generation/constraints.py) -> temperature / top-k / top-p
   -> one draw per row by inverse CDF (draw.py) with the row's uniform at that position (streams.py).
   Hierarchical models compute only the logits a draw reads (head.py).
@@ -40,6 +42,7 @@ from promptehr.model.generation.constraints import (
 from promptehr.model.generation.draw import SamplingOptions, draw
 from promptehr.model.generation.options import DEFAULT_BATCH_SIZE
 from promptehr.model.generation.head import SlicedHead
+from promptehr.model.generation.precision import decoder_precision
 from promptehr.model.generation.streams import TIME, row_key, uniforms
 from promptehr.model.nn.promptbart import EncoderState, demographics_to_tensors
 from promptehr.model.rules import allowed_matrix
@@ -185,7 +188,7 @@ class Sampler:
             held = sum(g.live() for g in waiting)  # they join this batch: leave room for them
             take = list(range(nxt, min(nxt + max(0, batch_size - held), n)))
             nxt += len(take)
-            group = self._start(take, ages, sexes, keys, forced, limits, log) if take else waiting.pop(0)
+            group = self._start(take, ages, sexes, keys, forced, limits, log, opts) if take else waiting.pop(0)
             mark = len(log)
             left = self._run(group, waiting, opts, limits, log, stop=nxt < n)
             if left is not None:
@@ -196,7 +199,8 @@ class Sampler:
                 progress(done)
         return records(log, n)
 
-    def _start(self, take: list[int], ages, sexes, keys, forced: list[list[int]], limits: Limits, log) -> Group:
+    def _start(self, take: list[int], ages, sexes, keys, forced: list[list[int]], limits: Limits, log,
+               opts: SamplingOptions) -> Group:
         """A new batch of rows `take`: encoder, the prefix all its rows share in the first decoder call."""
         L, m, dev = self.layout, self.model, self.device
         n_real = len(take)
@@ -206,7 +210,8 @@ class Sampler:
         ages, sexes, fr = [ages[i] for i in rows], [sexes[i] for i in rows], [forced[i] for i in rows]
         age_t, sex_t = demographics_to_tensors(ages, sexes, self.config, dev)
         state = init_state(L, torch.from_numpy(self.allowed_mask(sexes, ages)).to(dev))
-        enc = self._encode_demographics(age_t, sex_t)  # prompts only
+        with decoder_precision(opts.precision, dev):
+            enc = self._encode_demographics(age_t, sex_t)  # prompts only
         ids = torch.tensor(take + [-1] * (n - n_real), dtype=torch.long, device=dev)  # -1: padding
 
         # the prefix all rows share goes into the first decoder call; the rest is forced step by step
@@ -224,9 +229,10 @@ class Sampler:
             table[i, : len(f)] = torch.tensor(f, dtype=torch.long)
         first = torch.tensor([[L.bos] + prefix] * n, dtype=torch.long, device=dev)  # (n, 1 + common)
         # room for the prompts, <s>, the forced tokens and some more in the self-attention cache (it grows)
-        hidden, past = m.decoder_hidden(first, enc, age_t, sex_t, cache_capacity=m.n_prompts + 1 + longest + 32)
+        with decoder_precision(opts.precision, dev):
+            hidden, past = m.decoder_hidden(first, enc, age_t, sex_t, cache_capacity=m.n_prompts + 1 + longest + 32)
         keys = np.asarray([keys[i] for i in rows], dtype=np.uint64)
-        return Group(1 + common, ids, keys, table.to(dev), state, enc, past, age_t, sex_t, None, hidden[:, -1])
+        return Group(1 + common, ids, keys, table.to(dev), state, enc, past, age_t, sex_t, None, hidden[:, -1].float())
 
     def _run(self, g: Group, waiting: list[Group], opts: SamplingOptions, limits: Limits, log,
              stop: bool) -> Group | None:
@@ -237,8 +243,9 @@ class Sampler:
         size = g.live()  # real rows it has had
         while True:
             if g.h is None:
-                hidden, g.past = m.decoder_hidden(g.tok[:, None], g.enc, g.age, g.sex, g.past)  # (b, 1, D)
-                g.h = hidden[:, -1]
+                with decoder_precision(opts.precision, self.device):
+                    hidden, g.past = m.decoder_hidden(g.tok[:, None], g.enc, g.age, g.sex, g.past)  # (b, 1, D)
+                g.h = hidden[:, -1].float()  # the head and the draws in float32 (precision.py)
             u = torch.from_numpy(uniforms(g.keys, g.pos)).to(g.h.device)
             if self.head is not None:  # hierarchical: only the logits the draws read
                 tok, ok = self.head.choose(g.h, g.state, limits, u, opts), None

@@ -12,7 +12,8 @@ the batch width is the same thing). `<s> </s>` is accepted too but is not what t
 We use BartModel's encoder and decoder unchanged, passing inputs_embeds; nothing is forked. For generation the
 sampler may pass a `cache_capacity` (self-attention cache layers that write into spare room instead of
 concatenating every step: model/nn/kv_cache.py) and ask for logits of a few columns only (`lm_head_columns`,
-`lm_head_at`).
+`lm_head_at`). Attention is transformers' SDPA, kept in float32 on CPU under bfloat16 autocast
+(model/nn/attention.py).
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from torch import nn
 from transformers import BartConfig, BartModel
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
+from promptehr.model.nn import attention
 from promptehr.model.nn.config import ModelConfig
 from promptehr.model.nn.cooccurrence import CoocTargets, cooccurrence_penalty
 from promptehr.model.nn.kv_cache import PreallocatedCache
@@ -74,6 +76,7 @@ def bart_config(config: ModelConfig) -> BartConfig:
         encoder_layerdrop=0.0, decoder_layerdrop=0.0, scale_embedding=False,
         pad_token_id=PAD, bos_token_id=BOS, eos_token_id=EOS, decoder_start_token_id=BOS,
         forced_bos_token_id=None, forced_eos_token_id=None, is_encoder_decoder=True,
+        attn_implementation=attention.NAME,  # SDPA, in float32 on CPU under autocast (model/nn/attention.py)
     )
 
 

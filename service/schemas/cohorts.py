@@ -22,6 +22,7 @@ from promptehr.model.generation.options import (
     MAX_STOP_BIAS,
     MAX_TEMPERATURE,
     MIN_TEMPERATURE,
+    PRECISIONS,
     SamplingOptions,
 )
 from promptehr.service.schemas.common import JobPublic, StrictModel
@@ -166,6 +167,9 @@ class Sampling(StrictModel):
         "Share of a code's probability, among its category's codes, taken from the training frequencies (the "
         f"rest from the model): above 0, more of the long tail of rare codes. 0: the model alone. Absent: "
         f"{DEFAULT_FREQUENCY_MIX:g} for a hierarchical model, 0 for a flat one (which refuses any other value)."))
+    precision: Literal[PRECISIONS] = Field(default=SamplingOptions.precision, description=(
+        "The decoder's arithmetic: \"bf16\" (bfloat16 autocast, faster) or \"fp32\". The draws are float32 either "
+        "way; the same seed and precision give the same patients."))
 
 
 class CohortBase(StrictModel):
