@@ -52,7 +52,8 @@ class SamplingOptions:
     stop_bias: float = 0.0
     # "bf16": the encoder and decoder layers under bfloat16 autocast, attention and the draws in float32
     # (model/generation/precision.py). 2,048 patients of a DE-SynPUF sample-1 small model at batch 1,024, one
-    # thread, alternating: 5.58 s for fp32's 8.22 s (1.49x), the fidelity of fp32's (docs/evaluation.md,
+    # thread, alternating: 5.58 s for fp32's 8.22 s (1.49x); every default together 1.28x the patients/s of the
+    # settings before issue 14 (bench/bench_generate.py --settings), the fidelity of fp32's (docs/evaluation.md,
     # step 9). "fp32" gives the records of the float32 sampler.
     precision: str = "bf16"
 

@@ -11,8 +11,18 @@ the same in any batch of at least MIN_ROWS rows: tests/test_reference_sampler.py
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
+
+# bfloat16 linear layers run as oneDNN matmul primitives, one JIT-compiled per input shape, and the sampler's
+# batches take many row counts (rows finish, stragglers are set aside): the primitive cache (1,024 entries by
+# default) made `promptehr generate` (tiny preset, bf16) peak at 963.6 MiB for 10,000 patients and 1,519.1
+# MiB for 100,000 (1.58x, bench/bench_generate_memory.py; fp32 1.20x). 64 entries: 832.5 -> 1,192.5 MiB
+# (1.43x, inside the 1.5x limit; 16 entries 1.45x, the rest is the C allocator's), at the same speed (4,096
+# patients of the DE-SynPUF 1-6 small model: 25.5 / 26.4 s against 26.0 / 26.1 s). oneDNN reads it when it
+# makes its first primitive, so setting it here, before any sampling, holds; a value the user set wins.
+os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "64")
 
 
 def decoder_precision(precision: str, device: torch.device):
