@@ -21,7 +21,8 @@ import torch
 # MiB for 100,000 (1.58x, bench/bench_generate_memory.py; fp32 1.20x). 64 entries: 832.5 -> 1,192.5 MiB
 # (1.43x, inside the 1.5x limit; 16 entries 1.45x, the rest is the C allocator's), at the same speed (4,096
 # patients of the DE-SynPUF 1-6 small model: 25.5 / 26.4 s against 26.0 / 26.1 s). oneDNN reads it when it
-# makes its first primitive, so setting it here, before any sampling, holds; a value the user set wins.
+# makes its first primitive: set here, it holds in `promptehr generate` (measured above: no primitive comes
+# before the first sampling), and in any process whose first oneDNN work is sampling; a value the user set wins.
 os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "64")
 
 
